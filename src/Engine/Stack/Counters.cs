@@ -1,0 +1,66 @@
+namespace Emunet.Engine.Stack;
+
+/// <summary>Why a frame or a flow was dropped. Each reason is a counter in <see cref="Counters"/>.</summary>
+public enum DropReason
+{
+    FrameTooShort,
+    FrameTooLong,
+    UnknownEtherType,
+    NotForUs,
+    ArpMalformed,
+    IPv4Malformed,
+    IPv4BadChecksum,
+    IPv4Fragment,
+    IPv4FragmentTableFull,
+    IPv4TtlExpired,
+    IcmpMalformed,
+    IcmpUnsupported,
+    UdpMalformed,
+    UdpBadChecksum,
+    UdpFlowTableFull,
+    UdpSendFailed,
+    TcpMalformed,
+    TcpBadChecksum,
+    TcpNoConnection,
+    TcpFlowTableFull,
+    TcpOutOfWindow,
+    DhcpMalformed,
+    DnsMalformed,
+    DnsUpstreamFailed,
+    TransmitQueueFull,
+    GuestMacUnknown,
+    DeviceProtocolError,
+    ForwardRefused,
+}
+
+/// <summary>
+/// Engine statistics. Written only by the owner thread; read by the control API as a snapshot (torn reads of
+/// individual 64-bit counters cannot happen on 64-bit platforms).
+/// </summary>
+public sealed class Counters
+{
+    private readonly long[] _drops = new long[Enum.GetValues<DropReason>().Length];
+
+    public long FramesFromGuest;
+    public long FramesToGuest;
+    public long BytesFromGuest;
+    public long BytesToGuest;
+
+    public void Drop(DropReason reason) => _drops[(int)reason]++;
+
+    public long Drops(DropReason reason) => _drops[(int)reason];
+
+    public long TotalDrops
+    {
+        get { long t = 0; foreach (var d in _drops) t += d; return t; }
+    }
+
+    /// <summary>Non-zero drop counters by reason name.</summary>
+    public IReadOnlyDictionary<string, long> DropSnapshot()
+    {
+        var result = new Dictionary<string, long>();
+        foreach (var r in Enum.GetValues<DropReason>())
+            if (_drops[(int)r] != 0) result[r.ToString()] = _drops[(int)r];
+        return result;
+    }
+}

@@ -1,0 +1,31 @@
+using Emunet.Engine.Wire;
+
+namespace Emunet.Engine.Stack;
+
+/// <summary>The address plan. Defaults are QEMU's and the Android Emulator's (10.0.2.0/24).</summary>
+public sealed record NetworkConfig
+{
+    public IPv4Address Network { get; init; } = new(10, 0, 2, 0);
+    public int PrefixLength { get; init; } = 24;
+    /// <summary>The gateway, and the alias of the host's loopback (10.0.2.2:P reaches 127.0.0.1:P).</summary>
+    public IPv4Address Gateway { get; init; } = new(10, 0, 2, 2);
+    /// <summary>The DNS relay.</summary>
+    public IPv4Address Dns { get; init; } = new(10, 0, 2, 3);
+    /// <summary>The address the guest is leased by DHCP.</summary>
+    public IPv4Address Guest { get; init; } = new(10, 0, 2, 15);
+    /// <summary>The MAC address Emunet answers ARP with for the addresses it owns (QEMU's slirp uses 52:55:0a:00:02:02).</summary>
+    public MacAddress GatewayMac { get; init; } = new(0x52550a000202UL);
+    /// <summary>MTU offered by DHCP (option 26). There is no wire, so a large MTU cuts per-packet cost.</summary>
+    public int Mtu { get; init; } = 65520;
+    public TimeSpan LeaseTime { get; init; } = TimeSpan.FromHours(24);
+    /// <summary>Map guest connections to the gateway onto host loopback.</summary>
+    public bool MapGatewayToLoopback { get; init; } = true;
+    /// <summary>Upstream DNS servers; empty means those of /etc/resolv.conf.</summary>
+    public IReadOnlyList<System.Net.IPEndPoint> DnsUpstream { get; init; } = Array.Empty<System.Net.IPEndPoint>();
+
+    public IPv4Address SubnetMask => new(PrefixLength == 0 ? 0 : 0xffffffffu << (32 - PrefixLength));
+    public IPv4Address BroadcastAddress => new(Network.Value | ~SubnetMask.Value);
+
+    /// <summary>True for an address Emunet itself answers for (gateway, DNS).</summary>
+    public bool IsOwnAddress(IPv4Address a) => a == Gateway || a == Dns;
+}

@@ -1,0 +1,1 @@
+namespace Emunet.GuestRig; internal static class Placeholder { }
