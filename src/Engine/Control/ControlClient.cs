@@ -1,0 +1,147 @@
+using System.Net.Sockets;
+using System.Text.Json;
+
+namespace Emunet.Engine.Control;
+
+/// <summary>A control request failed; <see cref="Code"/> is one of <see cref="ControlErrorCodes"/>.</summary>
+public sealed class ControlException : Exception
+{
+    public ControlException(string code, string message, Exception? inner = null) : base(message, inner) => Code = code;
+
+    public string Code { get; }
+}
+
+/// <summary>
+/// A blocking client of one instance's control socket (the tool and the PowerShell module use it). One request at a
+/// time; not thread-safe. Every call either returns the op's result or throws <see cref="ControlException"/>.
+/// </summary>
+public sealed class ControlClient : IDisposable
+{
+    public static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(15);
+
+    private readonly Socket _socket;
+    private readonly byte[] _buffer = new byte[64 * 1024];
+    private int _start, _filled;
+    private long _nextId = 1;
+
+    private ControlClient(Socket socket, string socketPath)
+    {
+        _socket = socket;
+        SocketPath = socketPath;
+    }
+
+    public string SocketPath { get; }
+
+    /// <exception cref="ControlException">Code <see cref="ControlErrorCodes.Unreachable"/>.</exception>
+    public static ControlClient Connect(string socketPath, TimeSpan? timeout = null)
+    {
+        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            socket.Connect(new UnixDomainSocketEndPoint(socketPath));
+        }
+        catch (SocketException e)
+        {
+            socket.Dispose();
+            throw new ControlException(ControlErrorCodes.Unreachable, $"Cannot reach the Emunet control socket '{socketPath}': {e.Message}.", e);
+        }
+        int ms = (int)(timeout ?? DefaultTimeout).TotalMilliseconds;
+        socket.ReceiveTimeout = ms;
+        socket.SendTimeout = ms;
+        return new ControlClient(socket, socketPath);
+    }
+
+    /// <summary>Connects to instance <paramref name="name"/>, or to the only one running when it is null.</summary>
+    public static ControlClient ConnectInstance(string? name, TimeSpan? timeout = null) =>
+        Connect(RuntimeDirectory.SocketPathFor(RuntimeDirectory.ResolveInstance(name)), timeout);
+
+    /// <summary>Sends <paramref name="request"/> (its <c>v</c> and <c>id</c> are set here) and returns the successful reply.</summary>
+    public ControlResponse Send(ControlRequest request)
+    {
+        request.V = ControlProtocol.Version;
+        long id = _nextId++;
+        request.Id = JsonSerializer.SerializeToElement(id, ControlJsonContext.Default.Int64);
+        byte[] json = JsonSerializer.SerializeToUtf8Bytes(request, ControlJsonContext.Default.ControlRequest);
+        try
+        {
+            _socket.Send(json);
+            _socket.Send("\n"u8);
+        }
+        catch (SocketException e)
+        {
+            throw Failed(e);
+        }
+
+        ControlResponse? response;
+        try { response = JsonSerializer.Deserialize(ReadLine(), ControlJsonContext.Default.ControlResponse); }
+        catch (JsonException e) { throw new ControlException(ControlErrorCodes.ProtocolError, $"The engine's reply is not valid JSON: {e.Message}", e); }
+        if (response is null) throw new ControlException(ControlErrorCodes.ProtocolError, "The engine sent an empty reply.");
+        if (!response.Ok)
+            throw new ControlException(response.Error?.Code ?? ControlErrorCodes.ProtocolError, response.Error?.Message ?? "The engine refused the request.");
+        if (response.Id is not { ValueKind: JsonValueKind.Number } rid || rid.GetInt64() != id)
+            throw new ControlException(ControlErrorCodes.ProtocolError, "The engine's reply does not match the request.");
+        return response;
+    }
+
+    private ControlException Failed(SocketException e) => e.SocketErrorCode == SocketError.TimedOut
+        ? new ControlException(ControlErrorCodes.Timeout, $"The Emunet instance at '{SocketPath}' did not answer in time.", e)
+        : new ControlException(ControlErrorCodes.Unreachable, $"The connection to '{SocketPath}' failed: {e.Message}.", e);
+
+    private ReadOnlySpan<byte> ReadLine()
+    {
+        while (true)
+        {
+            int nl = Array.IndexOf(_buffer, (byte)'\n', _start, _filled - _start);
+            if (nl >= 0)
+            {
+                var line = _buffer.AsSpan(_start, nl - _start);
+                _start = nl + 1;
+                return line;
+            }
+            if (_start > 0)
+            {
+                Buffer.BlockCopy(_buffer, _start, _buffer, 0, _filled - _start);
+                _filled -= _start;
+                _start = 0;
+            }
+            if (_filled == _buffer.Length)
+                throw new ControlException(ControlErrorCodes.ProtocolError, "The engine's reply is too long.");
+            int n;
+            try { n = _socket.Receive(_buffer, _filled, _buffer.Length - _filled, SocketFlags.None); }
+            catch (SocketException e) { throw Failed(e); }
+            if (n == 0) throw new ControlException(ControlErrorCodes.Unreachable, $"The Emunet instance at '{SocketPath}' closed the connection.");
+            _filled += n;
+        }
+    }
+
+    public InstanceDto Info() => Send(new ControlRequest { Op = ControlProtocol.Ops.Info }).Instance ?? throw Missing("instance");
+
+    public ForwardDto AddForward(string spec) =>
+        Send(new ControlRequest { Op = ControlProtocol.Ops.ForwardAdd, Spec = spec }).Forward ?? throw Missing("forward");
+
+    public List<ForwardDto> ListForwards() =>
+        Send(new ControlRequest { Op = ControlProtocol.Ops.ForwardList }).Forwards ?? throw Missing("forwards");
+
+    public ForwardDto RemoveForward(string protocol, string? address, int port, bool force) =>
+        Send(new ControlRequest { Op = ControlProtocol.Ops.ForwardRemove, Protocol = protocol, Address = address, Port = port, Force = force }).Forward
+        ?? throw Missing("forward");
+
+    public List<ConnectionDto> ListConnections(string? protocol = null, int? port = null, string? state = null) =>
+        Send(new ControlRequest { Op = ControlProtocol.Ops.ConnectionsList, Protocol = protocol, Port = port, State = state }).Connections
+        ?? throw Missing("connections");
+
+    public StatsDto Stats() => Send(new ControlRequest { Op = ControlProtocol.Ops.Stats }).Stats ?? throw Missing("stats");
+
+    public CaptureDto StartCapture(string path) =>
+        Send(new ControlRequest { Op = ControlProtocol.Ops.CaptureStart, Path = path }).Capture ?? throw Missing("capture");
+
+    public CaptureDto StopCapture() => Send(new ControlRequest { Op = ControlProtocol.Ops.CaptureStop }).Capture ?? throw Missing("capture");
+
+    /// <summary>Asks the instance to stop; returns once it has acknowledged.</summary>
+    public void Shutdown() => Send(new ControlRequest { Op = ControlProtocol.Ops.Shutdown });
+
+    private static ControlException Missing(string member) =>
+        new(ControlErrorCodes.ProtocolError, $"The engine's reply has no '{member}' member.");
+
+    public void Dispose() => _socket.Dispose();
+}

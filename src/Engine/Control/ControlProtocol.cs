@@ -1,0 +1,287 @@
+using System.Globalization;
+using System.Net;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Emunet.Engine.Forwarding;
+using Emunet.Engine.Stack.Nat;
+
+namespace Emunet.Engine.Control;
+
+/// <summary>
+/// The control protocol, version 1 (docs/control-api.md): one JSON object per line over the instance's Unix socket.
+/// A request is <c>{"v":1,"id":7,"op":"forward.add","spec":"tcp:8080:80"}</c>; its reply echoes <c>v</c> and <c>id</c>
+/// and carries <c>"ok":true</c> with the op's result member, or <c>"ok":false</c> with <c>error.code</c> (one of
+/// <see cref="ControlErrorCodes"/>) and <c>error.message</c>. Unknown members are ignored, so later versions can add them.
+/// </summary>
+public static class ControlProtocol
+{
+    public const int Version = 1;
+
+    /// <summary>The longest request line (without its newline) the server reads; a longer one is answered with
+    /// <see cref="ControlErrorCodes.LineTooLong"/> and the connection is closed.</summary>
+    public const int MaxRequestBytes = 64 * 1024;
+
+    public static class Ops
+    {
+        public const string Info = "info";
+        public const string ForwardAdd = "forward.add";
+        public const string ForwardList = "forward.list";
+        public const string ForwardRemove = "forward.remove";
+        public const string ConnectionsList = "connections.list";
+        public const string Stats = "stats";
+        public const string CaptureStart = "capture.start";
+        public const string CaptureStop = "capture.stop";
+        public const string Shutdown = "shutdown";
+
+        public static readonly IReadOnlyList<string> All =
+            [Info, ForwardAdd, ForwardList, ForwardRemove, ConnectionsList, Stats, CaptureStart, CaptureStop, Shutdown];
+    }
+}
+
+/// <summary>Stable error codes of the control protocol. Clients match on these, never on messages.</summary>
+public static class ControlErrorCodes
+{
+    // Sent by the server.
+    public const string BadJson = "bad_json";
+    public const string LineTooLong = "line_too_long";
+    public const string UnsupportedVersion = "unsupported_version";
+    public const string UnknownOp = "unknown_op";
+    public const string BadRequest = "bad_request";
+    public const string PortInUse = "port_in_use";
+    public const string PermissionDenied = "permission_denied";
+    public const string NotFound = "not_found";
+    public const string Conflict = "conflict";
+    public const string CaptureFailed = "capture_failed";
+    public const string TooManyClients = "too_many_clients";
+    public const string Internal = "internal";
+
+    // Raised by the client side before or instead of a reply.
+    public const string NoInstance = "no_instance";
+    public const string AmbiguousInstance = "ambiguous_instance";
+    public const string InstanceNotFound = "instance_not_found";
+    public const string Unreachable = "unreachable";
+    public const string Timeout = "timeout";
+    public const string ProtocolError = "protocol_error";
+}
+
+public sealed class ControlRequest
+{
+    public int V { get; set; }
+    /// <summary>Any JSON value; echoed in the reply.</summary>
+    public JsonElement? Id { get; set; }
+    public string? Op { get; set; }
+    /// <summary>forward.add: the forward spec (<c>tcp:8080:80</c>, <c>hostfwd=tcp:127.0.0.1:8080-:80</c>, ...).</summary>
+    public string? Spec { get; set; }
+    /// <summary>forward.remove: tcp or udp. connections.list: filter, tcp, udp or icmp.</summary>
+    public string? Protocol { get; set; }
+    /// <summary>forward.remove: the host address (default 127.0.0.1).</summary>
+    public string? Address { get; set; }
+    /// <summary>forward.remove: the bound host port. connections.list: filter, any port of the flow.</summary>
+    public int? Port { get; set; }
+    /// <summary>forward.remove: reset its open connections too.</summary>
+    public bool Force { get; set; }
+    /// <summary>connections.list: filter on the state name (case-insensitive).</summary>
+    public string? State { get; set; }
+    /// <summary>capture.start: the pcap file to write.</summary>
+    public string? Path { get; set; }
+}
+
+public sealed class ControlError
+{
+    public required string Code { get; set; }
+    public required string Message { get; set; }
+}
+
+public sealed class ControlResponse
+{
+    public int V { get; set; } = ControlProtocol.Version;
+    public JsonElement? Id { get; set; }
+    public bool Ok { get; set; }
+    public ControlError? Error { get; set; }
+    public InstanceDto? Instance { get; set; }
+    public ForwardDto? Forward { get; set; }
+    public List<ForwardDto>? Forwards { get; set; }
+    public List<ConnectionDto>? Connections { get; set; }
+    public StatsDto? Stats { get; set; }
+    public CaptureDto? Capture { get; set; }
+
+    /// <summary>Server side only: ask the engine to stop once this reply is sent.</summary>
+    [JsonIgnore]
+    internal bool ShutdownAfterSend { get; set; }
+
+    public static ControlResponse Failure(JsonElement? id, string code, string message) =>
+        new() { Id = id, Ok = false, Error = new ControlError { Code = code, Message = message } };
+}
+
+public sealed class InstanceDto
+{
+    public required string Name { get; set; }
+    public int ProcessId { get; set; }
+    public required string Version { get; set; }
+    public required string Device { get; set; }
+    public required string ControlSocket { get; set; }
+    public DateTimeOffset Started { get; set; }
+    public bool GuestConnected { get; set; }
+    public string? GuestMac { get; set; }
+
+    public static InstanceDto From(InstanceInfo i) => new()
+    {
+        Name = i.Name, ProcessId = i.ProcessId, Version = i.Version, Device = i.Device, ControlSocket = i.ControlSocket,
+        Started = i.Started, GuestConnected = i.GuestConnected, GuestMac = i.GuestMac,
+    };
+}
+
+public sealed class ForwardDto
+{
+    /// <summary>"tcp" or "udp".</summary>
+    public required string Protocol { get; set; }
+    public required string Address { get; set; }
+    /// <summary>The port bound on the host.</summary>
+    public int HostPort { get; set; }
+    /// <summary>The port the spec asked for (0: any free port).</summary>
+    public int RequestedHostPort { get; set; }
+    public int GuestPort { get; set; }
+    /// <summary>The canonical spec with the bound port, e.g. <c>tcp:127.0.0.1:8080:80</c>.</summary>
+    public required string Spec { get; set; }
+    public int ActiveConnections { get; set; }
+    public long TotalConnections { get; set; }
+    public DateTimeOffset Created { get; set; }
+
+    public static ForwardDto From(ForwardInfo f)
+    {
+        string proto = ProtocolName(f.Spec.Protocol);
+        string address = f.Spec.HostAddress.ToString();
+        return new ForwardDto
+        {
+            Protocol = proto, Address = address, HostPort = f.BoundPort, RequestedHostPort = f.Spec.HostPort,
+            GuestPort = f.Spec.GuestPort,
+            Spec = string.Create(CultureInfo.InvariantCulture, $"{proto}:{address}:{f.BoundPort}:{f.Spec.GuestPort}"),
+            ActiveConnections = f.ActiveConnections, TotalConnections = f.TotalConnections, Created = f.Created,
+        };
+    }
+
+    public static string ProtocolName(ForwardProtocol p) => p == ForwardProtocol.Udp ? "udp" : "tcp";
+}
+
+public sealed class ConnectionDto
+{
+    public long Id { get; set; }
+    /// <summary>"tcp", "udp" or "icmp".</summary>
+    public required string Protocol { get; set; }
+    /// <summary>"outbound" or "forwarded".</summary>
+    public required string Direction { get; set; }
+    public required string Guest { get; set; }
+    public required string GuestPeer { get; set; }
+    public string? HostLocal { get; set; }
+    public string? HostRemote { get; set; }
+    public required string State { get; set; }
+    public long BytesFromGuest { get; set; }
+    public long BytesToGuest { get; set; }
+    public DateTimeOffset Started { get; set; }
+    public string? Forward { get; set; }
+
+    public static ConnectionDto From(ConnectionInfo c) => new()
+    {
+        Id = c.Id,
+        Protocol = c.Protocol switch { FlowProtocol.Tcp => "tcp", FlowProtocol.Udp => "udp", _ => "icmp" },
+        Direction = c.Direction == FlowDirection.Forwarded ? "forwarded" : "outbound",
+        Guest = c.GuestEndPoint.ToString(), GuestPeer = c.GuestPeerEndPoint.ToString(),
+        HostLocal = c.HostLocalEndPoint?.ToString(), HostRemote = c.HostRemoteEndPoint?.ToString(),
+        State = c.State, BytesFromGuest = c.BytesFromGuest, BytesToGuest = c.BytesToGuest, Started = c.Started,
+        Forward = c.Forward,
+    };
+
+    /// <summary>True when the flow passes every given filter; <paramref name="port"/> matches any of its ports.</summary>
+    public static bool Matches(ConnectionInfo c, FlowProtocol? protocol, int? port, string? state)
+    {
+        if (protocol is { } p && c.Protocol != p) return false;
+        if (state is not null && !string.Equals(c.State, state, StringComparison.OrdinalIgnoreCase)) return false;
+        if (port is { } n)
+        {
+            return c.GuestEndPoint.Port == n || c.GuestPeerEndPoint.Port == n
+                || c.HostLocalEndPoint?.Port == n || c.HostRemoteEndPoint?.Port == n;
+        }
+        return true;
+    }
+}
+
+public sealed class StatsDto
+{
+    public long FramesFromGuest { get; set; }
+    public long FramesToGuest { get; set; }
+    public long BytesFromGuest { get; set; }
+    public long BytesToGuest { get; set; }
+    public long TotalDrops { get; set; }
+    public Dictionary<string, long> DropsByReason { get; set; } = new();
+    public int TcpFlows { get; set; }
+    public int UdpFlows { get; set; }
+    public int Forwards { get; set; }
+    public string? CaptureFile { get; set; }
+
+    public static StatsDto From(EngineStatistics s) => new()
+    {
+        FramesFromGuest = s.FramesFromGuest, FramesToGuest = s.FramesToGuest, BytesFromGuest = s.BytesFromGuest,
+        BytesToGuest = s.BytesToGuest, TotalDrops = s.TotalDrops, DropsByReason = new Dictionary<string, long>(s.DropsByReason),
+        TcpFlows = s.TcpFlows, UdpFlows = s.UdpFlows, Forwards = s.Forwards, CaptureFile = s.CaptureFile,
+    };
+}
+
+public sealed class CaptureDto
+{
+    /// <summary>The file being written (capture.start) or just closed (capture.stop); null when none was running.</summary>
+    public string? File { get; set; }
+    public bool Running { get; set; }
+}
+
+/// <summary>Source-generated serialization for the protocol (no reflection, trimming-safe).</summary>
+[JsonSourceGenerationOptions(
+    PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
+    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    PropertyNameCaseInsensitive = false)]
+[JsonSerializable(typeof(ControlRequest))]
+[JsonSerializable(typeof(ControlResponse))]
+[JsonSerializable(typeof(List<ForwardDto>))]
+[JsonSerializable(typeof(List<ConnectionDto>))]
+[JsonSerializable(typeof(List<InstanceDto>))]
+[JsonSerializable(typeof(long))]
+public sealed partial class ControlJsonContext : JsonSerializerContext
+{
+    /// <summary>Indented output for people and scripts (the tool's <c>--json</c>).</summary>
+    public static ControlJsonContext Indented { get; } = new(new JsonSerializerOptions
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        WriteIndented = true,
+    });
+}
+
+internal static class EndPointText
+{
+    public static bool TryParseProtocol(string? text, out FlowProtocol protocol)
+    {
+        switch (text?.ToLowerInvariant())
+        {
+            case "tcp": protocol = FlowProtocol.Tcp; return true;
+            case "udp": protocol = FlowProtocol.Udp; return true;
+            case "icmp": protocol = FlowProtocol.Icmp; return true;
+            default: protocol = default; return false;
+        }
+    }
+
+    public static bool TryParseForwardProtocol(string? text, out ForwardProtocol protocol)
+    {
+        switch (text?.ToLowerInvariant())
+        {
+            case "tcp": protocol = ForwardProtocol.Tcp; return true;
+            case "udp": protocol = ForwardProtocol.Udp; return true;
+            default: protocol = default; return false;
+        }
+    }
+
+    public static bool TryParseAddress(string? text, out IPAddress address)
+    {
+        if (string.IsNullOrEmpty(text)) { address = IPAddress.Loopback; return true; }
+        if (text == "*") { address = IPAddress.Any; return true; }
+        return IPAddress.TryParse(text, out address!) && address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork;
+    }
+}

@@ -1,0 +1,350 @@
+using System.Net.Sockets;
+using System.Text.Json;
+using Emunet.Engine.Forwarding;
+using Emunet.Engine.Stack.Nat;
+using Microsoft.Extensions.Logging;
+
+namespace Emunet.Engine.Control;
+
+/// <summary>
+/// Theory of operation: the control plane of one instance. It listens on a Unix stream socket (0600, in the 0700
+/// runtime folder) and serves each client on its own task with async socket calls; it never touches stack state,
+/// only <see cref="IEngineControl"/>, which marshals every call to the engine's owner thread and answers snapshots.
+/// A client sends lines (see <see cref="ControlProtocol"/>); requests on one connection are answered in order.
+/// Untrusted input rules: a line is read into a fixed buffer of <see cref="ControlProtocol.MaxRequestBytes"/>;
+/// a longer one is answered with <c>line_too_long</c> and the connection closed; malformed JSON, an unknown op or a
+/// bad field get an error reply and the connection stays usable; an exception from the engine becomes an error
+/// reply. A client that goes away mid-line or mid-reply only ends its own task.
+/// </summary>
+public sealed class ControlServer : IAsyncDisposable
+{
+    /// <summary>Clients served at once; one more is told <c>too_many_clients</c> and closed.</summary>
+    public const int MaxClients = 32;
+
+    private readonly IEngineControl _engine;
+    private readonly ILogger _logger;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly List<Task> _clientTasks = new();
+    private Socket? _listener;
+    private Task? _acceptTask;
+    private int _clients;
+    private int _disposed;
+
+    public ControlServer(IEngineControl engine, string socketPath, ILogger logger)
+    {
+        _engine = engine;
+        _logger = logger;
+        SocketPath = socketPath;
+    }
+
+    public string SocketPath { get; }
+
+    /// <summary>Binds the socket and starts accepting. A stale socket file (nobody answers) is replaced; a live one is
+    /// an error naming the fix.</summary>
+    /// <exception cref="IOException">The socket cannot be bound.</exception>
+    public void Start()
+    {
+        if (RuntimeDirectory.IsLive(SocketPath))
+            throw new IOException($"Another Emunet instance already serves '{SocketPath}'. Stop it, or use another instance name (--name).");
+        if (File.Exists(SocketPath)) File.Delete(SocketPath);
+        string? dir = Path.GetDirectoryName(SocketPath);
+        if (!string.IsNullOrEmpty(dir) && !Directory.Exists(dir)) RuntimeDirectory.CreatePrivateFolder(dir);
+
+        var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            listener.Bind(new UnixDomainSocketEndPoint(SocketPath));
+            // The folder is 0700 already, so the window before the chmod exposes nothing.
+            if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(SocketPath, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            listener.Listen(MaxClients);
+        }
+        catch (SocketException e)
+        {
+            listener.Dispose();
+            throw new IOException($"Cannot listen on the control socket '{SocketPath}': {e.Message}. Check that its folder is writable.", e);
+        }
+        _listener = listener;
+        _acceptTask = Task.Run(AcceptLoopAsync);
+        if (_logger.IsEnabled(LogLevel.Debug)) _logger.LogDebug("Control API listening on {Path}", SocketPath);
+    }
+
+    private async Task AcceptLoopAsync()
+    {
+        var token = _stop.Token;
+        while (!token.IsCancellationRequested)
+        {
+            Socket client;
+            try { client = await _listener!.AcceptAsync(token).ConfigureAwait(false); }
+            catch (OperationCanceledException) { return; }
+            catch (ObjectDisposedException) { return; }
+            catch (SocketException e)
+            {
+                if (token.IsCancellationRequested) return;
+                _logger.LogWarning("Control socket accept failed: {Message}", e.Message);
+                continue;
+            }
+
+            if (Interlocked.Increment(ref _clients) > MaxClients)
+            {
+                Interlocked.Decrement(ref _clients);
+                _ = RefuseAsync(client);
+                continue;
+            }
+            var task = Task.Run(() => ServeClientAsync(client, token));
+            lock (_clientTasks)
+            {
+                _clientTasks.RemoveAll(t => t.IsCompleted);
+                _clientTasks.Add(task);
+            }
+        }
+    }
+
+    private static async Task RefuseAsync(Socket client)
+    {
+        using (client)
+        {
+            try
+            {
+                await client.SendAsync(Encode(ControlResponse.Failure(null, ControlErrorCodes.TooManyClients,
+                    $"The control socket serves at most {MaxClients} clients at once; try again when one has closed."))).ConfigureAwait(false);
+            }
+            catch (SocketException) { }
+        }
+    }
+
+    private async Task ServeClientAsync(Socket client, CancellationToken token)
+    {
+        var buffer = new byte[ControlProtocol.MaxRequestBytes + 1];
+        int filled = 0;
+        try
+        {
+            using (client)
+            {
+                while (!token.IsCancellationRequested)
+                {
+                    int n = await client.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None, token).ConfigureAwait(false);
+                    if (n == 0) return; // EOF: a half-written request is dropped with the connection.
+                    filled += n;
+
+                    int start = 0;
+                    while (true)
+                    {
+                        int nl = Array.IndexOf(buffer, (byte)'\n', start, filled - start);
+                        if (nl < 0) break;
+                        int end = nl > start && buffer[nl - 1] == (byte)'\r' ? nl - 1 : nl;
+                        if (end > start)
+                        {
+                            var reply = await HandleLineAsync(buffer.AsMemory(start, end - start), token).ConfigureAwait(false);
+                            await client.SendAsync(Encode(reply), SocketFlags.None, token).ConfigureAwait(false);
+                            if (reply.ShutdownAfterSend) { _engine.RequestShutdown(); return; }
+                        }
+                        start = nl + 1;
+                    }
+
+                    if (start > 0)
+                    {
+                        Buffer.BlockCopy(buffer, start, buffer, 0, filled - start);
+                        filled -= start;
+                    }
+                    if (filled > ControlProtocol.MaxRequestBytes)
+                    {
+                        await client.SendAsync(Encode(ControlResponse.Failure(null, ControlErrorCodes.LineTooLong,
+                            $"A request line is at most {ControlProtocol.MaxRequestBytes} bytes; this connection is closed.")), SocketFlags.None, token).ConfigureAwait(false);
+                        return;
+                    }
+                }
+            }
+        }
+        catch (OperationCanceledException) { }
+        catch (SocketException) { }
+        catch (ObjectDisposedException) { }
+        catch (Exception e)
+        {
+            _logger.LogWarning(e, "Control client failed");
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _clients);
+        }
+    }
+
+    internal static byte[] Encode(ControlResponse response)
+    {
+        byte[] json = JsonSerializer.SerializeToUtf8Bytes(response, ControlJsonContext.Default.ControlResponse);
+        var line = new byte[json.Length + 1];
+        json.CopyTo(line, 0);
+        line[^1] = (byte)'\n';
+        return line;
+    }
+
+    /// <summary>Parses and runs one request line; never throws.</summary>
+    internal async Task<ControlResponse> HandleLineAsync(ReadOnlyMemory<byte> line, CancellationToken token)
+    {
+        ControlRequest? request;
+        try
+        {
+            request = JsonSerializer.Deserialize(line.Span, ControlJsonContext.Default.ControlRequest);
+        }
+        catch (JsonException e)
+        {
+            return ControlResponse.Failure(null, ControlErrorCodes.BadJson, $"The request is not a valid JSON object: {e.Message}");
+        }
+        if (request is null) return ControlResponse.Failure(null, ControlErrorCodes.BadJson, "The request is not a JSON object.");
+        if (request.V != ControlProtocol.Version)
+        {
+            return ControlResponse.Failure(request.Id, ControlErrorCodes.UnsupportedVersion,
+                $"Protocol version {request.V} is not supported; send \"v\":{ControlProtocol.Version}.");
+        }
+        try
+        {
+            var reply = await DispatchAsync(request, token).ConfigureAwait(false);
+            reply.Id = request.Id;
+            return reply;
+        }
+        catch (OperationCanceledException) when (token.IsCancellationRequested) { throw; }
+        catch (Exception e)
+        {
+            var (code, message) = Classify(e);
+            if (code == ControlErrorCodes.Internal) _logger.LogWarning(e, "Control request {Op} failed", request.Op);
+            return ControlResponse.Failure(request.Id, code, message);
+        }
+    }
+
+    private async Task<ControlResponse> DispatchAsync(ControlRequest r, CancellationToken token)
+    {
+        switch (r.Op)
+        {
+            case ControlProtocol.Ops.Info:
+                return new ControlResponse { Ok = true, Instance = InstanceDto.From(_engine.Info) };
+
+            case ControlProtocol.Ops.ForwardAdd:
+            {
+                if (!ForwardSpec.TryParse(r.Spec, out var spec, out string? error))
+                    return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, error!);
+                var added = await _engine.AddForwardAsync(spec!, token).ConfigureAwait(false);
+                return new ControlResponse { Ok = true, Forward = ForwardDto.From(added) };
+            }
+
+            case ControlProtocol.Ops.ForwardList:
+            {
+                var list = await _engine.ListForwardsAsync(token).ConfigureAwait(false);
+                var dtos = new List<ForwardDto>(list.Count);
+                foreach (var f in list) dtos.Add(ForwardDto.From(f));
+                return new ControlResponse { Ok = true, Forwards = dtos };
+            }
+
+            case ControlProtocol.Ops.ForwardRemove:
+            {
+                if (!EndPointText.TryParseForwardProtocol(r.Protocol ?? "tcp", out var protocol))
+                    return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, $"protocol '{r.Protocol}' is not tcp or udp.");
+                if (!EndPointText.TryParseAddress(r.Address, out var address))
+                    return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, $"address '{r.Address}' is not an IPv4 address.");
+                if (r.Port is not { } port || port < 1 || port > 65535)
+                    return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, "port is required, between 1 and 65535.");
+                var removed = await _engine.RemoveForwardAsync(protocol, address, port, r.Force, token).ConfigureAwait(false);
+                if (removed is null)
+                {
+                    return ControlResponse.Failure(null, ControlErrorCodes.NotFound,
+                        $"No {ForwardDto.ProtocolName(protocol)} forward listens on {address}:{port}. List them with 'emunet forward list'.");
+                }
+                return new ControlResponse { Ok = true, Forward = ForwardDto.From(removed) };
+            }
+
+            case ControlProtocol.Ops.ConnectionsList:
+            {
+                FlowProtocol? protocol = null;
+                if (r.Protocol is not null)
+                {
+                    if (!EndPointText.TryParseProtocol(r.Protocol, out var p))
+                        return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, $"protocol '{r.Protocol}' is not tcp, udp or icmp.");
+                    protocol = p;
+                }
+                if (r.Port is { } port && (port < 0 || port > 65535))
+                    return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, "port must be between 0 and 65535.");
+                var all = await _engine.ListConnectionsAsync(token).ConfigureAwait(false);
+                var dtos = new List<ConnectionDto>();
+                foreach (var c in all)
+                    if (ConnectionDto.Matches(c, protocol, r.Port, r.State)) dtos.Add(ConnectionDto.From(c));
+                return new ControlResponse { Ok = true, Connections = dtos };
+            }
+
+            case ControlProtocol.Ops.Stats:
+                return new ControlResponse { Ok = true, Stats = StatsDto.From(await _engine.GetStatisticsAsync(token).ConfigureAwait(false)) };
+
+            case ControlProtocol.Ops.CaptureStart:
+            {
+                if (string.IsNullOrWhiteSpace(r.Path))
+                    return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, "path is required: the pcap file to write.");
+                string full = System.IO.Path.GetFullPath(r.Path);
+                try { await _engine.StartCaptureAsync(full, token).ConfigureAwait(false); }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    return ControlResponse.Failure(null, ControlErrorCodes.CaptureFailed, $"Cannot write the capture file '{full}': {e.Message}");
+                }
+                return new ControlResponse { Ok = true, Capture = new CaptureDto { File = full, Running = true } };
+            }
+
+            case ControlProtocol.Ops.CaptureStop:
+            {
+                string? file = await _engine.StopCaptureAsync(token).ConfigureAwait(false);
+                return new ControlResponse { Ok = true, Capture = new CaptureDto { File = file, Running = false } };
+            }
+
+            case ControlProtocol.Ops.Shutdown:
+                // The reply goes out first; the connection loop then asks the engine to stop.
+                return new ControlResponse { Ok = true, ShutdownAfterSend = true };
+
+            case null:
+                return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, "op is required.");
+
+            default:
+                return ControlResponse.Failure(null, ControlErrorCodes.UnknownOp,
+                    $"Unknown op '{r.Op}'. Known ops: {string.Join(", ", ControlProtocol.Ops.All)}.");
+        }
+    }
+
+    /// <summary>Maps an engine failure onto a stable code and a message that names the fix.</summary>
+    internal static (string Code, string Message) Classify(Exception e)
+    {
+        for (Exception? x = e; x is not null; x = x.InnerException)
+        {
+            if (x is SocketException se)
+            {
+                return se.SocketErrorCode switch
+                {
+                    SocketError.AddressAlreadyInUse => (ControlErrorCodes.PortInUse,
+                        $"The host port is already in use ({e.Message}). Choose another port, or 0 for any free one."),
+                    SocketError.AccessDenied => (ControlErrorCodes.PermissionDenied,
+                        $"Binding the host port was refused ({e.Message}). Ports below 1024 need privileges; choose a higher one."),
+                    SocketError.AddressNotAvailable => (ControlErrorCodes.BadRequest,
+                        $"The host address is not on this machine ({e.Message})."),
+                    _ => (ControlErrorCodes.Internal, e.Message),
+                };
+            }
+        }
+        return e switch
+        {
+            FormatException or ArgumentException => (ControlErrorCodes.BadRequest, e.Message),
+            InvalidOperationException => (ControlErrorCodes.Conflict, e.Message),
+            _ => (ControlErrorCodes.Internal, $"{e.GetType().Name}: {e.Message}"),
+        };
+    }
+
+    /// <summary>Stops accepting, closes every client and removes the socket file.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        _stop.Cancel();
+        _listener?.Dispose();
+        if (_acceptTask is not null) await _acceptTask.ConfigureAwait(false);
+        Task[] tasks;
+        lock (_clientTasks) tasks = _clientTasks.ToArray();
+        try { await Task.WhenAll(tasks).WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false); }
+        catch (TimeoutException) { _logger.LogWarning("Control clients did not finish within 5 s"); }
+        if (_listener is not null)
+        {
+            try { File.Delete(SocketPath); } catch (IOException) { }
+        }
+        _stop.Dispose();
+    }
+}
