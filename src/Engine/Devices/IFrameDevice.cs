@@ -39,3 +39,6 @@ internal interface IFrameHandler
     /// <summary>The device's transmit queue has room again after pushing back.</summary>
     void OnTransmitReady();
 }
+
+/// <summary>Sees every frame a device moves (capture). Borrows <paramref name="frame"/> for the call only.</summary>
+internal delegate void FrameTap(ReadOnlySpan<byte> frame, bool toGuest);

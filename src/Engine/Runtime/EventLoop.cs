@@ -12,6 +12,13 @@ internal interface IPollable
     void OnPoll(uint events);
 }
 
+/// <summary>Something that batches work over one loop iteration (a device flushing its transmit queue).</summary>
+internal interface IEndOfBatch
+{
+    /// <summary>Called on the owner thread after each batch of ready events has been handled.</summary>
+    void OnEndOfBatch();
+}
+
 /// <summary>A part of the stack with deadlines (TCP retransmission, UDP idle expiry, ...).</summary>
 internal interface ITimerClient
 {
@@ -36,6 +43,7 @@ internal sealed unsafe class EventLoop : IDisposable
     private readonly Stack<int> _freeTokens = new();
     private readonly ConcurrentQueue<Action> _posted = new();
     private readonly List<ITimerClient> _timerClients = new();
+    private readonly List<IEndOfBatch> _endOfBatch = new();
     private readonly byte* _events;
     private readonly long _startTicks = Stopwatch.GetTimestamp();
     private long _nextDeadline = long.MaxValue;
@@ -79,6 +87,8 @@ internal sealed unsafe class EventLoop : IDisposable
     }
 
     public void AddTimerClient(ITimerClient client) => _timerClients.Add(client);
+
+    public void AddEndOfBatch(IEndOfBatch hook) => _endOfBatch.Add(hook);
 
     /// <summary>Asks the loop to run the timer clients no later than <paramref name="deadlineMs"/>. Owner thread only.</summary>
     public void WakeAt(long deadlineMs)
@@ -147,6 +157,7 @@ internal sealed unsafe class EventLoop : IDisposable
             RunPosted();
             now = NowMs;
             if (now >= _nextDeadline) RunTimers(now);
+            for (int i = 0; i < _endOfBatch.Count; i++) _endOfBatch[i].OnEndOfBatch();
         }
         RunPosted();
     }

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds everything and runs every test: unit, tool, Pester (module) and integration tests with the real guest.
+# Installs what it needs first (scripts/setup.sh). Prints a closing "N passed, N failed" line.
+set -uo pipefail
+cd "$(dirname "$0")"
+bash scripts/setup.sh || exit 1
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+dotnet test Emunet.sln -c Release --no-build -nologo 2>&1 | tee -a "$log" || status=1
+if [ -f tests/Module/run-pester.ps1 ]; then
+  dotnet tool run pwsh -NoProfile -File tests/Module/run-pester.ps1 2>&1 | tee -a "$log" || status=1
+fi
+passed=$(grep -oE 'Passed: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}')
+failed=$(grep -oE 'Failed: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}')
+pester_passed=$(grep -oE '^Pester: [0-9]+ passed' "$log" | awk '{s+=$2} END {print s+0}')
+pester_failed=$(grep -oE '^Pester: [0-9]+ passed, [0-9]+ failed' "$log" | awk '{s+=$4} END {print s+0}')
+passed=$((passed + pester_passed)); failed=$((failed + pester_failed))
+[ "$failed" -eq 0 ] || status=1
+[ "$passed" -gt 0 ] || status=1
+echo "$passed passed, $failed failed"
+exit $status

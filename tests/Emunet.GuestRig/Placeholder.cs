@@ -1,1 +1,0 @@
-namespace Emunet.GuestRig; internal static class Placeholder { }
