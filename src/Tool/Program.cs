@@ -2,9 +2,5 @@ namespace Emunet.Tool;
 
 internal static class Program
 {
-    private static int Main(string[] args)
-    {
-        Console.Error.WriteLine("emunet: not yet wired");
-        return 1;
-    }
+    private static Task<int> Main(string[] args) => EmunetCli.InvokeAsync(args, Console.Out, Console.Error, CancellationToken.None);
 }

@@ -52,6 +52,7 @@ public static class ControlErrorCodes
     public const string NotFound = "not_found";
     public const string Conflict = "conflict";
     public const string CaptureFailed = "capture_failed";
+    public const string NotSupported = "not_supported";
     public const string TooManyClients = "too_many_clients";
     public const string Internal = "internal";
 

@@ -221,13 +221,13 @@ public sealed class ControlServer : IAsyncDisposable
             {
                 if (!ForwardSpec.TryParse(r.Spec, out var spec, out string? error))
                     return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, error!);
-                var added = await _engine.AddForwardAsync(spec!, token).ConfigureAwait(false);
+                var added = await _engine.AddForwardAsync(spec!, token).WaitAsync(token).ConfigureAwait(false);
                 return new ControlResponse { Ok = true, Forward = ForwardDto.From(added) };
             }
 
             case ControlProtocol.Ops.ForwardList:
             {
-                var list = await _engine.ListForwardsAsync(token).ConfigureAwait(false);
+                var list = await _engine.ListForwardsAsync(token).WaitAsync(token).ConfigureAwait(false);
                 var dtos = new List<ForwardDto>(list.Count);
                 foreach (var f in list) dtos.Add(ForwardDto.From(f));
                 return new ControlResponse { Ok = true, Forwards = dtos };
@@ -241,7 +241,7 @@ public sealed class ControlServer : IAsyncDisposable
                     return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, $"address '{r.Address}' is not an IPv4 address.");
                 if (r.Port is not { } port || port < 1 || port > 65535)
                     return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, "port is required, between 1 and 65535.");
-                var removed = await _engine.RemoveForwardAsync(protocol, address, port, r.Force, token).ConfigureAwait(false);
+                var removed = await _engine.RemoveForwardAsync(protocol, address, port, r.Force, token).WaitAsync(token).ConfigureAwait(false);
                 if (removed is null)
                 {
                     return ControlResponse.Failure(null, ControlErrorCodes.NotFound,
@@ -261,7 +261,7 @@ public sealed class ControlServer : IAsyncDisposable
                 }
                 if (r.Port is { } port && (port < 0 || port > 65535))
                     return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, "port must be between 0 and 65535.");
-                var all = await _engine.ListConnectionsAsync(token).ConfigureAwait(false);
+                var all = await _engine.ListConnectionsAsync(token).WaitAsync(token).ConfigureAwait(false);
                 var dtos = new List<ConnectionDto>();
                 foreach (var c in all)
                     if (ConnectionDto.Matches(c, protocol, r.Port, r.State)) dtos.Add(ConnectionDto.From(c));
@@ -269,14 +269,14 @@ public sealed class ControlServer : IAsyncDisposable
             }
 
             case ControlProtocol.Ops.Stats:
-                return new ControlResponse { Ok = true, Stats = StatsDto.From(await _engine.GetStatisticsAsync(token).ConfigureAwait(false)) };
+                return new ControlResponse { Ok = true, Stats = StatsDto.From(await _engine.GetStatisticsAsync(token).WaitAsync(token).ConfigureAwait(false)) };
 
             case ControlProtocol.Ops.CaptureStart:
             {
                 if (string.IsNullOrWhiteSpace(r.Path))
                     return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, "path is required: the pcap file to write.");
                 string full = System.IO.Path.GetFullPath(r.Path);
-                try { await _engine.StartCaptureAsync(full, token).ConfigureAwait(false); }
+                try { await _engine.StartCaptureAsync(full, token).WaitAsync(token).ConfigureAwait(false); }
                 catch (Exception e) when (e is IOException or UnauthorizedAccessException)
                 {
                     return ControlResponse.Failure(null, ControlErrorCodes.CaptureFailed, $"Cannot write the capture file '{full}': {e.Message}");
@@ -286,7 +286,7 @@ public sealed class ControlServer : IAsyncDisposable
 
             case ControlProtocol.Ops.CaptureStop:
             {
-                string? file = await _engine.StopCaptureAsync(token).ConfigureAwait(false);
+                string? file = await _engine.StopCaptureAsync(token).WaitAsync(token).ConfigureAwait(false);
                 return new ControlResponse { Ok = true, Capture = new CaptureDto { File = file, Running = false } };
             }
 
@@ -304,7 +304,7 @@ public sealed class ControlServer : IAsyncDisposable
     }
 
     /// <summary>Maps an engine failure onto a stable code and a message that names the fix.</summary>
-    internal static (string Code, string Message) Classify(Exception e)
+    public static (string Code, string Message) Classify(Exception e)
     {
         for (Exception? x = e; x is not null; x = x.InnerException)
         {
@@ -325,6 +325,7 @@ public sealed class ControlServer : IAsyncDisposable
         return e switch
         {
             FormatException or ArgumentException => (ControlErrorCodes.BadRequest, e.Message),
+            NotSupportedException => (ControlErrorCodes.NotSupported, e.Message),
             InvalidOperationException => (ControlErrorCodes.Conflict, e.Message),
             _ => (ControlErrorCodes.Internal, $"{e.GetType().Name}: {e.Message}"),
         };

@@ -59,8 +59,9 @@ public sealed record ForwardSpec(ForwardProtocol Protocol, IPAddress HostAddress
         {
             1 => Checked(text, protocol, IPAddress.Loopback, ParsePort(text, parts[0], "host port", false), null),
             2 when parts[0].Contains('.') => Checked(text, protocol, ParseAddress(text, parts[0]), ParsePort(text, parts[1], "host port", false), null),
-            2 => Checked(text, protocol, IPAddress.Loopback, ParsePort(text, parts[0], "host port", false), ParsePort(text, parts[1], "guest port", false)),
-            3 => Checked(text, protocol, ParseAddress(text, parts[0]), ParsePort(text, parts[1], "host port", false), ParsePort(text, parts[2], "guest port", false)),
+            // Host port 0 asks for any free port; it needs an explicit guest port.
+            2 => Checked(text, protocol, IPAddress.Loopback, ParsePort(text, parts[0], "host port", true), ParsePort(text, parts[1], "guest port", false)),
+            3 => Checked(text, protocol, ParseAddress(text, parts[0]), ParsePort(text, parts[1], "host port", true), ParsePort(text, parts[2], "guest port", false)),
             _ => throw Bad(text, "it has too many parts"),
         };
     }
@@ -85,7 +86,7 @@ public sealed record ForwardSpec(ForwardProtocol Protocol, IPAddress HostAddress
     private static void CheckPort(int port, string what, bool allowZero, string? text = null)
     {
         if (port < (allowZero ? 0 : 1) || port > 65535)
-            throw text is null ? new ArgumentOutOfRangeException(what, port, $"The {what} must be between 1 and 65535.") : Bad(text, $"{what} {port} is not between 1 and 65535");
+            throw text is null ? new ArgumentOutOfRangeException(what, port, $"The {what} must be between 1 and 65535.") : Bad(text, $"{what} {port} is not between {(allowZero ? 0 : 1)} and 65535");
     }
 
     private static FormatException Bad(string text, string why) =>

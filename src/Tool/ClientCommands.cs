@@ -1,0 +1,257 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using Emunet.Engine.Control;
+using Emunet.Engine.Forwarding;
+
+namespace Emunet.Tool;
+
+/// <summary>The commands that talk to a running instance through its control socket.</summary>
+internal static partial class EmunetCli
+{
+    private static readonly Argument<string> ForwardSpecArgument = new("spec")
+    {
+        Description = "PROTO:[ADDR:]HOSTPORT[:GUESTPORT] (tcp:10977, tcp:127.0.0.1:8080:80, udp:5353:53) or QEMU's hostfwd=tcp:127.0.0.1:8080-:80. Host port 0 takes any free port.",
+    };
+
+    private static readonly Argument<string> ForwardRemoveArgument = new("forward")
+    {
+        Description = "The forward to remove: its host port (8080), or PROTO:[ADDR:]PORT (udp:5353, tcp:127.0.0.1:8080).",
+    };
+
+    private static readonly Option<bool> ForceOption = new("--force", "-f")
+    {
+        Description = "Also reset the connections that came in through the forward.",
+    };
+
+    private static readonly Option<string?> ProtocolFilterOption = new("--protocol", "-p")
+    {
+        Description = "Only flows of this protocol.",
+        HelpName = "tcp|udp|icmp",
+    };
+
+    private static readonly Option<int?> PortFilterOption = new("--port")
+    {
+        Description = "Only flows with this port at either end (guest, guest's peer, host local or remote).",
+    };
+
+    private static readonly Option<string?> StateFilterOption = new("--state")
+    {
+        Description = "Only flows in this state (e.g. Established).",
+    };
+
+    private static readonly Argument<string> CaptureFileArgument = new("file")
+    {
+        Description = "The pcap file to write (created or truncated).",
+    };
+
+    private static readonly Argument<string?> CaptureStopFileArgument = new("file")
+    {
+        Description = "Ignored; accepted so 'capture stop FILE' mirrors 'capture start FILE'.",
+        Arity = ArgumentArity.ZeroOrOne,
+    };
+
+    static EmunetCli()
+    {
+        ProtocolFilterOption.AcceptOnlyFromAmong("tcp", "udp", "icmp");
+    }
+
+    private static Command ClientCommand(string name, string description, Func<ParseResult, ControlClient, int> action)
+    {
+        var command = new Command(name, description) { InstanceOption, JsonOption };
+        command.SetAction(parseResult =>
+        {
+            try
+            {
+                using var client = ControlClient.ConnectInstance(parseResult.GetValue(InstanceOption));
+                return action(parseResult, client);
+            }
+            catch (ControlException e) { return Fail(parseResult, e); }
+            catch (ArgumentException e) { return Fail(parseResult, ExitCode.UsageError, e.Message); }
+        });
+        return command;
+    }
+
+    private static Command BuildForwardCommand()
+    {
+        var forward = new Command("forward", "Add, list and remove direct host-to-guest forwards of a running instance.");
+
+        var add = ClientCommand("add", "Listen on a host port and send its connections straight into the guest's port.", (r, client) =>
+        {
+            string text = r.GetValue(ForwardSpecArgument)!;
+            if (!ForwardSpec.TryParse(text, out _, out string? error)) return Fail(r, ExitCode.UsageError, error!);
+            var f = client.AddForward(text);
+            if (r.GetValue(JsonOption)) return WriteJson(r, f, ControlJsonContext.Indented.ForwardDto);
+            r.InvocationConfiguration.Output.WriteLine($"Forwarding {f.Protocol} {f.Address}:{f.HostPort} -> guest port {f.GuestPort}");
+            return 0;
+        });
+        add.Add(ForwardSpecArgument);
+
+        var list = ClientCommand("list", "List the forwards.", (r, client) =>
+        {
+            var forwards = client.ListForwards();
+            if (r.GetValue(JsonOption)) return WriteJson(r, forwards, ControlJsonContext.Indented.ListForwardDto);
+            var table = new TableWriter("PROTO", "HOST", "GUEST PORT", "ACTIVE", "TOTAL", "SINCE");
+            foreach (var f in forwards)
+            {
+                table.Add(f.Protocol, $"{f.Address}:{f.HostPort}", f.GuestPort.ToString(CultureInfo.InvariantCulture),
+                    f.ActiveConnections.ToString(CultureInfo.InvariantCulture), f.TotalConnections.ToString(CultureInfo.InvariantCulture),
+                    f.Created.ToLocalTime().ToString("HH:mm:ss", CultureInfo.InvariantCulture));
+            }
+            table.WriteTo(r.InvocationConfiguration.Output);
+            return 0;
+        });
+
+        var remove = ClientCommand("remove", "Stop a forward's host listener.", (r, client) =>
+        {
+            if (!TryParseForwardKey(r.GetValue(ForwardRemoveArgument)!, out string protocol, out string? address, out int port, out string? error))
+                return Fail(r, ExitCode.UsageError, error!);
+            var f = client.RemoveForward(protocol, address, port, r.GetValue(ForceOption));
+            if (r.GetValue(JsonOption)) return WriteJson(r, f, ControlJsonContext.Indented.ForwardDto);
+            r.InvocationConfiguration.Output.WriteLine($"Removed {f.Protocol} {f.Address}:{f.HostPort} -> guest port {f.GuestPort}");
+            return 0;
+        });
+        remove.Add(ForwardRemoveArgument);
+        remove.Add(ForceOption);
+
+        forward.Add(add);
+        forward.Add(list);
+        forward.Add(remove);
+        return forward;
+    }
+
+    /// <summary>Reads "8080", "udp:5353", "tcp:127.0.0.1:8080" or a full spec (its host side is used).</summary>
+    internal static bool TryParseForwardKey(string text, out string protocol, out string? address, out int port, out string? error)
+    {
+        protocol = "tcp";
+        address = null;
+        error = null;
+        if (int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out port))
+        {
+            if (port is >= 1 and <= 65535) return true;
+            error = $"Port {port} is not between 1 and 65535.";
+            return false;
+        }
+        if (!ForwardSpec.TryParse(text, out var spec, out error)) return false;
+        protocol = spec!.Protocol == ForwardProtocol.Udp ? "udp" : "tcp";
+        address = spec.HostAddress.ToString();
+        port = spec.HostPort;
+        return true;
+    }
+
+    private static Command BuildConnectionsCommand()
+    {
+        var command = ClientCommand("connections", "List the guest's connections (NAT flows) and forwarded ones.", (r, client) =>
+        {
+            var connections = client.ListConnections(r.GetValue(ProtocolFilterOption), r.GetValue(PortFilterOption), r.GetValue(StateFilterOption));
+            if (r.GetValue(JsonOption)) return WriteJson(r, connections, ControlJsonContext.Indented.ListConnectionDto);
+            var table = new TableWriter("PROTO", "DIR", "GUEST", "PEER (AS GUEST SEES IT)", "HOST LOCAL", "HOST REMOTE", "STATE", "TO GUEST", "FROM GUEST", "AGE");
+            var now = DateTimeOffset.UtcNow;
+            foreach (var c in connections)
+            {
+                table.Add(c.Protocol, c.Direction == "forwarded" ? "fwd" : "out", c.Guest, c.GuestPeer, c.HostLocal, c.HostRemote, c.State,
+                    FormatBytes(c.BytesToGuest), FormatBytes(c.BytesFromGuest), FormatAge(now - c.Started));
+            }
+            table.WriteTo(r.InvocationConfiguration.Output);
+            return 0;
+        });
+        command.Add(ProtocolFilterOption);
+        command.Add(PortFilterOption);
+        command.Add(StateFilterOption);
+        return command;
+    }
+
+    private static Command BuildInstancesCommand()
+    {
+        var command = new Command("instances", "List the running instances (and remove control sockets left by dead ones).") { JsonOption };
+        command.SetAction(r =>
+        {
+            var infos = new List<InstanceDto>();
+            foreach (string name in RuntimeDirectory.ListInstances())
+            {
+                try
+                {
+                    using var client = ControlClient.Connect(RuntimeDirectory.SocketPathFor(name), TimeSpan.FromSeconds(5));
+                    infos.Add(client.Info());
+                }
+                catch (ControlException e)
+                {
+                    r.InvocationConfiguration.Error.WriteLine($"emunet: instance '{name}' did not answer: {e.Message}");
+                }
+            }
+            if (r.GetValue(JsonOption)) return WriteJson(r, infos, ControlJsonContext.Indented.ListInstanceDto);
+            var table = new TableWriter("NAME", "PID", "DEVICE", "GUEST", "STARTED", "CONTROL SOCKET");
+            foreach (var i in infos)
+            {
+                table.Add(i.Name, i.ProcessId.ToString(CultureInfo.InvariantCulture), i.Device,
+                    i.GuestConnected ? i.GuestMac ?? "attached" : "none",
+                    i.Started.ToLocalTime().ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture), i.ControlSocket);
+            }
+            table.WriteTo(r.InvocationConfiguration.Output);
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command BuildStatsCommand() =>
+        ClientCommand("stats", "Show frame, byte, flow and drop counters.", (r, client) =>
+        {
+            var s = client.Stats();
+            if (r.GetValue(JsonOption)) return WriteJson(r, s, ControlJsonContext.Indented.StatsDto);
+            var o = r.InvocationConfiguration.Output;
+            var inv = CultureInfo.InvariantCulture;
+            o.WriteLine(string.Create(inv, $"Frames from guest  {s.FramesFromGuest,14:N0}   bytes {s.BytesFromGuest,16:N0}"));
+            o.WriteLine(string.Create(inv, $"Frames to guest    {s.FramesToGuest,14:N0}   bytes {s.BytesToGuest,16:N0}"));
+            o.WriteLine(string.Create(inv, $"Flows              tcp {s.TcpFlows}, udp {s.UdpFlows}; forwards {s.Forwards}"));
+            o.WriteLine(string.Create(inv, $"Capture            {s.CaptureFile ?? "off"}"));
+            o.WriteLine(string.Create(inv, $"Drops              {s.TotalDrops:N0}"));
+            foreach (var (reason, count) in s.DropsByReason.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+                o.WriteLine(string.Create(inv, $"  {reason,-24}{count,14:N0}"));
+            return 0;
+        });
+
+    private static Command BuildCaptureCommand()
+    {
+        var capture = new Command("capture", "Capture the guest's frames to a pcap file (Wireshark, tshark, tcpdump -r) while the instance runs.");
+        var start = ClientCommand("start", "Start writing every frame to and from the guest to FILE.", (r, client) =>
+        {
+            var c = client.StartCapture(Path.GetFullPath(r.GetValue(CaptureFileArgument)!));
+            if (r.GetValue(JsonOption)) return WriteJson(r, c, ControlJsonContext.Indented.CaptureDto);
+            r.InvocationConfiguration.Output.WriteLine($"Capturing to {c.File}");
+            return 0;
+        });
+        start.Add(CaptureFileArgument);
+        var stop = ClientCommand("stop", "Stop the capture and close its file.", (r, client) =>
+        {
+            var c = client.StopCapture();
+            if (r.GetValue(JsonOption)) return WriteJson(r, c, ControlJsonContext.Indented.CaptureDto);
+            r.InvocationConfiguration.Output.WriteLine(c.File is null ? "No capture was running." : $"Capture written to {c.File}");
+            return 0;
+        });
+        stop.Add(CaptureStopFileArgument);
+        capture.Add(start);
+        capture.Add(stop);
+        return capture;
+    }
+
+    private static int WriteJson<T>(ParseResult r, T value, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type)
+    {
+        r.InvocationConfiguration.Output.WriteLine(JsonSerializer.Serialize(value, type));
+        return 0;
+    }
+
+    internal static string FormatBytes(long bytes) => bytes switch
+    {
+        < 10_000 => bytes.ToString(CultureInfo.InvariantCulture) + " B",
+        < 10_000_000 => (bytes / 1024).ToString(CultureInfo.InvariantCulture) + " KiB",
+        _ => (bytes / (1024 * 1024)).ToString(CultureInfo.InvariantCulture) + " MiB",
+    };
+
+    internal static string FormatAge(TimeSpan age) => age.TotalSeconds switch
+    {
+        < 0 => "0s",
+        < 120 => ((int)age.TotalSeconds).ToString(CultureInfo.InvariantCulture) + "s",
+        < 7200 => ((int)age.TotalMinutes).ToString(CultureInfo.InvariantCulture) + "m",
+        _ => ((int)age.TotalHours).ToString(CultureInfo.InvariantCulture) + "h",
+    };
+}

@@ -1,0 +1,357 @@
+using System.CommandLine;
+using System.ComponentModel;
+using System.Diagnostics;
+using System.Net;
+using System.Runtime.InteropServices;
+using Emunet.Engine;
+using Emunet.Engine.Control;
+using Emunet.Engine.Forwarding;
+using Emunet.Engine.Stack;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Console;
+
+namespace Emunet.Tool;
+
+/// <summary><c>emunet run</c> (an engine in the foreground) and <c>emunet launch</c> (an engine around one emulator run).</summary>
+internal static partial class EmunetCli
+{
+    public const string DefaultInstanceName = "default";
+    public const int MinMtu = 576;   // RFC 791: every host must take 576-byte datagrams
+    public const int MaxMtu = 65520;
+
+    private static readonly Option<string?> SocketOption = new("--socket", "-s")
+    {
+        Description = "The QEMU stream socket to serve: a Unix socket path, or tcp:127.0.0.1:PORT. QEMU attaches with -netdev stream,id=n0,server=off,addr.type=unix,addr.path=PATH.",
+        HelpName = "PATH|tcp:127.0.0.1:PORT",
+    };
+
+    private static readonly Option<string?> VhostUserOption = new("--vhost-user")
+    {
+        Description = "Serve a vhost-user virtio-net device on this Unix socket path instead.",
+        HelpName = "PATH",
+    };
+
+    private static readonly Option<string?> NameOption = new("--name", "-n")
+    {
+        Description = "The instance name (its control socket is NAME.sock in the runtime folder). Default: 'default' for run, 'launch-PID' for launch.",
+        HelpName = "NAME",
+    };
+
+    private static readonly Option<string[]> ForwardOption = new("--forward", "-f")
+    {
+        Description = "A host-to-guest forward, repeatable: tcp:10977, tcp:127.0.0.1:8080:80, udp:5353:53 or hostfwd=tcp:127.0.0.1:8080-:80.",
+        HelpName = "SPEC",
+        Arity = ArgumentArity.OneOrMore,
+        DefaultValueFactory = _ => [],
+    };
+
+    private static readonly Option<string?> CaptureOption = new("--capture")
+    {
+        Description = "Capture every frame to and from the guest into this pcap file from the start.",
+        HelpName = "FILE",
+    };
+
+    private static readonly Option<string[]> DnsUpstreamOption = new("--dns-upstream")
+    {
+        Description = "Upstream DNS server for the relay at 10.0.2.3, repeatable (default: those of /etc/resolv.conf).",
+        HelpName = "ADDR[:PORT]",
+        Arity = ArgumentArity.OneOrMore,
+        DefaultValueFactory = _ => [],
+    };
+
+    private static readonly Option<int?> MtuOption = new("--mtu")
+    {
+        Description = $"The MTU offered to the guest by DHCP ({MinMtu}-{MaxMtu}, default {MaxMtu}).",
+        HelpName = "N",
+    };
+
+    private static readonly Option<bool> NoHostLoopbackOption = new("--no-host-loopback")
+    {
+        Description = "Do not map the gateway 10.0.2.2 onto the host's 127.0.0.1.",
+    };
+
+    private static readonly Option<LogLevel> LogLevelOption = new("--log-level")
+    {
+        Description = "Least severe log messages written to stderr.",
+        HelpName = "Trace|Debug|Information|Warning|Error|Critical|None",
+        DefaultValueFactory = _ => LogLevel.Information,
+    };
+
+    private static readonly Argument<string[]> EmulatorArgument = new("emulator")
+    {
+        Description = "The emulator command line, after '--' (e.g. -- qemu-system-x86_64 -m 1G disk.img).",
+        Arity = ArgumentArity.OneOrMore,
+    };
+
+    private static Command BuildRunCommand()
+    {
+        var command = new Command("run", "Run an engine in the foreground until SIGINT/SIGTERM or a control 'shutdown'.")
+        {
+            SocketOption, VhostUserOption, NameOption, ForwardOption, CaptureOption, DnsUpstreamOption, MtuOption,
+            NoHostLoopbackOption, LogLevelOption,
+        };
+        command.SetAction(RunAsync);
+        return command;
+    }
+
+    private static Command BuildLaunchCommand()
+    {
+        var command = new Command("launch",
+            "Start an engine on a fresh socket, run the emulator attached to it (-netdev stream,id=emunet0,... -device virtio-net-pci,netdev=emunet0 are appended), stop the engine when it exits, and exit with its exit code.")
+        {
+            NameOption, ForwardOption, CaptureOption, DnsUpstreamOption, MtuOption, NoHostLoopbackOption, LogLevelOption,
+            EmulatorArgument,
+        };
+        command.SetAction(LaunchAsync);
+        return command;
+    }
+
+    /// <summary>Reads the engine options shared by run and launch; null and a message when one is not valid.</summary>
+    private static EngineOptions? ReadEngineOptions(ParseResult r, string name, string? streamSocket, string? vhostUser, out string? error)
+    {
+        error = null;
+        if (!RuntimeDirectory.IsValidName(name))
+        {
+            error = $"The instance name '{name}' is not valid: use 1 to {RuntimeDirectory.MaxNameLength} letters, digits, '-', '_' or '.'.";
+            return null;
+        }
+        var forwards = new List<ForwardSpec>();
+        foreach (string text in r.GetValue(ForwardOption) ?? [])
+        {
+            if (!ForwardSpec.TryParse(text, out var spec, out error)) return null;
+            forwards.Add(spec!);
+        }
+        var dns = new List<IPEndPoint>();
+        foreach (string text in r.GetValue(DnsUpstreamOption) ?? [])
+        {
+            if (!IPEndPoint.TryParse(text, out var ep) || ep.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
+            {
+                error = $"--dns-upstream '{text}' is not ADDR[:PORT] with an IPv4 address.";
+                return null;
+            }
+            if (ep.Port == 0) ep.Port = 53;
+            dns.Add(ep);
+        }
+        var network = new NetworkConfig();
+        int? mtu = r.GetValue(MtuOption);
+        if (mtu is { } m && (m < MinMtu || m > MaxMtu))
+        {
+            error = $"--mtu {m} is not between {MinMtu} and {MaxMtu}.";
+            return null;
+        }
+        network = network with
+        {
+            Mtu = mtu ?? network.Mtu,
+            MapGatewayToLoopback = !r.GetValue(NoHostLoopbackOption),
+            DnsUpstream = dns,
+        };
+        string? capture = r.GetValue(CaptureOption);
+        return new EngineOptions
+        {
+            Name = name,
+            StreamSocket = streamSocket,
+            VhostUserSocket = vhostUser,
+            Forwards = forwards,
+            CapturePath = capture is null ? null : Path.GetFullPath(capture),
+            ControlSocketPath = RuntimeDirectory.SocketPathFor(name),
+            Network = network,
+        };
+    }
+
+    private static ILoggerFactory CreateLoggerFactory(LogLevel level) => LoggerFactory.Create(builder =>
+    {
+        builder.SetMinimumLevel(level);
+        builder.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
+        builder.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "HH:mm:ss.fff ";
+            o.ColorBehavior = LoggerColorBehavior.Disabled;
+        });
+    });
+
+    /// <summary>An engine with its control server, as run and launch hold it.</summary>
+    private sealed class RunningInstance : IAsyncDisposable
+    {
+        public required EmunetEngine Engine { get; init; }
+        public required ControlServer Server { get; init; }
+
+        public async ValueTask DisposeAsync()
+        {
+            // Control socket first (nobody can ask for more), then the engine closes its listeners and device.
+            await Server.DisposeAsync().ConfigureAwait(false);
+            Engine.RequestShutdown();
+            Engine.Dispose();
+        }
+    }
+
+    /// <summary>Starts the engine and its control server; on failure writes the reason and returns null.</summary>
+    private static RunningInstance? StartInstance(ParseResult r, EngineOptions options, ILoggerFactory loggerFactory, out ExitCode failure)
+    {
+        failure = ExitCode.StartFailed;
+        var error = r.InvocationConfiguration.Error;
+        string controlPath = options.ControlSocketPath!;
+        try { RuntimeDirectory.Ensure(); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            error.WriteLine($"emunet: cannot create the runtime folder '{RuntimeDirectory.GetPath()}': {e.Message}. Set {RuntimeDirectory.OverrideVariable} to a writable folder.");
+            return null;
+        }
+        if (RuntimeDirectory.IsLive(controlPath))
+        {
+            error.WriteLine($"emunet: an instance named '{options.Name}' is already running ({controlPath}). Stop it, or choose another name with --name.");
+            return null;
+        }
+
+        EmunetEngine engine;
+        try
+        {
+            engine = new EmunetEngine(options, loggerFactory);
+        }
+        catch (EngineStartException e)
+        {
+            error.WriteLine($"emunet: {e.Message}");
+            return null;
+        }
+        try
+        {
+            engine.Start();
+        }
+        catch (EngineStartException e)
+        {
+            engine.Dispose();
+            error.WriteLine($"emunet: {e.Message}");
+            if (e.InnerException is not null && ControlServer.Classify(e.InnerException).Code == ControlErrorCodes.PortInUse)
+                failure = ExitCode.PortInUse;
+            return null;
+        }
+        var server = new ControlServer(engine, controlPath, loggerFactory.CreateLogger("Emunet.Control"));
+        try
+        {
+            server.Start();
+        }
+        catch (IOException e)
+        {
+            engine.Dispose();
+            error.WriteLine($"emunet: {e.Message}");
+            return null;
+        }
+        return new RunningInstance { Engine = engine, Server = server };
+    }
+
+    private static async Task<int> RunAsync(ParseResult r, CancellationToken cancellationToken)
+    {
+        string? socket = r.GetValue(SocketOption), vhost = r.GetValue(VhostUserOption);
+        if ((socket is null) == (vhost is null))
+            return Fail(r, ExitCode.UsageError, "Give the guest device: --socket PATH|tcp:127.0.0.1:PORT (QEMU -netdev stream) or --vhost-user PATH, one of them.");
+        if (socket is not null && !socket.StartsWith("tcp:", StringComparison.OrdinalIgnoreCase)) socket = Path.GetFullPath(socket);
+        if (vhost is not null) vhost = Path.GetFullPath(vhost);
+
+        string name = r.GetValue(NameOption) ?? DefaultInstanceName;
+        EngineOptions? options;
+        try { options = ReadEngineOptions(r, name, socket, vhost, out string? error); if (options is null) return Fail(r, ExitCode.UsageError, error!); }
+        catch (ArgumentException e) { return Fail(r, ExitCode.UsageError, e.Message); }
+
+        using var loggerFactory = CreateLoggerFactory(r.GetValue(LogLevelOption));
+        var logger = loggerFactory.CreateLogger("Emunet");
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
+
+        var instance = StartInstance(r, options, loggerFactory, out var failure);
+        if (instance is null) return (int)failure;
+        await using (instance.ConfigureAwait(false))
+        {
+            logger.LogInformation("Instance '{Name}' ready on {Device}; control socket {Control}. {Hint}", name, instance.Engine.Info.Device,
+                options.ControlSocketPath, QemuHint(options));
+            await WaitAsync(instance.Engine.Completion, stop.Token).ConfigureAwait(false);
+            logger.LogInformation("Instance '{Name}' stopping.", name);
+        }
+        if (instance.Engine.Completion.IsFaulted)
+            return Fail(r, ExitCode.Failure, $"the engine failed: {instance.Engine.Completion.Exception?.InnerException?.Message}");
+        return (int)ExitCode.Success;
+    }
+
+    private static string QemuHint(EngineOptions o)
+    {
+        if (o.StreamSocket is null) return "";
+        if (o.StreamSocket.StartsWith("tcp:", StringComparison.OrdinalIgnoreCase))
+        {
+            string hostPort = o.StreamSocket[4..];
+            int colon = hostPort.LastIndexOf(':');
+            return colon < 0 ? "" : $"QEMU: -netdev stream,id=n0,server=off,addr.type=inet,addr.host={hostPort[..colon]},addr.port={hostPort[(colon + 1)..]} -device virtio-net-pci,netdev=n0";
+        }
+        return $"QEMU: -netdev stream,id=n0,server=off,addr.type=unix,addr.path={o.StreamSocket} -device virtio-net-pci,netdev=n0";
+    }
+
+    /// <summary>Waits until <paramref name="task"/> ends or <paramref name="token"/> is cancelled, without throwing.</summary>
+    private static async Task WaitAsync(Task task, CancellationToken token)
+    {
+        var cancelled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using (token.Register(() => cancelled.TrySetResult()).ConfigureAwait(false))
+            await Task.WhenAny(task, cancelled.Task).ConfigureAwait(false);
+    }
+
+    /// <summary>The arguments appended to the emulator's command line to attach it to <paramref name="socketPath"/>.</summary>
+    internal static string[] EmulatorNetworkArguments(string socketPath) =>
+    [
+        "-netdev", $"stream,id=emunet0,server=off,addr.type=unix,addr.path={socketPath}",
+        "-device", "virtio-net-pci,netdev=emunet0",
+    ];
+
+    private static async Task<int> LaunchAsync(ParseResult r, CancellationToken cancellationToken)
+    {
+        string[] emulator = r.GetValue(EmulatorArgument) ?? [];
+        if (emulator.Length == 0) return Fail(r, ExitCode.UsageError, "Give the emulator command after '--', e.g. emunet launch -- qemu-system-x86_64 -m 1G disk.img.");
+        string name = r.GetValue(NameOption) ?? $"launch-{Environment.ProcessId}";
+        string socketPath;
+        EngineOptions? options;
+        try
+        {
+            socketPath = Path.Combine(RuntimeDirectory.GetPath(), $"{name}.net.sock");
+            options = ReadEngineOptions(r, name, socketPath, null, out string? error);
+            if (options is null) return Fail(r, ExitCode.UsageError, error!);
+        }
+        catch (ArgumentException e) { return Fail(r, ExitCode.UsageError, e.Message); }
+
+        using var loggerFactory = CreateLoggerFactory(r.GetValue(LogLevelOption));
+        var logger = loggerFactory.CreateLogger("Emunet");
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        // SIGINT reaches the emulator too (same process group): let it decide; SIGTERM ends the emulator.
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => c.Cancel = true);
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
+
+        if (File.Exists(socketPath) && !RuntimeDirectory.IsLive(socketPath)) File.Delete(socketPath);
+        var instance = StartInstance(r, options, loggerFactory, out var failure);
+        if (instance is null) return (int)failure;
+        await using (instance.ConfigureAwait(false))
+        {
+            var start = new ProcessStartInfo(emulator[0]) { UseShellExecute = false };
+            for (int i = 1; i < emulator.Length; i++) start.ArgumentList.Add(emulator[i]);
+            foreach (string a in EmulatorNetworkArguments(socketPath)) start.ArgumentList.Add(a);
+            Process? process;
+            try { process = Process.Start(start); }
+            catch (Win32Exception e)
+            {
+                return Fail(r, ExitCode.StartFailed, $"cannot start the emulator '{emulator[0]}': {e.Message}. Check the path, or put it on PATH.");
+            }
+            if (process is null) return Fail(r, ExitCode.StartFailed, $"cannot start the emulator '{emulator[0]}'.");
+            using (process)
+            {
+                logger.LogInformation("Instance '{Name}' serving emulator process {Pid} on {Socket}.", name, process.Id, socketPath);
+                try
+                {
+                    await process.WaitForExitAsync(stop.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    logger.LogInformation("Stopping the emulator (process {Pid}).", process.Id);
+                    try { process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
+                    await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
+                }
+                logger.LogInformation("The emulator exited with code {Code}; stopping instance '{Name}'.", process.ExitCode, name);
+                return process.ExitCode;
+            }
+        }
+    }
+}
