@@ -194,7 +194,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
                 s.Dispose();
                 throw new InvalidOperationException(e.SocketErrorCode == System.Net.Sockets.SocketError.AddressAlreadyInUse
                     ? $"Port {spec.HostPort} on {spec.HostAddress} is already in use."
-                    : $"Cannot listen on {spec.HostAddress}:{spec.HostPort}: {e.Message}");
+                    : $"Cannot listen on {spec.HostAddress}:{spec.HostPort}: {e.Message}", e);
             }
             return new ForwardEntry(s, new ForwardInfo { Spec = spec, BoundPort = ((IPEndPoint)s.LocalEndPoint!).Port, Created = DateTimeOffset.Now });
         }

@@ -308,11 +308,15 @@ internal static partial class EmunetCli
         EngineOptions? options;
         try
         {
-            socketPath = Path.Combine(RuntimeDirectory.GetPath(), $"{name}.net.sock");
+            socketPath = RuntimeDirectory.DeviceSocketPathFor(name);
             options = ReadEngineOptions(r, name, socketPath, null, out string? error);
             if (options is null) return Fail(r, ExitCode.UsageError, error!);
         }
         catch (ArgumentException e) { return Fail(r, ExitCode.UsageError, e.Message); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return Fail(r, ExitCode.StartFailed, $"cannot create the runtime folder '{RuntimeDirectory.GetPath()}': {e.Message}. Set {RuntimeDirectory.OverrideVariable} to a writable folder.");
+        }
 
         using var loggerFactory = CreateLoggerFactory(r.GetValue(LogLevelOption));
         var logger = loggerFactory.CreateLogger("Emunet");

@@ -70,6 +70,18 @@ public static class RuntimeDirectory
         return path;
     }
 
+    /// <summary>
+    /// The default guest-device socket of instance <paramref name="name"/> (emunet launch, Start-EmuNet):
+    /// <c>net/NAME.sock</c>, a subfolder so it is never taken for a control socket. The subfolder is created 0700.
+    /// </summary>
+    public static string DeviceSocketPathFor(string name)
+    {
+        ValidateName(name);
+        string folder = Path.Combine(Ensure(), "net");
+        if (!Directory.Exists(folder)) CreatePrivateFolder(folder);
+        return Path.Combine(folder, name + SocketSuffix);
+    }
+
     public static string LogPathFor(string name)
     {
         ValidateName(name);

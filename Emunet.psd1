@@ -1,0 +1,33 @@
+@{
+    # The development manifest: it loads the build output of src/Module (`dotnet build` puts every configuration in
+    # src/Module/bin/). scripts/build-module.sh lays the module out for users as build/module/Emunet, with this file's
+    # RootModule pointing at the assembly beside it.
+    RootModule           = 'src/Module/bin/Emunet.Module.dll'
+    ModuleVersion        = '0.1.0'
+    GUID                 = '6f0c7a52-3d7e-4c63-9a0e-2b8f5d1e9c41'
+    Author               = 'Emunet'
+    CompanyName          = 'Emunet'
+    Copyright            = '(c) Emunet'
+    Description          = 'Emunet: a network backend for QEMU and the Android Emulator. Start engines, open host-to-guest forwards, watch connections.'
+    PowerShellVersion    = '7.4'
+    CompatiblePSEditions = @('Core')
+    FormatsToProcess     = @('Emunet.format.ps1xml')
+    CmdletsToExport      = @(
+        'Start-EmuNet'
+        'Stop-EmuNet'
+        'Get-EmuNet'
+        'New-EmuForward'
+        'Get-EmuForward'
+        'Remove-EmuForward'
+        'Get-EmuConnection'
+    )
+    FunctionsToExport    = @()
+    VariablesToExport    = @()
+    AliasesToExport      = @()
+    PrivateData          = @{
+        PSData = @{
+            Tags       = @('QEMU', 'Android', 'Emulator', 'Network', 'NAT', 'Linux')
+            ProjectUri = ''
+        }
+    }
+}

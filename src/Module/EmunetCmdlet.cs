@@ -1,0 +1,93 @@
+using System.Management.Automation;
+using Emunet.Engine.Control;
+
+namespace Emunet.Module;
+
+/// <summary>Stable error IDs (the first part of FullyQualifiedErrorId). Scripts and tests match on these.</summary>
+public static class ErrorIds
+{
+    public const string NoInstance = "Emunet.NoInstance";
+    public const string AmbiguousInstance = "Emunet.AmbiguousInstance";
+    public const string InstanceNotFound = "Emunet.InstanceNotFound";
+    public const string InstanceExists = "Emunet.InstanceExists";
+    public const string PortInUse = "Emunet.PortInUse";
+    public const string ForwardNotFound = "Emunet.ForwardNotFound";
+    public const string ForwardConflict = "Emunet.ForwardConflict";
+    public const string InvalidArgument = "Emunet.InvalidArgument";
+    public const string Unreachable = "Emunet.Unreachable";
+    public const string StartFailed = "Emunet.StartFailed";
+    public const string StopTimeout = "Emunet.StopTimeout";
+    public const string ToolNotFound = "Emunet.ToolNotFound";
+    public const string ControlError = "Emunet.ControlError";
+}
+
+/// <summary>What every Emunet cmdlet shares: reaching an instance and turning control failures into error records.</summary>
+public abstract class EmunetCmdlet : PSCmdlet
+{
+    /// <summary>Resolves <paramref name="instance"/> (or the only one running) and connects to it.</summary>
+    /// <exception cref="ControlException">No such instance, several, or it does not answer.</exception>
+    internal static ControlClient Connect(string? instance, out string name)
+    {
+        name = RuntimeDirectory.ResolveInstance(instance);
+        return ControlClient.Connect(RuntimeDirectory.SocketPathFor(name));
+    }
+
+    internal static ErrorRecord ToErrorRecord(ControlException e, object? target)
+    {
+        var (id, category) = e.Code switch
+        {
+            ControlErrorCodes.NoInstance => (ErrorIds.NoInstance, ErrorCategory.ObjectNotFound),
+            ControlErrorCodes.InstanceNotFound => (ErrorIds.InstanceNotFound, ErrorCategory.ObjectNotFound),
+            ControlErrorCodes.AmbiguousInstance => (ErrorIds.AmbiguousInstance, ErrorCategory.InvalidArgument),
+            ControlErrorCodes.PortInUse or ControlErrorCodes.PermissionDenied => (ErrorIds.PortInUse, ErrorCategory.ResourceExists),
+            ControlErrorCodes.NotFound => (ErrorIds.ForwardNotFound, ErrorCategory.ObjectNotFound),
+            ControlErrorCodes.Conflict => (ErrorIds.ForwardConflict, ErrorCategory.ResourceExists),
+            ControlErrorCodes.BadRequest => (ErrorIds.InvalidArgument, ErrorCategory.InvalidArgument),
+            ControlErrorCodes.Unreachable or ControlErrorCodes.Timeout or ControlErrorCodes.ProtocolError => (ErrorIds.Unreachable, ErrorCategory.ConnectionError),
+            _ => (ErrorIds.ControlError, ErrorCategory.NotSpecified),
+        };
+        return new ErrorRecord(e, id, category, target);
+    }
+
+    internal static ErrorRecord Error(string id, ErrorCategory category, string message, object? target) =>
+        new(new InvalidOperationException(message), id, category, target);
+}
+
+/// <summary>Completes instance names from the runtime folder.</summary>
+public sealed class InstanceNameCompleter : IArgumentCompleter
+{
+    public IEnumerable<System.Management.Automation.CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete,
+        System.Management.Automation.Language.CommandAst commandAst, System.Collections.IDictionary fakeBoundParameters)
+    {
+        IReadOnlyList<string> names;
+        try { names = RuntimeDirectory.ListInstances(removeStale: false); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { yield break; }
+        foreach (string n in names)
+            if (n.StartsWith(wordToComplete ?? "", StringComparison.OrdinalIgnoreCase))
+                yield return new System.Management.Automation.CompletionResult(n, n, CompletionResultType.ParameterValue, n);
+    }
+}
+
+/// <summary>Completes the host ports of the forwards of the instance given (or the only one running).</summary>
+public sealed class ForwardPortCompleter : IArgumentCompleter
+{
+    public IEnumerable<System.Management.Automation.CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete,
+        System.Management.Automation.Language.CommandAst commandAst, System.Collections.IDictionary fakeBoundParameters)
+    {
+        var results = new List<System.Management.Automation.CompletionResult>();
+        try
+        {
+            string? instance = fakeBoundParameters?["Instance"] as string;
+            using var client = EmunetCmdlet.Connect(instance, out _);
+            foreach (var f in client.ListForwards())
+            {
+                string port = f.HostPort.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                if (port.StartsWith(wordToComplete ?? "", StringComparison.Ordinal))
+                    results.Add(new System.Management.Automation.CompletionResult(port, port, CompletionResultType.ParameterValue, $"{f.Spec}"));
+            }
+        }
+        catch (ControlException) { }
+        catch (ArgumentException) { }
+        return results;
+    }
+}
