@@ -1,0 +1,78 @@
+Describe 'New-EmuForward' -Tag CI {
+    BeforeAll {
+        . (Join-Path $PSScriptRoot 'Common.ps1')
+        $null = Start-EmuNet -Name new1
+    }
+    AfterAll { Remove-TestRunDir }
+
+    It 'listens on the host port asked for' {
+        $port = Get-FreeTcpPort
+        $f = New-EmuForward -Port $port -GuestPort 80
+        $f | Should -BeOfType ([Emunet.Module.EmuForward])
+        $f.Instance | Should -Be 'new1'
+        $f.Protocol | Should -Be 'Tcp'
+        $f.Address | Should -Be '127.0.0.1'
+        $f.HostPort | Should -Be $port
+        $f.GuestPort | Should -Be 80
+        $f.Spec | Should -Be "tcp:127.0.0.1:${port}:80"
+        $client = [System.Net.Sockets.TcpClient]::new()
+        try { $client.Connect('127.0.0.1', $port); $client.Connected | Should -BeTrue } finally { $client.Dispose() }
+    }
+
+    It 'takes the guest port from -Port when -GuestPort is left out' {
+        $port = Get-FreeTcpPort
+        (New-EmuForward $port).GuestPort | Should -Be $port
+    }
+
+    It 'takes any free port with -Port 0' {
+        $f = New-EmuForward -Port 0 -GuestPort 22
+        $f.HostPort | Should -BeGreaterThan 0
+        Test-TcpPortFree $f.HostPort | Should -BeFalse
+    }
+
+    It 'opens UDP forwards' {
+        $f = New-EmuForward -Port 0 -GuestPort 53 -Protocol Udp
+        $f.Protocol | Should -Be 'Udp'
+        $u = [System.Net.Sockets.UdpClient]::new()
+        try { { $u.Client.Bind([System.Net.IPEndPoint]::new([System.Net.IPAddress]::Loopback, $f.HostPort)) } | Should -Throw } finally { $u.Dispose() }
+    }
+
+    It 'writes PortInUse when another program holds the port' {
+        $holder = [System.Net.Sockets.TcpListener]::new([System.Net.IPAddress]::Loopback, 0)
+        $holder.Start()
+        try {
+            { New-EmuForward -Port $holder.LocalEndpoint.Port -ErrorAction Stop } | Should -Throw -ErrorId 'Emunet.PortInUse,*'
+        } finally { $holder.Stop() }
+    }
+
+    It 'writes ForwardConflict for a forward the instance already has' {
+        $f = New-EmuForward -Port 0 -GuestPort 81
+        { New-EmuForward -Port $f.HostPort -GuestPort 82 -ErrorAction Stop } | Should -Throw -ErrorId 'Emunet.ForwardConflict,*'
+    }
+
+    It 'refuses -Port 0 without -GuestPort' {
+        { New-EmuForward -Port 0 -ErrorAction Stop } | Should -Throw -ErrorId 'Emunet.InvalidArgument,*'
+    }
+
+    It 'refuses an address that is not IPv4' {
+        { New-EmuForward -Port 0 -GuestPort 80 -Address 'nonsense' -ErrorAction Stop } | Should -Throw -ErrorId 'Emunet.InvalidArgument,*'
+    }
+
+    It 'adds nothing with -WhatIf' {
+        $before = @(Get-EmuForward).Count
+        New-EmuForward -Port 0 -GuestPort 99 -WhatIf | Should -BeNullOrEmpty
+        @(Get-EmuForward).Count | Should -Be $before
+    }
+
+    It 'names the choices when several instances run and -Instance is left out' {
+        $null = Start-EmuNet -Name new2
+        try {
+            { New-EmuForward -Port 0 -GuestPort 80 -ErrorAction Stop } | Should -Throw -ErrorId 'Emunet.AmbiguousInstance,*' -ExpectedMessage '*new1, new2*'
+            (New-EmuForward -Port 0 -GuestPort 80 -Instance new2).Instance | Should -Be 'new2'
+        } finally { Stop-EmuNet new2 -Confirm:$false }
+    }
+
+    It 'writes InstanceNotFound for an instance that does not run' {
+        { New-EmuForward -Port 0 -GuestPort 80 -Instance nosuch -ErrorAction Stop } | Should -Throw -ErrorId 'Emunet.InstanceNotFound,*'
+    }
+}
