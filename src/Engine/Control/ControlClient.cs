@@ -62,10 +62,12 @@ public sealed class ControlClient : IDisposable
         long id = _nextId++;
         request.Id = JsonSerializer.SerializeToElement(id, ControlJsonContext.Default.Int64);
         byte[] json = JsonSerializer.SerializeToUtf8Bytes(request, ControlJsonContext.Default.ControlRequest);
+        var line = new byte[json.Length + 1];
+        json.CopyTo(line, 0);
+        line[^1] = (byte)'\n';
         try
         {
-            _socket.Send(json);
-            _socket.Send("\n"u8);
+            _socket.Send(line);
         }
         catch (SocketException e)
         {
