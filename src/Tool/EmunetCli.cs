@@ -47,7 +47,7 @@ internal static partial class EmunetCli
         var root = new Command("emunet", "Emunet: a network backend for QEMU and the Android Emulator (user-mode NAT, direct host-to-guest forwards).")
         {
             new HelpOption(),
-            new VersionOption(),
+            new VersionOption { Action = new PrintVersionAction() },
         };
         root.Add(BuildRunCommand());
         root.Add(BuildLaunchCommand());
@@ -89,6 +89,16 @@ internal static partial class EmunetCli
     public static string Version =>
         typeof(EmunetCli).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion
         ?? typeof(EmunetCli).Assembly.GetName().Version?.ToString() ?? "0.0.0";
+
+    /// <summary>Prints this tool's version (the default prints the entry assembly's, which is the test host in tests).</summary>
+    private sealed class PrintVersionAction : SynchronousCommandLineAction
+    {
+        public override int Invoke(ParseResult parseResult)
+        {
+            parseResult.InvocationConfiguration.Output.WriteLine(Version);
+            return 0;
+        }
+    }
 
     /// <summary>The default help, then the exit codes under the root command's help.</summary>
     private sealed class EpilogHelpAction(HelpAction inner) : SynchronousCommandLineAction

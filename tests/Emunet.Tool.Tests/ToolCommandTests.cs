@@ -1,0 +1,308 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json;
+using Emunet.Engine.Control;
+
+namespace Emunet.Tool.Tests;
+
+/// <summary>Runs `emunet` commands in-process against real engines (no guest attached), writing to string writers.</summary>
+[Collection(RuntimeDirCollection.Name)]
+public sealed class ToolCommandTests : IDisposable
+{
+    private readonly RuntimeDirScope _scope = new();
+
+    public void Dispose() => _scope.Dispose();
+
+    internal static async Task<(int Code, string Out, string Err)> Cli(params string[] args)
+    {
+        var output = new StringWriter();
+        var error = new StringWriter();
+        int code = await EmunetCli.InvokeAsync(args, output, error, CancellationToken.None);
+        return (code, output.ToString(), error.ToString());
+    }
+
+    /// <summary>`emunet run` on a background task until disposed (the token stands in for SIGINT).</summary>
+    internal sealed class RunningTool : IAsyncDisposable
+    {
+        private readonly CancellationTokenSource _stop = new();
+        public readonly StringWriter Error = new();
+        public Task<int> Exit { get; }
+        public string Name { get; }
+
+        public RunningTool(string name, params string[] extra)
+        {
+            Name = name;
+            string[] args = ["run", "--name", name, "--log-level", "Warning", .. extra];
+            Exit = Task.Run(() => EmunetCli.InvokeAsync(args, TextWriter.Null, Error, _stop.Token));
+            Wait.Until(() => Exit.IsCompleted || RuntimeDirectory.IsLive(RuntimeDirectory.SocketPathFor(name)), $"instance '{name}' to answer");
+            Assert.False(Exit.IsCompleted, $"run exited early: {Error}");
+        }
+
+        public async Task<int> StopAsync()
+        {
+            _stop.Cancel();
+            return await Exit.WaitAsync(TimeSpan.FromSeconds(15));
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            if (!Exit.IsCompleted) await StopAsync();
+            _stop.Dispose();
+        }
+    }
+
+    private string DeviceSocket(string name) => _scope.Scratch(name + ".dev");
+
+    private static int FreePort()
+    {
+        var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        int port = ((IPEndPoint)l.LocalEndpoint).Port;
+        l.Stop();
+        return port;
+    }
+
+    private static bool PortFree(int port)
+    {
+        var l = new TcpListener(IPAddress.Loopback, port);
+        try { l.Start(); return true; }
+        catch (SocketException) { return false; }
+        finally { l.Stop(); }
+    }
+
+    [Fact]
+    public async Task Version_prints_the_package_version()
+    {
+        var (code, output, _) = await Cli("--version");
+        Assert.Equal(0, code);
+        Assert.Equal("0.1.0", output.Trim());
+    }
+
+    [Fact]
+    public async Task Help_lists_the_commands_and_the_exit_codes()
+    {
+        var (code, output, _) = await Cli("--help");
+        Assert.Equal(0, code);
+        Assert.Contains("emunet [command] [options]", output);
+        foreach (string command in new[] { "run", "launch", "forward", "connections", "instances", "stats", "capture" })
+            Assert.Contains($"  {command}", output);
+        Assert.Contains("Exit codes:", output);
+        foreach (var value in Enum.GetValues<ExitCode>())
+            Assert.Contains($"{(int)value}  {value}", output);
+    }
+
+    [Fact]
+    public async Task Subcommand_help_has_no_exit_code_table()
+    {
+        var (code, output, _) = await Cli("forward", "add", "--help");
+        Assert.Equal(0, code);
+        Assert.Contains("--instance", output);
+        Assert.DoesNotContain("Exit codes:", output);
+    }
+
+    [Theory]
+    [InlineData("frobnicate")]
+    [InlineData("forward", "add")]
+    [InlineData("connections", "--protocol", "sctp")]
+    [InlineData("run", "--mtu", "many")]
+    public async Task Parse_errors_exit_with_UsageError(params string[] args)
+    {
+        var (code, _, err) = await Cli(args);
+        Assert.Equal((int)ExitCode.UsageError, code);
+        Assert.StartsWith("emunet: ", err);
+    }
+
+    [Theory]
+    [InlineData("run")]
+    [InlineData("run", "--socket", "/tmp/a.sock", "--vhost-user", "/tmp/b.sock")]
+    [InlineData("run", "--socket", "/tmp/a.sock", "--forward", "sctp:1")]
+    [InlineData("run", "--socket", "/tmp/a.sock", "--mtu", "100")]
+    [InlineData("run", "--socket", "/tmp/a.sock", "--dns-upstream", "not-an-address")]
+    [InlineData("run", "--socket", "/tmp/a.sock", "--name", "../x")]
+    [InlineData("launch")]
+    public async Task Invalid_run_options_exit_with_UsageError(params string[] args)
+    {
+        var (code, _, err) = await Cli(args);
+        Assert.Equal((int)ExitCode.UsageError, code);
+        Assert.StartsWith("emunet: ", err);
+    }
+
+    [Fact]
+    public async Task Client_commands_without_an_instance_exit_with_NoInstance()
+    {
+        foreach (var args in new[] { new[] { "forward", "list" }, ["connections"], ["stats"], ["capture", "stop"] })
+        {
+            var (code, _, err) = await Cli(args);
+            Assert.Equal((int)ExitCode.NoInstance, code);
+            Assert.Contains("No Emunet instance is running", err);
+        }
+        var named = await Cli("stats", "--instance", "nosuch");
+        Assert.Equal((int)ExitCode.NoInstance, named.Code);
+    }
+
+    [Fact]
+    public async Task Run_serves_forwards_and_shuts_down_cleanly()
+    {
+        int port = FreePort();
+        string device = DeviceSocket("one");
+        int code;
+        await using (var run = new RunningTool("one", "--socket", device, "--forward", $"tcp:{port}:80"))
+        {
+            Assert.True(File.Exists(device));
+            Assert.False(PortFree(port));
+
+            var list = await Cli("forward", "list", "--json");
+            Assert.Equal(0, list.Code);
+            var forwards = JsonDocument.Parse(list.Out).RootElement;
+            Assert.Equal(1, forwards.GetArrayLength());
+            Assert.Equal(port, forwards[0].GetProperty("hostPort").GetInt32());
+            Assert.Equal(80, forwards[0].GetProperty("guestPort").GetInt32());
+
+            var table = await Cli("forward", "list");
+            Assert.Contains("PROTO  HOST", table.Out);
+            Assert.Contains($"127.0.0.1:{port}", table.Out);
+
+            var add = await Cli("forward", "add", "tcp:0:22", "--json");
+            Assert.Equal(0, add.Code);
+            int bound = JsonDocument.Parse(add.Out).RootElement.GetProperty("hostPort").GetInt32();
+            Assert.False(PortFree(bound));
+
+            var remove = await Cli("forward", "remove", bound.ToString());
+            Assert.Equal(0, remove.Code);
+            Assert.Contains($"Removed tcp 127.0.0.1:{bound}", remove.Out);
+            Assert.True(PortFree(bound));
+
+            var again = await Cli("forward", "remove", $"tcp:127.0.0.1:{bound}");
+            Assert.Equal((int)ExitCode.NotFound, again.Code);
+
+            var instances = await Cli("instances", "--json");
+            var info = JsonDocument.Parse(instances.Out).RootElement.EnumerateArray().Single();
+            Assert.Equal("one", info.GetProperty("name").GetString());
+            Assert.Equal($"stream:unix:{device}", info.GetProperty("device").GetString());
+
+            var stats = await Cli("stats", "--json");
+            Assert.Equal(0, stats.Code);
+            Assert.Equal(1, JsonDocument.Parse(stats.Out).RootElement.GetProperty("forwards").GetInt32());
+            Assert.Contains("Frames from guest", (await Cli("stats")).Out);
+
+            var connections = await Cli("connections", "--protocol", "tcp", "--port", "80", "--state", "Established", "--json");
+            Assert.Equal(0, connections.Code);
+            Assert.Equal(0, JsonDocument.Parse(connections.Out).RootElement.GetArrayLength());
+
+            code = await run.StopAsync();
+        }
+        Assert.Equal(0, code);
+        Assert.False(File.Exists(RuntimeDirectory.SocketPathFor("one")));
+        Assert.False(File.Exists(device));
+        Assert.True(PortFree(port));
+    }
+
+    [Fact]
+    public async Task A_taken_port_exits_with_PortInUse()
+    {
+        var holder = new TcpListener(IPAddress.Loopback, 0);
+        holder.Start();
+        try
+        {
+            int port = ((IPEndPoint)holder.LocalEndpoint).Port;
+            await using (new RunningTool("busy", "--socket", DeviceSocket("busy")))
+            {
+                var (code, _, err) = await Cli("forward", "add", $"tcp:{port}:80");
+                Assert.Equal((int)ExitCode.PortInUse, code);
+                Assert.Contains(port.ToString(), err);
+            }
+            var start = await Cli("run", "--name", "busy2", "--socket", DeviceSocket("busy2"), "--forward", $"tcp:{port}:80", "--log-level", "None");
+            Assert.Equal((int)ExitCode.PortInUse, start.Code);
+        }
+        finally { holder.Stop(); }
+    }
+
+    [Fact]
+    public async Task Several_instances_need_instance_and_the_error_names_them()
+    {
+        await using var a = new RunningTool("alpha", "--socket", DeviceSocket("alpha"));
+        await using var b = new RunningTool("beta", "--socket", DeviceSocket("beta"));
+        var (code, _, err) = await Cli("forward", "list");
+        Assert.Equal((int)ExitCode.AmbiguousInstance, code);
+        Assert.Contains("alpha, beta", err);
+        Assert.Equal(0, (await Cli("forward", "list", "--instance", "beta")).Code);
+        var instances = await Cli("instances");
+        Assert.Contains("alpha", instances.Out);
+        Assert.Contains("beta", instances.Out);
+    }
+
+    [Fact]
+    public async Task A_second_run_with_the_same_name_exits_with_StartFailed()
+    {
+        await using var first = new RunningTool("twice", "--socket", DeviceSocket("twice"));
+        var (code, _, err) = await Cli("run", "--name", "twice", "--socket", DeviceSocket("twice2"), "--log-level", "None");
+        Assert.Equal((int)ExitCode.StartFailed, code);
+        Assert.Contains("already running", err);
+    }
+
+    [Fact]
+    public async Task A_device_socket_that_cannot_be_bound_exits_with_StartFailed()
+    {
+        var (code, _, err) = await Cli("run", "--name", "nodir", "--socket", _scope.Scratch("missing/dir/x.sock"), "--log-level", "None");
+        Assert.Equal((int)ExitCode.StartFailed, code);
+        Assert.StartsWith("emunet: ", err);
+        Assert.False(File.Exists(RuntimeDirectory.SocketPathFor("nodir")));
+    }
+
+    [Fact]
+    public async Task A_control_shutdown_ends_run()
+    {
+        var run = new RunningTool("bye", "--socket", DeviceSocket("bye"));
+        await using (run)
+        {
+            using (var client = ControlClient.ConnectInstance("bye")) client.Shutdown();
+            Assert.Equal(0, await run.Exit.WaitAsync(TimeSpan.FromSeconds(15)));
+        }
+        Assert.False(File.Exists(RuntimeDirectory.SocketPathFor("bye")));
+    }
+
+    [Fact]
+    public async Task Launch_appends_the_netdev_runs_the_emulator_and_returns_its_exit_code()
+    {
+        // The "emulator" checks it was given the Emunet netdev, that the socket is there while it runs, and that the
+        // control socket answers, then exits with 42.
+        string script = """
+            [ "$1" = -netdev ] || exit 11
+            case "$2" in stream,id=emunet0,server=off,addr.type=unix,addr.path=*) ;; *) exit 12;; esac
+            [ -S "${2##*addr.path=}" ] || exit 13
+            [ "$3" = -device ] && [ "$4" = virtio-net-pci,netdev=emunet0 ] || exit 14
+            [ -S "$EMUNET_RUNTIME_DIR/launched.sock" ] || exit 15
+            exit 42
+            """;
+        var (code, _, err) = await Cli("launch", "--name", "launched", "--log-level", "Warning", "--", "/bin/sh", "-c", script, "emulator");
+        Assert.True(code == 42, $"exit {code}: {err}");
+        Assert.False(File.Exists(RuntimeDirectory.SocketPathFor("launched")));
+        Assert.False(File.Exists(RuntimeDirectory.DeviceSocketPathFor("launched")));
+    }
+
+    [Fact]
+    public async Task Launch_of_a_missing_emulator_exits_with_StartFailed()
+    {
+        var (code, _, err) = await Cli("launch", "--log-level", "None", "--", "/nonexistent/qemu-system-x86_64");
+        Assert.Equal((int)ExitCode.StartFailed, code);
+        Assert.Contains("cannot start the emulator", err);
+    }
+
+    [Theory]
+    [InlineData("8080", "tcp", null, 8080)]
+    [InlineData("udp:5353", "udp", "127.0.0.1", 5353)]
+    [InlineData("tcp:127.0.0.2:8080", "tcp", "127.0.0.2", 8080)]
+    [InlineData("hostfwd=udp:127.0.0.1:5353-:53", "udp", "127.0.0.1", 5353)]
+    public void Forward_remove_reads_a_port_or_a_spec(string text, string protocol, string? address, int port)
+    {
+        Assert.True(EmunetCli.TryParseForwardKey(text, out string p, out string? a, out int n, out _));
+        Assert.Equal((protocol, address, port), (p, a, n));
+    }
+
+    [Theory]
+    [InlineData("0")]
+    [InlineData("70000")]
+    [InlineData("icmp:1")]
+    public void Forward_remove_refuses_what_is_not_a_forward(string text) =>
+        Assert.False(EmunetCli.TryParseForwardKey(text, out _, out _, out _, out string? error) || error is null);
+}
