@@ -164,3 +164,39 @@ public sealed class PcapWriterTests
         }
     }
 }
+
+public sealed class CaptureTapTests
+{
+    [Fact]
+    public void Records_only_while_running_and_restarts_into_a_new_file()
+    {
+        using var folder = new TempFolder();
+        using var tap = new CaptureTap();
+        byte[] frame = new byte[60];
+        tap.OnFrame(frame, toGuest: true);
+        Assert.False(tap.IsRunning);
+        Assert.Null(tap.Stop());
+
+        tap.Start(folder.File("a.pcap"));
+        tap.OnFrame(frame, toGuest: true);
+        tap.OnFrame(frame, toGuest: false);
+        Assert.Equal(2, tap.FramesWritten);
+        tap.Start(folder.File("b.pcap"));
+        tap.OnFrame(frame, toGuest: true);
+        Assert.Equal(folder.File("b.pcap"), tap.Stop());
+        tap.OnFrame(frame, toGuest: true);
+
+        Assert.Equal(24 + 2 * (16 + 60), new FileInfo(folder.File("a.pcap")).Length);
+        Assert.Equal(24 + 16 + 60, new FileInfo(folder.File("b.pcap")).Length);
+    }
+
+    [Fact]
+    public void A_file_that_cannot_be_created_leaves_the_running_capture_alone()
+    {
+        using var folder = new TempFolder();
+        using var tap = new CaptureTap();
+        tap.Start(folder.File("a.pcap"));
+        Assert.ThrowsAny<IOException>(() => tap.Start(folder.File("missing/b.pcap")));
+        Assert.Equal(folder.File("a.pcap"), tap.FilePath);
+    }
+}
