@@ -36,7 +36,7 @@ public sealed class NewEmuForwardCommand : EmunetCmdlet
 
     protected override void ProcessRecord()
     {
-        if (!IPAddress.TryParse(Address, out var address) || address.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
+        if (Address.Count(c => c == '.') != 3 || !IPAddress.TryParse(Address, out var address) || address.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
         {
             WriteError(Error(ErrorIds.InvalidArgument, ErrorCategory.InvalidArgument, $"'{Address}' is not an IPv4 address.", Address));
             return;

@@ -110,6 +110,7 @@ public sealed class ControlServerTests : IAsyncLifetime
     [InlineData("{\"v\":1,\"op\":\"forward.remove\",\"port\":0}", ControlErrorCodes.BadRequest)]
     [InlineData("{\"v\":1,\"op\":\"forward.remove\",\"port\":80,\"protocol\":\"icmp\"}", ControlErrorCodes.BadRequest)]
     [InlineData("{\"v\":1,\"op\":\"forward.remove\",\"port\":80,\"address\":\"::1\"}", ControlErrorCodes.BadRequest)]
+    [InlineData("{\"v\":1,\"op\":\"forward.remove\",\"port\":80,\"address\":\"127.1\"}", ControlErrorCodes.BadRequest)]
     [InlineData("{\"v\":1,\"op\":\"forward.remove\",\"port\":80}", ControlErrorCodes.NotFound)]
     [InlineData("{\"v\":1,\"op\":\"connections.list\",\"protocol\":\"sctp\"}", ControlErrorCodes.BadRequest)]
     [InlineData("{\"v\":1,\"op\":\"connections.list\",\"port\":70000}", ControlErrorCodes.BadRequest)]

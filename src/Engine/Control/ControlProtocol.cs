@@ -283,6 +283,8 @@ internal static class EndPointText
     {
         if (string.IsNullOrEmpty(text)) { address = IPAddress.Loopback; return true; }
         if (text == "*") { address = IPAddress.Any; return true; }
-        return IPAddress.TryParse(text, out address!) && address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork;
+        address = IPAddress.None;
+        return text.Count(c => c == '.') == 3 && IPAddress.TryParse(text, out address!)
+            && address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork;
     }
 }

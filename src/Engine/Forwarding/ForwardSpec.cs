@@ -71,7 +71,8 @@ public sealed record ForwardSpec(ForwardProtocol Protocol, IPAddress HostAddress
     private static IPAddress ParseAddress(string text, string a)
     {
         if (a == "*" ) return IPAddress.Any;
-        if (!IPAddress.TryParse(a, out var ip) || ip.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
+        // Dotted-quad only: IPAddress.TryParse also takes "1.2.3" (as 1.2.0.3) and "127.1", which hide typos.
+        if (a.Count(c => c == '.') != 3 || !IPAddress.TryParse(a, out var ip) || ip.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
             throw Bad(text, $"'{a}' is not an IPv4 address");
         return ip;
     }
