@@ -113,13 +113,14 @@ public sealed class StreamDeviceTests : IDisposable
     [Fact]
     public void A_stale_socket_file_left_by_a_dead_engine_is_replaced()
     {
+        // A socket inode nobody listens on: hard-link a bound socket's file, then close the socket.
         var path = Path.Combine(_dir, "stale.sock");
         using (var dead = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
         {
-            dead.Bind(new UnixDomainSocketEndPoint(path));
-            dead.Listen(1);
+            dead.Bind(new UnixDomainSocketEndPoint(Path.Combine(_dir, "bound.sock")));
+            Assert.Equal(0, link(Path.Combine(_dir, "bound.sock"), path));
         }
-        Assert.True(File.Exists(path));
+        Assert.True(Emunet.Engine.Interop.Libc.IsSocket(path));
         using var loop = new EventLoop();
         using var device = new StreamDevice(loop, path, new Counters(), NullLogger.Instance);
         device.Start();
@@ -127,6 +128,21 @@ public sealed class StreamDeviceTests : IDisposable
         client.Connect(new UnixDomainSocketEndPoint(path));
         Assert.Equal("stream:unix:" + path, device.Description);
     }
+
+    [Fact]
+    public void A_regular_file_at_the_socket_path_is_never_replaced()
+    {
+        var path = Path.Combine(_dir, "precious.txt");
+        File.WriteAllText(path, "keep me");
+        using var loop = new EventLoop();
+        using var device = new StreamDevice(loop, path, new Counters(), NullLogger.Instance);
+        var e = Assert.Throws<EngineStartException>(device.Start);
+        Assert.Contains("is not a socket", e.Message);
+        Assert.Equal("keep me", File.ReadAllText(path));
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
+    private static extern int link(string oldPath, string newPath);
 
     public void Dispose()
     {

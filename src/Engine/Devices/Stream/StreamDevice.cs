@@ -108,6 +108,7 @@ internal sealed class StreamDevice : IFrameDevice, IEndOfBatch, IDisposable
         if (File.Exists(path) || Directory.Exists(path))
         {
             if (Directory.Exists(path)) throw new EngineStartException($"The socket path '{path}' is a directory; give a file path such as /tmp/emunet.sock.");
+            if (!Libc.IsSocket(path)) throw new EngineStartException($"'{path}' exists and is not a socket; Emunet will not replace it. Choose another --socket path.");
             using (var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
             {
                 try
