@@ -31,7 +31,7 @@ public sealed class NatStackTests
                 echo "linkmtu $(cat /sys/class/net/eth0/mtu)"
                 ping -c 3 -W 2 10.0.2.2 >/tmp/ping 2>&1 && echo "ping ok" || { echo "ping failed"; cat /tmp/ping; }
                 nslookup host.emunet.test 10.0.2.3 >/tmp/ns 2>&1; echo "nslookup rc=$?"; cat /tmp/ns
-                echo hello | timeout 5 nc -u -w 2 10.0.2.2 {{udp.Port}} > /tmp/udp; echo "udp $(cat /tmp/udp)"
+                echo hello | timeout 5 socat -t 2 - UDP:10.0.2.2:{{udp.Port}} > /tmp/udp; echo "udp $(cat /tmp/udp)"
                 t0=$(date +%s)
                 timeout 5 nc 10.0.2.2 {{closedPort}} </dev/null >/tmp/refused 2>&1
                 echo "refused rc=$? took=$(( $(date +%s) - t0 )) $(cat /tmp/refused)"
