@@ -174,6 +174,21 @@ public class UdpTests
     }
 
     [Fact]
+    public void The_flow_table_is_bounded()
+    {
+        using var server = HostSocket();
+        using var h = new StackHarness();
+        for (int i = 0; i <= Udp.MaxFlows; i++)
+            h.Send(GuestFrames.Udp(StackHarness.GuestIp, (ushort)(20000 + i), StackHarness.Gateway, (ushort)Port(server), "x"u8));
+        Assert.Equal(Udp.MaxFlows, h.Stack.Udp.FlowCount);
+        Assert.Equal(1, h.Counters.Drops(DropReason.UdpFlowTableFull));
+        // Expiry makes room.
+        h.Stack.Udp.OnTimer(h.Loop.NowMs + Udp.IdleTimeoutMs + 1);
+        h.Send(GuestFrames.Udp(StackHarness.GuestIp, 19999, StackHarness.Gateway, (ushort)Port(server), "x"u8));
+        Assert.Equal(1, h.Stack.Udp.FlowCount);
+    }
+
+    [Fact]
     public void Bad_udp_is_counted()
     {
         using var h = new StackHarness();
