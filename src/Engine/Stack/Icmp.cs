@@ -49,9 +49,27 @@ internal sealed class Icmp : ITimerClient, IDisposable
         _logger = logger;
     }
 
-    /// <summary>Makes the host ping socket; replaceable in tests. Throws <see cref="SocketException"/> when refused.</summary>
-    internal Func<Socket> PingSocketFactory { get; set; } =
-        static () => new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Icmp);
+    /// <summary>
+    /// Makes a non-blocking host ping socket connected to the given host; replaceable in tests. Throws
+    /// <see cref="SocketException"/> when the host refuses.
+    /// </summary>
+    internal Func<IPAddress, Socket> PingSocketFactory { get; set; } = OpenPingSocket;
+
+    private static Socket OpenPingSocket(IPAddress host)
+    {
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Icmp);
+        try
+        {
+            socket.Blocking = false;
+            socket.Connect(new IPEndPoint(host, 0));
+            return socket;
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
 
     public int FlowCount => _flows.Count;
     public long EchoRepliesSent { get; private set; }
@@ -130,24 +148,15 @@ internal sealed class Icmp : ITimerClient, IDisposable
         Socket socket;
         try
         {
-            socket = PingSocketFactory();
+            socket = PingSocketFactory(host);
         }
         catch (SocketException e)
         {
             // EACCES when the host's ping_group_range leaves Emunet's group out.
-            _refusedUntil = _loop.NowMs + RefusalRetryMs;
+            if (e.SocketErrorCode is SocketError.AccessDenied or SocketError.ProtocolNotSupported or SocketError.SocketNotSupported)
+                _refusedUntil = _loop.NowMs + RefusalRetryMs;
             if (_logger.IsEnabled(LogLevel.Information))
                 _logger.LogInformation("The host refuses ICMP ping sockets ({Error}); echo requests beyond the gateway are answered with destination unreachable. Allow them with sysctl net.ipv4.ping_group_range.", e.SocketErrorCode);
-            return null;
-        }
-        try
-        {
-            socket.Blocking = false;
-            socket.Connect(new IPEndPoint(host, 0));
-        }
-        catch (SocketException)
-        {
-            socket.Dispose();
             return null;
         }
         var flow = new Flow

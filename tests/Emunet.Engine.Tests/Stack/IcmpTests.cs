@@ -1,3 +1,4 @@
+using System.Net;
 using System.Net.Sockets;
 using Emunet.Engine.Stack;
 using Emunet.Engine.Wire;
@@ -48,13 +49,55 @@ public class IcmpTests
     {
         using var h = new StackHarness();
         int attempts = 0;
-        h.Stack.Icmp.PingSocketFactory = () => { attempts++; throw new SocketException((int)SocketError.AccessDenied); };
+        h.Stack.Icmp.PingSocketFactory = _ => { attempts++; throw new SocketException((int)SocketError.AccessDenied); };
         h.Send(GuestFrames.Echo(new IPv4Address(127, 0, 0, 1), 9, 1, Data));
         h.Send(GuestFrames.Echo(new IPv4Address(127, 0, 0, 1), 9, 2, Data));
         AssertUnreachable(h.Expect(), IcmpPacket.CodeAdministrativelyProhibited, sequence: 1);
         AssertUnreachable(h.Expect(), IcmpPacket.CodeAdministrativelyProhibited, sequence: 2);
         Assert.Equal(2, h.Counters.Drops(DropReason.IcmpPingRefused));
         Assert.Equal(1, attempts);   // the refusal is remembered for a while
+    }
+
+    [Fact]
+    public void Relayed_echo_replies_get_the_guests_identifier_back()
+    {
+        // A stand-in for the kernel's ping socket: a UDP socket whose peer answers like a ping socket does, with
+        // its own identifier in place of the guest's.
+        using var responder = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp) { ReceiveTimeout = 5000 };
+        responder.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        IPAddress? asked = null;
+        using var h = new StackHarness();
+        h.Stack.Icmp.PingSocketFactory = host =>
+        {
+            asked = host;
+            var s = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+            s.Connect(responder.LocalEndPoint!);
+            s.Blocking = false;
+            return s;
+        };
+        h.Start();
+        h.Send(GuestFrames.Echo(new IPv4Address(127, 0, 0, 1), 0x2222, 5, Data));
+
+        var request = new byte[1000];
+        EndPoint from = new IPEndPoint(IPAddress.Any, 0);
+        int n = responder.ReceiveFrom(request, ref from);
+        Assert.True(IcmpPacket.TryParse(request.AsSpan(0, n), out var sent));
+        Assert.Equal(IcmpPacket.TypeEchoRequest, sent.Type);
+        Assert.Equal(0x2222, sent.Identifier);
+        var reply = request.AsSpan(0, n).ToArray();
+        IcmpPacket.WriteHeader(reply, IcmpPacket.TypeEchoReply, 0, 0x9999, 5);
+        responder.SendTo(reply, from);
+
+        var icmp = Oracle.Icmp(h.Expect());
+        Assert.Equal(PacketDotNet.IcmpV4TypeCode.EchoReply, icmp.TypeCode);
+        Assert.Equal(0x2222, icmp.Id);
+        Assert.Equal(5, icmp.Sequence);
+        Assert.Equal("127.0.0.1", ((PacketDotNet.IPv4Packet)icmp.ParentPacket).SourceAddress.ToString());
+        Assert.Equal(IPAddress.Loopback, asked);
+
+        var flows = h.Invoke(() => { var l = new List<Emunet.Engine.Stack.Nat.ConnectionInfo>(); h.Stack.Snapshot(l); return l; });
+        Assert.Equal(Emunet.Engine.Stack.Nat.FlowProtocol.Icmp, Assert.Single(flows).Protocol);
+        Assert.Equal(0, h.Invoke(() => { h.Stack.Icmp.OnTimer(h.Loop.NowMs + Icmp.IdleTimeoutMs + 1); return h.Stack.Icmp.FlowCount; }));
     }
 
     [Fact]
