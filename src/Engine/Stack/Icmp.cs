@@ -111,7 +111,8 @@ internal sealed class Icmp : ITimerClient, IDisposable
     private void ReplyDirectly(in IPv4Packet packet, in IcmpPacket echo)
     {
         int length = echo.Bytes.Length;
-        if (length > _sender.MaxPayload) { _counters.Drop(DropReason.IcmpMalformed); return; }
+        // The guest sent more than its own MTU allows back; the reply could not reach it whole.
+        if (length > _sender.MaxPayload) { _counters.Drop(DropReason.FrameTooLong); return; }
         var span = _sender.BeginPacket(packet.Destination, packet.Source, IPv4Packet.ProtocolIcmp, length);
         if (span.IsEmpty) { _counters.Drop(DropReason.TransmitQueueFull); return; }
         // RFC 792: the reply echoes identifier, sequence and data.

@@ -28,6 +28,7 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IFlowSource, IDis
     private IPv4Address _txDestination;
     private byte _txProtocol;
     private ushort _nextIdentification;
+    private IPv4Address _guestAddress;
 
     public NetStack(EventLoop loop, IFrameDevice device, NetworkConfig config, AddressMap map, Counters counters, ILogger logger)
     {
@@ -52,8 +53,16 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IFlowSource, IDis
     /// <summary>The guest's MAC address, learned from the source of its frames; null until the first frame.</summary>
     public MacAddress? GuestMac { get; internal set; }
 
-    /// <summary>The guest's IPv4 address: the configured one, or what it announced in ARP.</summary>
-    public IPv4Address GuestAddress { get; internal set; }
+    /// <summary>The guest's IPv4 address: the configured one, or what it announced in ARP. Forwards deliver to it.</summary>
+    public IPv4Address GuestAddress
+    {
+        get => _guestAddress;
+        internal set
+        {
+            _guestAddress = value;
+            if (Udp is not null) Udp.GuestAddress = value;
+        }
+    }
 
     public Arp Arp { get; }
     public Icmp Icmp { get; }
@@ -164,7 +173,8 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IFlowSource, IDis
 
     public int TransmitSpace => _device.TransmitSpace;
 
-    public int MaxPayload => _config.Mtu - IPv4Packet.MinHeaderLength;
+    /// <summary>The guest MTU less the IPv4 header; an MTU above 65535 cannot be used (RFC 791 total length).</summary>
+    public int MaxPayload => Math.Clamp(_config.Mtu, 68, ushort.MaxValue) - IPv4Packet.MinHeaderLength;
 
     public Span<byte> BeginPacket(IPv4Address source, IPv4Address destination, byte protocol, int maxPayload)
     {

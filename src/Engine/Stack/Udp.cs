@@ -60,7 +60,11 @@ internal sealed class Udp : ITimerClient, IDisposable
         _map = map;
         _counters = counters;
         _logger = logger;
+        GuestAddress = config.Guest;
     }
+
+    /// <summary>Where forwarded datagrams go: the guest's address as the stack knows it.</summary>
+    public IPv4Address GuestAddress { get; set; }
 
     public int FlowCount => _flows.Count;
     public int ForwardCount => _listeners.Count;
@@ -174,14 +178,16 @@ internal sealed class Udp : ITimerClient, IDisposable
         }
         if (_flows.Count >= MaxFlows) { _counters.Drop(DropReason.UdpFlowTableFull); return null; }
         var remote = new IPEndPoint(host, hostPort);
-        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp) { Blocking = false };
+        Socket? socket = null;
         try
         {
+            // Creation fails when the process is out of file descriptors (EMFILE); that is a drop, not a crash.
+            socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp) { Blocking = false };
             socket.Connect(remote);
         }
         catch (SocketException e)
         {
-            socket.Dispose();
+            socket?.Dispose();
             _counters.Drop(isDns ? DropReason.DnsUpstreamFailed : DropReason.UdpSendFailed);
             if (e.SocketErrorCode is SocketError.NetworkUnreachable or SocketError.HostUnreachable)
                 _icmp.SendDestinationUnreachable(IcmpPacket.CodeNetUnreachable, in packet);
@@ -237,7 +243,7 @@ internal sealed class Udp : ITimerClient, IDisposable
     {
         // One datagram per readiness event: epoll is level-triggered, so the loop comes back while more wait, and
         // ReceiveFrom with a SocketAddress has no error-code overload to ask "would block" without an exception.
-        var guest = _config.Guest;
+        var guest = GuestAddress;
         var span = _sender.BeginPacket(_config.Gateway, guest, IPv4Packet.ProtocolUdp, _sender.MaxPayload);
         bool drop = span.IsEmpty;
         var room = drop ? _scratch.AsSpan() : span[UdpDatagram.HeaderLength..];

@@ -251,6 +251,22 @@ public class UdpTests
     }
 
     [Fact]
+    public void Forwards_reach_the_address_the_guest_announced()
+    {
+        using var h = new StackHarness();
+        h.Start();
+        var other = new IPv4Address(10, 0, 2, 20);
+        h.Send(GuestFrames.Arp(ArpPacket.OperationRequest, other, StackHarness.Gateway));
+        h.Expect();
+        int port = h.Invoke(() => h.Stack.Udp.AddForward(ForwardSpec.Create(ForwardProtocol.Udp, 0, 7000)));
+        using var client = HostSocket();
+        client.SendTo("hello"u8, new IPEndPoint(IPAddress.Loopback, port));
+        var udp = Oracle.Udp(h.Expect());
+        Assert.Equal("10.0.2.20", ((PacketDotNet.IPv4Packet)udp.ParentPacket).DestinationAddress.ToString());
+        Assert.Equal(7000, udp.DestinationPort);
+    }
+
+    [Fact]
     public void A_forward_on_a_port_in_use_names_the_port()
     {
         using var taken = HostSocket();
