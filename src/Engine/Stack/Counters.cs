@@ -31,6 +31,14 @@ public enum DropReason
     GuestMacUnknown,
     DeviceProtocolError,
     ForwardRefused,
+    IPv6NotSupported,
+    IPv4FragmentOverlap,
+    IPv4FragmentTooLarge,
+    IPv4FragmentTimeout,
+    IcmpPingRefused,
+    IcmpFlowTableFull,
+    UdpDatagramTooLarge,
+    UdpNoRoute,
 }
 
 /// <summary>
