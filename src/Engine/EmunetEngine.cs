@@ -22,7 +22,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
     private readonly EventLoop _loop = new();
     private readonly Counters _counters = new();
     private readonly StreamDevice _device;
-    private readonly IFrameHandler _stack;
+    private readonly NetStack _stack;
     private readonly List<IFlowSource> _flowSources = new();
     private readonly Dictionary<(ForwardProtocol, IPAddress, int), ForwardEntry> _forwards = new();
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -43,7 +43,13 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         _device.Handler = _stack;
     }
 
-    private IFrameHandler BuildStack(ILoggerFactory loggerFactory) => new DroppingStack(_counters);
+    private NetStack BuildStack(ILoggerFactory loggerFactory)
+    {
+        var map = new AddressMap(_options.Network);
+        var stack = new NetStack(_loop, _device, _options.Network, map, _counters, loggerFactory.CreateLogger("Emunet.Stack"));
+        _flowSources.Add(stack);
+        return stack;
+    }
 
     /// <summary>Completes when the engine has stopped.</summary>
     public Task Completion => _completion.Task;
@@ -93,6 +99,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         {
             foreach (var f in _forwards.Values) f.Stop(force: true);
             _forwards.Clear();
+            _stack.Dispose();
             _device.Dispose();
         }
     }
@@ -202,12 +209,4 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         public void Stop(bool force) => _socket.Dispose();
     }
 
-    /// <summary>Counts and drops every frame; stands in until the NAT stack is wired.</summary>
-    private sealed class DroppingStack(Counters counters) : IFrameHandler
-    {
-        public void OnFrame(ReadOnlySpan<byte> frame) => counters.Drop(DropReason.NotForUs);
-        public void OnDeviceConnected() { }
-        public void OnDeviceDisconnected() { }
-        public void OnTransmitReady() { }
-    }
 }
