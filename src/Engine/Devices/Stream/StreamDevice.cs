@@ -205,8 +205,6 @@ internal sealed class StreamDevice : IFrameDevice, IEndOfBatch, IDisposable
                 if (_rxLength - offset < total) break;
                 var frame = _rx.AsSpan(offset + 4, (int)len);
                 offset += total;
-                _counters.FramesFromGuest++;
-                _counters.BytesFromGuest += len;
                 Tap?.Invoke(frame, false);
                 Handler?.OnFrame(frame);
                 if (_connection is null) return; // the handler may not disconnect us, but stay safe
@@ -252,8 +250,6 @@ internal sealed class StreamDevice : IFrameDevice, IEndOfBatch, IDisposable
         Tap?.Invoke(_tx.AsSpan(_pendingFrame + 4, length), true);
         _txEnd = _pendingFrame + 4 + length;
         _pendingFrame = -1;
-        _counters.FramesToGuest++;
-        _counters.BytesToGuest += length;
         if (_txEnd - _txStart >= FlushThreshold) Flush();
     }
 
