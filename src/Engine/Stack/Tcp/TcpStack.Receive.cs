@@ -126,6 +126,9 @@ internal sealed partial class TcpStack
 
     private void OnConnectionSegment(TcpConnection c, in TcpSegment seg)
     {
+        if (_logger.IsEnabled(LogLevel.Trace))
+            _logger.LogTrace("tcp {Id} {State}: guest [{Flags}] seq={Seq} ack={Ack} win={Win} len={Len}", c.Id, c.State, seg.Flags,
+                seg.SequenceNumber, seg.AcknowledgmentNumber, seg.Window, seg.Payload.Length);
         switch (c.State)
         {
             case TcpState.Connecting:

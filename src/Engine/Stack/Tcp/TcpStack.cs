@@ -121,8 +121,8 @@ internal sealed partial class TcpStack : ITcpHandler, ITimerClient, IFlowSource
             c.WaitingTransmit = false;
             if (c.State == TcpState.Closed) continue;
             if (_transmitBlocked) { QueueTransmit(c); continue; }
-            if (c.AckPending) SendAck(c);
-            if (!_transmitBlocked) Output(c, ackNow: false);
+            if (c.State == TcpState.SynReceived) SendSynAck(c);
+            else Output(c, ackNow: false); // sends the owed ACK if no data carries it
         }
         list.Clear();
         _txSpare = list;
