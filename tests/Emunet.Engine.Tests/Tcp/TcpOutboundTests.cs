@@ -90,6 +90,29 @@ public class TcpOutboundTests
     }
 
     [Fact]
+    public void SynIsHeldWhileTheHostConnectsAndDuplicatesAreAbsorbed()
+    {
+        using var h = new TcpHarness();
+        // A listener whose accept queue is full drops further SYNs, so the host connect stays pending until it is drained.
+        using var server = HostSide.Listen(backlog: 0);
+        using var queued = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        queued.Connect(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, HostSide.Port(server)));
+        ushort gp = TcpHarness.NextGuestPort();
+        var flow = new GuestFlow { GuestPort = gp, Peer = TcpHarness.Gateway, PeerPort = (ushort)HostSide.Port(server), Snd = 1000 };
+        h.FromGuest(gp, flow.Peer, flow.PeerPort, 999, 0, TcpFlags.Syn, 65535, mss: 1460);
+        h.FromGuest(gp, flow.Peer, flow.PeerPort, 999, 0, TcpFlags.Syn, 65535, mss: 1460);
+        Assert.Equal(TcpState.Connecting, StateOf(h, flow));
+        Assert.Empty(h.Sender.Packets);
+
+        // Drain the queue: the kernel's SYN retransmission now completes the host connect, and only then the guest hears.
+        using var first = HostSide.Accept(server);
+        var synAck = h.Next(5000);
+        Assert.Equal(TcpFlags.Syn | TcpFlags.Ack, synAck.Flags);
+        Assert.Equal(1000u, synAck.AckNum);
+        using var second = HostSide.Accept(server);
+    }
+
+    [Fact]
     public void ConnectToAClosedHostPortIsRefusedAtOnce()
     {
         using var h = new TcpHarness();

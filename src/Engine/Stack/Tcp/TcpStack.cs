@@ -302,7 +302,8 @@ internal sealed partial class TcpStack : ITcpHandler, ITimerClient, IFlowSource
         c.InRecovery = false;
         c.DupAcks = 0;
         c.SndNxt = c.SndUna;
-        Arm(ref c.RtoDeadline, now + c.RtoMs);
+        // The resent segment re-arms the timer; when the window is closed nothing is resent and the persist timer
+        // takes over, so a guest that keeps answering with a zero window is never given up on (RFC 9293 §3.8.6.1).
         Output(c, ackNow: false);
     }
 
