@@ -18,6 +18,10 @@ internal sealed class RecordingSender : IPacketSender
 
     public BlockingCollection<byte[]> Packets { get; } = new();
     public volatile bool Full;
+    /// <summary>Commit without recording (allocation measurements).</summary>
+    public volatile bool Discard;
+    /// <summary>Packets committed, recorded or not.</summary>
+    public int Committed;
     /// <summary>Packets refused while <see cref="Full"/>.</summary>
     public int Refused;
     public int MaxPayload { get; init; } = 1480;
@@ -30,7 +34,7 @@ internal sealed class RecordingSender : IPacketSender
             Interlocked.Increment(ref Refused);
             return Span<byte>.Empty;
         }
-        Assert.True(maxPayload <= MaxPayload, $"a packet of {maxPayload} bytes exceeds the device's {MaxPayload}");
+        if (maxPayload > MaxPayload) Assert.Fail($"a packet of {maxPayload} bytes exceeds the device's {MaxPayload}");
         _source = source;
         _destination = destination;
         _protocol = protocol;
@@ -40,6 +44,8 @@ internal sealed class RecordingSender : IPacketSender
     public void CommitPacket(int payloadLength)
     {
         IPv4Packet.WriteHeader(_buffer, _source, _destination, _protocol, IPv4Packet.MinHeaderLength + payloadLength);
+        Committed++;
+        if (Discard) return;
         Packets.Add(_buffer.AsSpan(0, IPv4Packet.MinHeaderLength + payloadLength).ToArray());
     }
 }

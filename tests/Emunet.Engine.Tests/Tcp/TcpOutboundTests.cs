@@ -280,6 +280,58 @@ public class TcpOutboundTests
     }
 
     [Fact]
+    public void SilentGuestIsGivenUpOnAndBothSidesReset()
+    {
+        using var h = new TcpHarness(t => { t.MinRtoMs = 50; t.MaxRetransmissions = 2; });
+        using var server = HostSide.Listen();
+        var flow = h.Connect(HostSide.Port(server));
+        using var host = HostSide.Accept(server);
+        Exchange(h, flow, host); // RTO now 50 ms
+        host.Send("are you there?"u8);
+        var first = h.Next();
+        var r1 = h.Next();
+        var r2 = h.Next();
+        Assert.Equal(first.SeqNum, r1.SeqNum);
+        Assert.Equal(first.SeqNum, r2.SeqNum);
+        Assert.Equal(first.Payload, r2.Payload);
+        var rst = h.Next();
+        Assert.True(rst.Has(TcpFlags.Rst), $"expected RST, got {rst}");
+        Assert.Equal(SocketError.ConnectionReset, HostSide.ReceiveError(host, out _));
+        Assert.Equal(0, h.Invoke(t => t.ConnectionCount));
+    }
+
+    [Fact]
+    public void SlowGuestStopsEmunetReadingTheHost()
+    {
+        using var h = new TcpHarness();
+        using var server = HostSide.Listen();
+        var flow = h.Connect(HostSide.Port(server));
+        using var host = HostSide.Accept(server);
+        h.Ack(flow, window: 0);
+        host.Blocking = false;
+        var chunk = new byte[1 << 20];
+        long total = 0;
+        var sw = Stopwatch.StartNew();
+        // If Emunet read without bound, the host's sends would never block.
+        while (true)
+        {
+            int n = host.Send(chunk, 0, chunk.Length, SocketFlags.None, out var error);
+            if (error == SocketError.WouldBlock)
+            {
+                // The kernel buffers may still be moving into Emunet's ring; blocked twice in a row 50 ms apart means stuck.
+                Thread.Sleep(50);
+                if (host.Send(chunk, 0, 1, SocketFlags.None, out error) == 0 && error == SocketError.WouldBlock) break;
+                total++;
+                continue;
+            }
+            Assert.Equal(SocketError.Success, error);
+            total += n;
+            Assert.True(total < 512L << 20 && sw.Elapsed < TcpHarness.Timeout, $"the host wrote {total} bytes without blocking");
+        }
+        Assert.True(total > TcpStack.DefaultBufferSize);
+    }
+
+    [Fact]
     public void ThreeDuplicateAcksTriggerFastRetransmit()
     {
         using var h = new TcpHarness(t => t.InitialRtoMs = 20_000); // any retransmission seen here is a fast one
@@ -535,5 +587,75 @@ public class TcpOutboundTests
         h.Invoke(t => t.OnGuestGone());
         Assert.Equal(SocketError.ConnectionReset, HostSide.ReceiveError(host, out _));
         Assert.Equal(0, h.Invoke(t => t.ConnectionCount));
+    }
+
+    [Fact]
+    public void SteadyStateDataPathAllocatesNothing()
+    {
+        using var h = new TcpHarness();
+        using var server = HostSide.Listen();
+        var flow = h.Connect(HostSide.Port(server));
+        using var host = HostSide.Accept(server);
+        Exchange(h, flow, host);
+
+        // Guest -> host: 2 x 50 segments of 1000 bytes in one loop turn each, ACKed by Emunet (recorded nowhere).
+        const int Segments = 50, Size = 1000;
+        byte[][] Build(uint start) => Enumerable.Range(0, Segments).Select(i => TcpHarness.BuildPacket(TcpHarness.Guest, flow.Peer,
+            flow.GuestPort, flow.PeerPort, start + (uint)(i * Size), flow.Rcv, TcpFlags.Ack, 65535, HostSide.Pattern(Size, i))).ToArray();
+        long Run(byte[][] packets) => h.Invoke(t =>
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            foreach (var p in packets)
+            {
+                IPv4Packet.TryParse(p, out var ip);
+                t.OnSegment(ip);
+            }
+            return GC.GetAllocatedBytesForCurrentThread() - before;
+        });
+        h.Sender.Discard = true;
+        var warm = Build(flow.Snd);
+        var measured = Build(flow.Snd + Segments * Size);
+        Run(warm);
+        long guestToHost = Run(measured);
+        Assert.Equal(2 * Segments * Size, HostSide.ReadExactly(host, 2 * Segments * Size).Length);
+
+        // Host -> guest: the host's data waits behind a zero window; one loop turn opens the window and ACKs what
+        // Emunet sends, segment after segment.
+        h.Sender.Discard = false;
+        h.Ack(flow, window: 0);
+        host.Send(HostSide.Pattern(200_000, 3));
+        var probe = h.Next(); // the persist probe: the data is in the send ring
+        Assert.Empty(probe.Payload);
+        h.Sender.Discard = true;
+        var ack = new byte[40];
+        int committedBefore = h.Sender.Committed;
+        long hostToGuest = h.Invoke(t =>
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            uint rcv = flow.Rcv;
+            for (int i = 0; i < 100; i++)
+            {
+                int committed = h.Sender.Committed;
+                WriteAck(ack, flow, rcv);
+                IPv4Packet.TryParse(ack, out var ip);
+                t.OnSegment(ip);
+                rcv += (uint)(1460 * (h.Sender.Committed - committed));
+            }
+            return GC.GetAllocatedBytesForCurrentThread() - before;
+        });
+        Assert.True(h.Sender.Committed - committedBefore >= 100, $"only {h.Sender.Committed - committedBefore} segments sent");
+        Assert.Equal((0L, 0L), (guestToHost, hostToGuest));
+    }
+
+    /// <summary>An ACK from the guest written in place (no allocation inside the measured loop turn).</summary>
+    private static void WriteAck(byte[] packet, GuestFlow f, uint ack)
+    {
+        var fields = new TcpFields
+        {
+            SourcePort = f.GuestPort, DestinationPort = f.PeerPort, SequenceNumber = f.Snd, AcknowledgmentNumber = ack,
+            Flags = TcpFlags.Ack, Window = 65535, WindowScale = -1,
+        };
+        fields.Emit(packet.AsSpan(20), TcpHarness.Guest, f.Peer, 0);
+        IPv4Packet.WriteHeader(packet, TcpHarness.Guest, f.Peer, IPv4Packet.ProtocolTcp, 40);
     }
 }
