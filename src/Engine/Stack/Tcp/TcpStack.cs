@@ -122,6 +122,7 @@ internal sealed partial class TcpStack : ITcpHandler, ITimerClient, IFlowSource
             if (c.State == TcpState.Closed) continue;
             if (_transmitBlocked) { QueueTransmit(c); continue; }
             if (c.State == TcpState.SynReceived) SendSynAck(c);
+            else if (c.State == TcpState.SynSent) SendSyn(c);
             else Output(c, ackNow: false); // sends the owed ACK if no data carries it
         }
         list.Clear();
