@@ -95,7 +95,17 @@ public readonly ref struct TcpSegment
     /// <summary>The segment's bytes: header, options and data.</summary>
     public ReadOnlySpan<byte> Bytes { get; }
 
-    private TcpSegment(ReadOnlySpan<byte> bytes) => Bytes = bytes;
+    /// <summary>
+    /// The header length checked at parse time, kept so that bytes changing under the view (guest memory shared with a
+    /// running guest) cannot move the payload boundary past the end.
+    /// </summary>
+    public int HeaderLength { get; }
+
+    private TcpSegment(ReadOnlySpan<byte> bytes, int headerLength)
+    {
+        Bytes = bytes;
+        HeaderLength = headerLength;
+    }
 
     /// <summary>
     /// Checks the header length and the checksum over the IPv4 pseudo-header (RFC 9293 §3.1). On success no accessor can fail.
@@ -121,7 +131,7 @@ public readonly ref struct TcpSegment
         if (bytes.Length < MinHeaderLength) return ParseError.Truncated;
         int offset = (bytes[Offsets.DataOffset] >> 4) * 4;
         if (offset < MinHeaderLength || offset > bytes.Length) return ParseError.BadDataOffset;
-        segment = new TcpSegment(bytes);
+        segment = new TcpSegment(bytes, offset);
         return ParseError.None;
     }
 
@@ -129,7 +139,6 @@ public readonly ref struct TcpSegment
     public ushort DestinationPort => BinaryPrimitives.ReadUInt16BigEndian(Bytes[Offsets.DestinationPort..]);
     public uint SequenceNumber => BinaryPrimitives.ReadUInt32BigEndian(Bytes[Offsets.SequenceNumber..]);
     public uint AcknowledgmentNumber => BinaryPrimitives.ReadUInt32BigEndian(Bytes[Offsets.AcknowledgmentNumber..]);
-    public int HeaderLength => (Bytes[Offsets.DataOffset] >> 4) * 4;
     public TcpFlags Flags => (TcpFlags)Bytes[Offsets.Flags];
     public ushort Window => BinaryPrimitives.ReadUInt16BigEndian(Bytes[Offsets.Window..]);
     public ushort Checksum => BinaryPrimitives.ReadUInt16BigEndian(Bytes[Offsets.Checksum..]);
