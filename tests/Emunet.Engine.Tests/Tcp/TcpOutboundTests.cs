@@ -113,6 +113,29 @@ public class TcpOutboundTests
     }
 
     [Fact]
+    public void HostConnectTimeoutResetsTheGuestAndGuestResetAbandonsTheConnect()
+    {
+        using var h = new TcpHarness(t => t.ConnectTimeoutMs = 100);
+        using var server = HostSide.Listen(backlog: 0);
+        using var queued = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        queued.Connect(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, HostSide.Port(server)));
+        ushort port = (ushort)HostSide.Port(server);
+
+        ushort gp = TcpHarness.NextGuestPort();
+        h.FromGuest(gp, TcpHarness.Gateway, port, 999, 0, TcpFlags.Syn, 65535);
+        var rst = h.Next(); // after the 100 ms connect timeout (the kernel's own SYN retry comes at 1 s)
+        Assert.Equal(TcpFlags.Rst | TcpFlags.Ack, rst.Flags);
+        Assert.Equal(1000u, rst.AckNum);
+        Assert.Equal(0, h.Invoke(t => t.ConnectionCount));
+
+        ushort gp2 = TcpHarness.NextGuestPort();
+        h.FromGuest(gp2, TcpHarness.Gateway, port, 999, 0, TcpFlags.Syn, 65535);
+        h.FromGuest(gp2, TcpHarness.Gateway, port, 1000, 0, TcpFlags.Rst, 0);
+        Assert.Equal(0, h.Invoke(t => t.ConnectionCount));
+        Assert.Empty(h.Sender.Packets);
+    }
+
+    [Fact]
     public void ConnectToAClosedHostPortIsRefusedAtOnce()
     {
         using var h = new TcpHarness();

@@ -167,20 +167,23 @@ internal sealed partial class TcpStack : ITcpHandler, ITimerClient, IFlowSource
             _counters.Drop(DropReason.TcpFlowTableFull);
             return false;
         }
+        IPEndPoint? local, remote;
         try
         {
             acceptedHostSocket.Blocking = false;
             acceptedHostSocket.NoDelay = true;
+            local = acceptedHostSocket.LocalEndPoint as IPEndPoint;
+            remote = acceptedHostSocket.RemoteEndPoint as IPEndPoint;
         }
         catch (SocketException)
         {
-            return false;
+            return false; // the client is already gone
         }
         var c = NewConnection(guest, (ushort)guestPort, gateway, port, FlowDirection.Forwarded, forwardName);
         c.Host = acceptedHostSocket;
         c.HostFd = (int)acceptedHostSocket.Handle;
-        c.HostLocal = acceptedHostSocket.LocalEndPoint as IPEndPoint;
-        c.HostRemote = acceptedHostSocket.RemoteEndPoint as IPEndPoint;
+        c.HostLocal = local;
+        c.HostRemote = remote;
         c.State = TcpState.SynSent;
         c.Mss = Math.Min(DefaultGuestMss, LocalMss);
         c.RcvScale = LocalWindowScale;
