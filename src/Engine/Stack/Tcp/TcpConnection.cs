@@ -104,8 +104,10 @@ internal sealed class TcpConnection : IPollable
     public int RcvScale;
     /// <summary>The MSS Emunet advertised (what the guest sends at most).</summary>
     public int RcvMss;
-    /// <summary>The unscaled window last advertised.</summary>
-    public int LastAdvertised;
+    /// <summary>RCV.NXT + the window last advertised: the right edge promised to the guest.</summary>
+    public uint RcvAdvEdge;
+    /// <summary>An ACK with a window went out (the edge means something).</summary>
+    public bool RcvAdvSet;
     public bool GuestFin;
 
     // Congestion control (RFC 5681) and loss recovery.

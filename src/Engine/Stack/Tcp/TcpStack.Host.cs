@@ -116,9 +116,8 @@ internal sealed partial class TcpStack
             if (!c.HostShutdown) ShutdownHostSend(c);
             return;
         }
-        // RFC 9293 §3.8.6.2.2 receiver SWS avoidance: announce the window once it grew by min(buffer / 2, MSS).
-        int window = c.ReceiveRing.Free;
-        if (window - c.LastAdvertised >= Math.Min(c.ReceiveRing.Capacity / 2, c.RcvMss) && c.IsSynchronized) SendAck(c);
+        // RFC 9293 §3.8.6.2.2: announce the window once its right edge may move on.
+        if (c.IsSynchronized && WindowToAdvertise(c) > PromisedWindow(c)) SendAck(c);
     }
 
     /// <summary>The host peer reset or the socket failed: the guest gets a RST.</summary>

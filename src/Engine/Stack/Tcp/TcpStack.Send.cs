@@ -176,7 +176,7 @@ internal sealed partial class TcpStack
         }
         else
         {
-            f.Window = (ushort)Math.Min(free >> c.RcvScale, ushort.MaxValue);
+            f.Window = (ushort)Math.Min(WindowToAdvertise(c) >> c.RcvScale, ushort.MaxValue);
         }
         int headerLength = f.HeaderLength;
         var span = _sender.BeginPacket(c.PeerAddress, c.GuestAddress, IPv4Packet.ProtocolTcp, headerLength + len);
@@ -191,10 +191,28 @@ internal sealed partial class TcpStack
         _sender.CommitPacket(f.Emit(span, c.PeerAddress, c.GuestAddress, len));
         if ((flags & TcpFlags.Ack) != 0)
         {
-            c.LastAdvertised = synOptions ? f.Window : f.Window << c.RcvScale;
+            c.RcvAdvEdge = Seq.Add(c.RcvNxt, synOptions ? f.Window : f.Window << c.RcvScale);
+            c.RcvAdvSet = true;
             c.AckPending = false;
         }
         return true;
+    }
+
+    /// <summary>The part of the promised window (right edge minus RCV.NXT) still open.</summary>
+    private static int PromisedWindow(TcpConnection c) =>
+        c.RcvAdvSet ? Math.Clamp(Seq.Diff(c.RcvAdvEdge, c.RcvNxt), 0, c.ReceiveRing.Free) : 0;
+
+    /// <summary>
+    /// The window to advertise: the receive ring's free space, but the right edge only moves on by at least
+    /// min(buffer / 2, MSS) at a time (receiver SWS avoidance, RFC 9293 §3.8.6.2.2), so a slowly draining host peer
+    /// does not invite a stream of tiny segments.
+    /// </summary>
+    private static int WindowToAdvertise(TcpConnection c)
+    {
+        int free = c.ReceiveRing.Free;
+        if (!c.RcvAdvSet) return free;
+        int promised = PromisedWindow(c);
+        return free - promised >= Math.Min(c.ReceiveRing.Capacity / 2, c.RcvMss) ? free : promised;
     }
 
     private void QueueTransmit(TcpConnection c)
