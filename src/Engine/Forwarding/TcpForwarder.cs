@@ -47,7 +47,22 @@ internal sealed class TcpForwarder : IPollable
 
     public long TotalConnections { get; private set; }
 
-    /// <summary>Binds and listens. Throws <see cref="InvalidOperationException"/> naming the holder when the port is in use.</summary>
+    public DateTimeOffset Created { get; } = DateTimeOffset.UtcNow;
+
+    /// <summary>A snapshot for the control API.</summary>
+    public ForwardInfo Info => new()
+    {
+        Spec = _spec,
+        BoundPort = BoundPort,
+        ActiveConnections = ActiveConnections,
+        TotalConnections = TotalConnections,
+        Created = Created,
+    };
+
+    /// <summary>
+    /// Binds and listens (owner thread: it registers with the loop). Throws <see cref="InvalidOperationException"/> naming
+    /// the address and, when /proc tells, the process holding it when the port is in use.
+    /// </summary>
     public void Start()
     {
         if (_listener is not null) return;

@@ -151,8 +151,11 @@ public class TcpForwardTests
         using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveTimeout = 5000 };
         client.Connect(new IPEndPoint(IPAddress.Loopback, fwd.BoundPort));
         var flow = AnswerSyn(h);
-        Assert.Equal(1L, h.Invoke(_ => fwd.TotalConnections));
-        Assert.Equal(1, h.Invoke(_ => fwd.ActiveConnections));
+        var fi = h.Invoke(_ => fwd.Info);
+        Assert.Equal(1L, fi.TotalConnections);
+        Assert.Equal(1, fi.ActiveConnections);
+        Assert.Equal(fwd.BoundPort, fi.BoundPort);
+        Assert.Equal(spec, fi.Spec);
         var info = new List<ConnectionInfo>();
         h.Invoke(t => t.Snapshot(info));
         Assert.Equal(spec.ToString(), Assert.Single(info).Forward);
