@@ -125,6 +125,9 @@ internal sealed class TcpHarness : IDisposable
         Sender = new RecordingSender { MaxPayload = maxPayload };
         Microsoft.Extensions.Logging.ILogger logger = Environment.GetEnvironmentVariable("EMUNET_TEST_LOG") is null ? NullLogger.Instance : new ConsoleErrorLogger();
         Tcp = new TcpStack(Loop, Sender, Config, new AddressMap(Config), Counters, logger);
+        // The handshake's RTO before any RTT sample; longer than the RFC's 1 s so a loaded test machine does not see
+        // SYN retransmissions where a test does not expect them (tests that exercise them set it lower).
+        Tcp.InitialRtoMs = 3000;
         configure?.Invoke(Tcp);
         _thread = new Thread(Loop.Run) { IsBackground = true, Name = "emunet-tcp-test" };
         _thread.Start();
@@ -170,11 +173,22 @@ internal sealed class TcpHarness : IDisposable
         ReadOnlySpan<byte> payload = default, ushort mss = 0, int windowScale = -1) =>
         Inject(BuildPacket(Guest, peer, guestPort, peerPort, seq, ack, flags, window, payload, mss, windowScale));
 
-    /// <summary>The next segment Emunet emits; fails after <paramref name="timeoutMs"/>.</summary>
-    public Seg Next(int timeoutMs = 5000)
+    private readonly HashSet<(ushort, ushort, uint)> _synsSeen = new();
+
+    /// <summary>
+    /// The next segment Emunet emits; fails after <paramref name="timeoutMs"/>. A SYN or SYN-ACK identical to one
+    /// already taken (a handshake retransmission, legitimate when the test thread was slow) is skipped unless
+    /// <paramref name="keepSynRetransmissions"/>.
+    /// </summary>
+    public Seg Next(int timeoutMs = 5000, bool keepSynRetransmissions = false)
     {
-        Assert.True(Sender.Packets.TryTake(out var raw, timeoutMs), $"no segment from Emunet within {timeoutMs} ms");
-        return Seg.Parse(raw!);
+        while (true)
+        {
+            Assert.True(Sender.Packets.TryTake(out var raw, timeoutMs), $"no segment from Emunet within {timeoutMs} ms");
+            var s = Seg.Parse(raw!);
+            if (s.Has(TcpFlags.Syn) && !_synsSeen.Add((s.SourcePort, s.DestinationPort, s.SeqNum)) && !keepSynRetransmissions) continue;
+            return s;
+        }
     }
 
     /// <summary>Asserts Emunet emits nothing for <paramref name="ms"/> (used only where silence is the behaviour under test).</summary>

@@ -86,7 +86,35 @@ public class TcpOutboundTests
         h.Send(flow, up);
         var ack = h.Next();
         Assert.Equal(flow.Snd, ack.AckNum);
+        Assert.Equal(TcpStack.DefaultBufferSize >> 3, ack.Window); // the whole receive buffer, scaled
         Assert.Equal(up, HostSide.ReadExactly(accepted, 100));
+    }
+
+    [Fact]
+    public void ScaledGuestWindowBoundsWhatIsInFlight()
+    {
+        using var h = new TcpHarness();
+        using var server = HostSide.Listen();
+        var flow = h.Connect(HostSide.Port(server), window: 65535, windowScale: 2);
+        using var host = HostSide.Accept(server);
+        h.Ack(flow, window: 1000); // 4000 bytes
+        var data = HostSide.Pattern(20_000, 10);
+        host.Send(data);
+        var got = new MemoryStream();
+        int inFlight = 0;
+        while (inFlight + 1460 <= 4000 || inFlight == 0)
+        {
+            var s = h.Next();
+            Assert.Equal(flow.Rcv + (uint)inFlight, s.SeqNum);
+            inFlight += s.Payload.Length;
+            got.Write(s.Payload);
+            Assert.True(inFlight <= 4000, $"{inFlight} bytes in flight with a 4000-byte window");
+        }
+        flow.Rcv += (uint)inFlight;
+        flow.Window = 1000;
+        h.Ack(flow);
+        got.Write(h.Receive(flow, data.Length - inFlight));
+        Assert.Equal(data, got.ToArray());
     }
 
     [Fact]
