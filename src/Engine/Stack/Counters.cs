@@ -24,6 +24,8 @@ public enum DropReason
     TcpNoConnection,
     TcpFlowTableFull,
     TcpOutOfWindow,
+    TcpOutOfOrder,
+    TcpUnreachable,
     DhcpMalformed,
     DnsMalformed,
     DnsUpstreamFailed,
