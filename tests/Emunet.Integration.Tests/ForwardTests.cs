@@ -10,7 +10,7 @@ using Emunet.GuestRig;
 namespace Emunet.Integration.Tests;
 
 /// <summary>The direct-to-emulator forwarder against a real guest: host client → Emunet → app in the guest.</summary>
-public sealed class ForwardTests
+public sealed class ForwardTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan Step = TimeSpan.FromSeconds(60);
 
@@ -35,7 +35,7 @@ public sealed class ForwardTests
         var echo = await engine.Engine.AddForwardAsync(ForwardSpec.Create(ForwardProtocol.Tcp, 0, 10977));
         var closed = await engine.Engine.AddForwardAsync(ForwardSpec.Create(ForwardProtocol.Tcp, 0, 10978));
 
-        using (var client = new TcpClient())
+        using (var client = new TcpClient(AddressFamily.InterNetwork))
         {
             await client.ConnectAsync(IPAddress.Loopback, echo.BoundPort);
             var s = client.GetStream();
@@ -67,7 +67,7 @@ public sealed class ForwardTests
         }
 
         // Nothing listens on guest port 10978: the host client is reset at once.
-        using (var client = new TcpClient())
+        using (var client = new TcpClient(AddressFamily.InterNetwork))
         {
             await client.ConnectAsync(IPAddress.Loopback, closed.BoundPort);
             var e = await Assert.ThrowsAnyAsync<IOException>(async () =>
@@ -95,7 +95,7 @@ public sealed class ForwardTests
         {
             NetworkArgs = GuestNetwork.StreamUnix(engine.SocketPath),
             Script = $"""
-                socat TCP-LISTEN:10977,reuseaddr SYSTEM:'sleep 600' &
+                nc -l -p 10977 >/dev/null &
                 echo $! > /tmp/app
                 while ! netstat -ltn | grep -q ':10977 '; do usleep 50000; done
                 echo ready
@@ -107,12 +107,12 @@ public sealed class ForwardTests
         });
         await guest.WaitForLineAsync(l => l == "ready", Step);
         var fwd = await engine.Engine.AddForwardAsync(ForwardSpec.Create(ForwardProtocol.Tcp, 0, 10977));
-        using var client = new TcpClient();
+        using var client = new TcpClient(AddressFamily.InterNetwork);
         await client.ConnectAsync(IPAddress.Loopback, fwd.BoundPort);
         var s = client.GetStream();
         await s.WriteAsync("hello"u8.ToArray());
         // The connection is established end to end once it is listed as such.
-        await WaitUntil(async () => (await engine.Engine.ListConnectionsAsync()).Any(c => c.Direction == FlowDirection.Forwarded && c.State == "Established"));
+        await WaitUntil(async () => (await engine.Engine.ListConnectionsAsync()).Any(c => c.Direction == FlowDirection.Forwarded && c.State == "ESTABLISHED"));
 
         DateTime observed = default;
         var read = Task.Run(() =>
@@ -132,6 +132,7 @@ public sealed class ForwardTests
         var first = fields.Split('\n', StringSplitOptions.RemoveEmptyEntries).First();
         var guestReset = DateTime.UnixEpoch.AddSeconds(double.Parse(first, CultureInfo.InvariantCulture));
         var delay = observed - guestReset;
+        output.WriteLine($"the host client saw the guest's {how} {delay.TotalMilliseconds:0.00} ms after the guest sent it");
         Assert.True(delay < TimeSpan.FromMilliseconds(100) && delay > TimeSpan.FromMilliseconds(-5), $"host client saw the guest's reset {delay.TotalMilliseconds:0.0} ms after it left the guest");
 
         await control.SendAsync("done", Step);
