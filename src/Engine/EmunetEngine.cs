@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Net;
+using Emunet.Engine.Capture;
 using Emunet.Engine.Control;
 using Emunet.Engine.Devices;
 using Emunet.Engine.Devices.Stream;
@@ -7,6 +8,7 @@ using Emunet.Engine.Forwarding;
 using Emunet.Engine.Runtime;
 using Emunet.Engine.Stack;
 using Emunet.Engine.Stack.Nat;
+using Emunet.Engine.Stack.Tcp;
 using Microsoft.Extensions.Logging;
 
 namespace Emunet.Engine;
@@ -22,9 +24,12 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
     private readonly EventLoop _loop = new();
     private readonly Counters _counters = new();
     private readonly StreamDevice _device;
-    private readonly IFrameHandler _stack;
+    private readonly NetStack _stack;
     private readonly List<IFlowSource> _flowSources = new();
-    private readonly Dictionary<(ForwardProtocol, IPAddress, int), ForwardEntry> _forwards = new();
+    private readonly Dictionary<(IPAddress, int), TcpForwarder> _tcpForwards = new();
+    private readonly ILogger _forwardLogger;
+    private TcpStack _tcp = null!;
+    private PcapWriter? _capture;
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly DateTimeOffset _started = DateTimeOffset.Now;
     private Thread? _thread;
@@ -34,6 +39,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
     {
         _options = options;
         _logger = loggerFactory.CreateLogger("Emunet.Engine");
+        _forwardLogger = loggerFactory.CreateLogger("Emunet.Forward");
         if (options.VhostUserSocket is not null)
             throw new EngineStartException("The vhost-user device is not available in this build; use --socket PATH (QEMU -netdev stream).");
         if (options.StreamSocket is null)
@@ -43,7 +49,16 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         _device.Handler = _stack;
     }
 
-    private IFrameHandler BuildStack(ILoggerFactory loggerFactory) => new DroppingStack(_counters);
+    private NetStack BuildStack(ILoggerFactory loggerFactory)
+    {
+        var map = new AddressMap(_options.Network);
+        var stack = new NetStack(_loop, _device, _options.Network, map, _counters, loggerFactory.CreateLogger("Emunet.Stack"));
+        _tcp = new TcpStack(_loop, stack, _options.Network, map, _counters, loggerFactory.CreateLogger("Emunet.Tcp"));
+        stack.Tcp = _tcp;
+        _flowSources.Add(_tcp);
+        _flowSources.Add(stack);
+        return stack;
+    }
 
     /// <summary>Completes when the engine has stopped.</summary>
     public Task Completion => _completion.Task;
@@ -66,10 +81,11 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         try
         {
             foreach (var spec in _options.Forwards) AddForwardOnOwner(spec);
+            if (_options.CapturePath is not null) StartCaptureOnOwner(_options.CapturePath);
         }
-        catch (Exception e) when (e is InvalidOperationException or ArgumentException)
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException or IOException or UnauthorizedAccessException)
         {
-            _device.Dispose();
+            StopAll();
             throw new EngineStartException(e.Message, e);
         }
         _thread = new Thread(RunLoop) { Name = $"emunet:{_options.Name}", IsBackground = true };
@@ -91,10 +107,17 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         }
         finally
         {
-            foreach (var f in _forwards.Values) f.Stop(force: true);
-            _forwards.Clear();
-            _device.Dispose();
+            StopAll();
         }
+    }
+
+    private void StopAll()
+    {
+        foreach (var f in _tcpForwards.Values) f.Stop(force: true);
+        _tcpForwards.Clear();
+        _stack.Dispose();
+        _device.Dispose();
+        StopCaptureOnOwner();
     }
 
     public Task<ForwardInfo> AddForwardAsync(ForwardSpec spec, CancellationToken cancellationToken = default) =>
@@ -102,24 +125,46 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
 
     private ForwardInfo AddForwardOnOwner(ForwardSpec spec)
     {
-        var key = (spec.Protocol, spec.HostAddress, spec.HostPort);
-        if (spec.HostPort != 0 && _forwards.ContainsKey(key))
-            throw new InvalidOperationException($"A forward on {spec.Protocol.ToString().ToLowerInvariant()} {spec.HostAddress}:{spec.HostPort} already exists in this engine.");
-        var entry = ForwardEntry.Start(spec);
-        _forwards[(spec.Protocol, spec.HostAddress, entry.BoundPort)] = entry;
-        _logger.LogInformation("Forward {Spec} listening on port {Port}.", spec, entry.BoundPort);
-        return entry.Info;
+        if (spec.Protocol == ForwardProtocol.Udp)
+        {
+            int port = _stack.Udp.AddForward(spec);
+            _logger.LogInformation("Forward {Spec} listening on UDP {Address}:{Port}.", spec, spec.HostAddress, port);
+            return UdpForwards().First(f => f.BoundPort == port && f.Spec.HostAddress.Equals(spec.HostAddress));
+        }
+        if (spec.HostPort != 0 && _tcpForwards.ContainsKey((spec.HostAddress, spec.HostPort)))
+            throw new InvalidOperationException($"This engine already forwards tcp {spec.HostAddress}:{spec.HostPort}; remove that forward first.");
+        var forwarder = new TcpForwarder(_loop, _tcp, spec, _forwardLogger);
+        forwarder.Start();
+        _tcpForwards[(spec.HostAddress, forwarder.BoundPort)] = forwarder;
+        _logger.LogInformation("Forward {Spec} listening on TCP {Address}:{Port}.", spec, spec.HostAddress, forwarder.BoundPort);
+        return forwarder.Info;
+    }
+
+    private List<ForwardInfo> UdpForwards()
+    {
+        var list = new List<ForwardInfo>();
+        _stack.Udp.ListForwards(list);
+        return list;
     }
 
     public Task<IReadOnlyList<ForwardInfo>> ListForwardsAsync(CancellationToken cancellationToken = default) =>
-        _loop.InvokeAsync<IReadOnlyList<ForwardInfo>>(() => _forwards.Values.Select(f => f.Info).ToList());
+        _loop.InvokeAsync<IReadOnlyList<ForwardInfo>>(() => _tcpForwards.Values.Select(f => f.Info).Concat(UdpForwards()).ToList());
 
     public Task<ForwardInfo?> RemoveForwardAsync(ForwardProtocol protocol, IPAddress hostAddress, int hostPort, bool force, CancellationToken cancellationToken = default) =>
         _loop.InvokeAsync(() =>
         {
-            if (!_forwards.Remove((protocol, hostAddress, hostPort), out var entry)) return null;
-            entry.Stop(force);
-            return (ForwardInfo?)entry.Info;
+            if (protocol == ForwardProtocol.Udp)
+            {
+                var info = UdpForwards().FirstOrDefault(f => f.BoundPort == hostPort && f.Spec.HostAddress.Equals(hostAddress));
+                if (info is null || !_stack.Udp.RemoveForward(info.Spec)) return null;
+                _logger.LogInformation("Forward {Spec} removed.", info.Spec);
+                return info;
+            }
+            if (!_tcpForwards.Remove((hostAddress, hostPort), out var forwarder)) return null;
+            var snapshot = forwarder.Info;
+            forwarder.Stop(force);
+            _logger.LogInformation("Forward {Spec} removed{Force}.", forwarder.Spec, force ? " and its connections reset" : "");
+            return (ForwardInfo?)snapshot;
         });
 
     public Task<IReadOnlyList<ConnectionInfo>> ListConnectionsAsync(CancellationToken cancellationToken = default) =>
@@ -139,14 +184,38 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
             BytesToGuest = _counters.BytesToGuest,
             TotalDrops = _counters.TotalDrops,
             DropsByReason = _counters.DropSnapshot(),
-            Forwards = _forwards.Count,
+            TcpFlows = _tcp.ConnectionCount,
+            UdpFlows = _stack.Udp.FlowCount,
+            Forwards = _tcpForwards.Count + _stack.Udp.ForwardCount,
+            CaptureFile = _capture?.FilePath,
         });
 
     public Task StartCaptureAsync(string path, CancellationToken cancellationToken = default) =>
-        throw new NotSupportedException("Capture is not available in this build.");
+        _loop.InvokeAsync(() => { StartCaptureOnOwner(path); return 0; });
 
     public Task<string?> StopCaptureAsync(CancellationToken cancellationToken = default) =>
-        throw new NotSupportedException("Capture is not available in this build.");
+        _loop.InvokeAsync(StopCaptureOnOwner);
+
+    private void StartCaptureOnOwner(string path)
+    {
+        if (_capture is not null)
+            throw new InvalidOperationException($"A capture to '{_capture.FilePath}' is already running; stop it first.");
+        _capture = new PcapWriter(path);
+        var capture = _capture;
+        _device.Tap = (frame, _) => capture.Write(frame, DateTime.UtcNow.Ticks);
+        _logger.LogInformation("Capturing frames to {Path}.", capture.FilePath);
+    }
+
+    private string? StopCaptureOnOwner()
+    {
+        if (_capture is null) return null;
+        _device.Tap = null;
+        var path = _capture.FilePath;
+        _capture.Dispose();
+        _capture = null;
+        _logger.LogInformation("Capture to {Path} stopped.", path);
+        return path;
+    }
 
     public void RequestShutdown() => _loop.Stop();
 
@@ -164,50 +233,5 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
             _completion.TrySetResult();
         }
         _loop.Dispose();
-    }
-
-    /// <summary>A forward's host listener. Placeholder until the forwarder is wired: it binds (so errors are real) and resets what it accepts.</summary>
-    private sealed class ForwardEntry
-    {
-        private readonly System.Net.Sockets.Socket _socket;
-        public ForwardInfo Info { get; }
-        public int BoundPort => Info.BoundPort;
-
-        private ForwardEntry(System.Net.Sockets.Socket socket, ForwardInfo info)
-        {
-            _socket = socket;
-            Info = info;
-        }
-
-        public static ForwardEntry Start(ForwardSpec spec)
-        {
-            var s = spec.Protocol == ForwardProtocol.Tcp
-                ? new System.Net.Sockets.Socket(spec.HostAddress.AddressFamily, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp)
-                : new System.Net.Sockets.Socket(spec.HostAddress.AddressFamily, System.Net.Sockets.SocketType.Dgram, System.Net.Sockets.ProtocolType.Udp);
-            try
-            {
-                s.Bind(new IPEndPoint(spec.HostAddress, spec.HostPort));
-                if (spec.Protocol == ForwardProtocol.Tcp) s.Listen(64);
-            }
-            catch (System.Net.Sockets.SocketException e)
-            {
-                s.Dispose();
-                throw new InvalidOperationException(e.SocketErrorCode == System.Net.Sockets.SocketError.AddressAlreadyInUse
-                    ? $"Port {spec.HostPort} on {spec.HostAddress} is already in use."
-                    : $"Cannot listen on {spec.HostAddress}:{spec.HostPort}: {e.Message}", e);
-            }
-            return new ForwardEntry(s, new ForwardInfo { Spec = spec, BoundPort = ((IPEndPoint)s.LocalEndPoint!).Port, Created = DateTimeOffset.Now });
-        }
-
-        public void Stop(bool force) => _socket.Dispose();
-    }
-
-    /// <summary>Counts and drops every frame; stands in until the NAT stack is wired.</summary>
-    private sealed class DroppingStack(Counters counters) : IFrameHandler
-    {
-        public void OnFrame(ReadOnlySpan<byte> frame) => counters.Drop(DropReason.NotForUs);
-        public void OnDeviceConnected() { }
-        public void OnDeviceDisconnected() { }
-        public void OnTransmitReady() { }
     }
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the test guest from Debian packages only: the Debian kernel (fetched with apt-get download and unpacked,
-# never installed on the host), its virtio-net modules, busybox-static and iperf3 with its shared libraries,
+# never installed on the host), its virtio-net modules, busybox-static, and iperf3 and socat with their shared libraries,
 # packed into an uncompressed initramfs. Output: build/guest/{vmlinuz,initramfs.cpio}; reused while up to date.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -10,7 +10,7 @@ mkdir -p "$out"
 
 kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
 if [ -z "$kpkg" ]; then echo "build-guest: cannot resolve linux-image-amd64 (run apt-get update)" >&2; exit 1; fi
-stamp="$kpkg $(dpkg-query -W -f='${Version}' busybox-static) $(dpkg-query -W -f='${Version}' iperf3) $(sha256sum "$here/build-guest.sh" "$here"/rootfs/* | sha256sum | cut -c1-16)"
+stamp="$kpkg $(dpkg-query -W -f='${Version}' busybox-static) $(dpkg-query -W -f='${Version}' iperf3) $(dpkg-query -W -f='${Version}' socat) $(sha256sum "$here/build-guest.sh" "$here"/rootfs/* | sha256sum | cut -c1-16)"
 if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$stamp" ] && [ -f "$out/vmlinuz" ] && [ -f "$out/initramfs.cpio" ]; then
   exit 0
 fi
@@ -32,11 +32,13 @@ for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_
   [ -f "$f" ] || { echo "build-guest: module $m missing in $kpkg" >&2; exit 1; }
   cp "$f" "$r/lib/modules/"
 done
-cp /usr/bin/iperf3 "$r/usr/bin/iperf3"
-ldd /usr/bin/iperf3 | awk '/=>/ {print $3} /^\t\/lib/ {print $1}' | while read -r lib; do
-  [ -f "$lib" ] || continue
-  mkdir -p "$r$(dirname "$lib")"
-  cp -L "$lib" "$r$lib"
+for bin in /usr/bin/iperf3 /usr/bin/socat; do
+  cp "$bin" "$r/usr/bin/"
+  ldd "$bin" | awk '/=>/ {print $3} /^\t\/lib/ {print $1}' | while read -r lib; do
+    [ -f "$lib" ] || continue
+    mkdir -p "$r$(dirname "$lib")"
+    cp -L "$lib" "$r$lib"
+  done
 done
 install -m 0755 "$here/rootfs/init" "$r/init"
 install -m 0755 "$here/rootfs/udhcpc.script" "$r/etc/udhcpc.script"

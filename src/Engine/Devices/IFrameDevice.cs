@@ -14,6 +14,8 @@ internal interface IFrameDevice
     /// Borrows room for one outgoing Ethernet frame of up to <paramref name="length"/> bytes. Returns an empty span when the
     /// device cannot take it now (no guest, or its queue is full: the caller counts the drop or waits for
     /// <see cref="IFrameHandler.OnTransmitReady"/>). The span is valid until <see cref="CommitTransmit"/> or the next call.
+    /// Contract: a second call with the same length before <see cref="CommitTransmit"/> returns the same memory (a class
+    /// cannot hold a span, so a sender may borrow the buffer again to finish the frame).
     /// </summary>
     Span<byte> GetTransmitBuffer(int length);
 

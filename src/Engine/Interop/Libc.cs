@@ -41,6 +41,22 @@ internal static unsafe partial class Libc
     [LibraryImport("libc", SetLastError = true)]
     public static partial int close(int fd);
 
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int lstat(string path, byte* buf);
+
+    private const uint S_IFMT = 0xf000;
+    private const uint S_IFSOCK = 0xc000;
+
+    /// <summary>True when <paramref name="path"/> is a Unix socket (not following symlinks).</summary>
+    public static bool IsSocket(string path)
+    {
+        byte* buf = stackalloc byte[256];
+        if (lstat(path, buf) != 0) return false;
+        // st_mode: offset 24 in x86_64's struct stat, 16 in the generic (arm64) layout.
+        uint mode = *(uint*)(buf + (RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 24 : 16));
+        return (mode & S_IFMT) == S_IFSOCK;
+    }
+
     /// <summary>
     /// struct epoll_event is packed (12 bytes) on x86_64 and naturally aligned (16 bytes) elsewhere.
     /// </summary>

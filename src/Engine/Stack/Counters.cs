@@ -24,6 +24,8 @@ public enum DropReason
     TcpNoConnection,
     TcpFlowTableFull,
     TcpOutOfWindow,
+    TcpOutOfOrder,
+    TcpUnreachable,
     DhcpMalformed,
     DnsMalformed,
     DnsUpstreamFailed,
@@ -31,6 +33,14 @@ public enum DropReason
     GuestMacUnknown,
     DeviceProtocolError,
     ForwardRefused,
+    IPv6NotSupported,
+    IPv4FragmentOverlap,
+    IPv4FragmentTooLarge,
+    IPv4FragmentTimeout,
+    IcmpPingRefused,
+    IcmpFlowTableFull,
+    UdpDatagramTooLarge,
+    UdpNoRoute,
 }
 
 /// <summary>

@@ -108,6 +108,7 @@ internal sealed class StreamDevice : IFrameDevice, IEndOfBatch, IDisposable
         if (File.Exists(path) || Directory.Exists(path))
         {
             if (Directory.Exists(path)) throw new EngineStartException($"The socket path '{path}' is a directory; give a file path such as /tmp/emunet.sock.");
+            if (!Libc.IsSocket(path)) throw new EngineStartException($"'{path}' exists and is not a socket; Emunet will not replace it. Choose another --socket path.");
             using (var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
             {
                 try
@@ -204,8 +205,6 @@ internal sealed class StreamDevice : IFrameDevice, IEndOfBatch, IDisposable
                 if (_rxLength - offset < total) break;
                 var frame = _rx.AsSpan(offset + 4, (int)len);
                 offset += total;
-                _counters.FramesFromGuest++;
-                _counters.BytesFromGuest += len;
                 Tap?.Invoke(frame, false);
                 Handler?.OnFrame(frame);
                 if (_connection is null) return; // the handler may not disconnect us, but stay safe
@@ -251,8 +250,6 @@ internal sealed class StreamDevice : IFrameDevice, IEndOfBatch, IDisposable
         Tap?.Invoke(_tx.AsSpan(_pendingFrame + 4, length), true);
         _txEnd = _pendingFrame + 4 + length;
         _pendingFrame = -1;
-        _counters.FramesToGuest++;
-        _counters.BytesToGuest += length;
         if (_txEnd - _txStart >= FlushThreshold) Flush();
     }
 

@@ -1,0 +1,233 @@
+using Emunet.Engine.Devices;
+using Emunet.Engine.Runtime;
+using Emunet.Engine.Stack.Nat;
+using Emunet.Engine.Stack.Tcp;
+using Emunet.Engine.Wire;
+using Microsoft.Extensions.Logging;
+
+namespace Emunet.Engine.Stack;
+
+/// <summary>
+/// The guest's side of the engine: Ethernet in, ARP or IPv4, then ICMP / UDP (DHCP, DNS relay, NAT) / TCP; and the
+/// way every protocol sends back (<see cref="IPacketSender"/>). See README.md in this folder. Owner thread only.
+/// </summary>
+internal sealed class NetStack : IFrameHandler, IPacketSender, IFlowSource, IDisposable
+{
+    private const int EthernetAndIPv4Header = EthernetFrame.HeaderLength + IPv4Packet.MinHeaderLength;
+
+    private readonly IFrameDevice _device;
+    private readonly NetworkConfig _config;
+    private readonly Counters _counters;
+    private readonly ILogger _logger;
+    private readonly IPv4Reassembly _reassembly;
+
+    // The packet begun by BeginPacket and not yet committed.
+    private bool _txOpen;
+    private int _txMaxPayload;
+    private IPv4Address _txSource;
+    private IPv4Address _txDestination;
+    private byte _txProtocol;
+    private ushort _nextIdentification;
+    private IPv4Address _guestAddress;
+
+    public NetStack(EventLoop loop, IFrameDevice device, NetworkConfig config, AddressMap map, Counters counters, ILogger logger)
+    {
+        _device = device;
+        _config = config;
+        _counters = counters;
+        _logger = logger;
+        GuestAddress = config.Guest;
+        Arp = new Arp(this, device, config, counters);
+        _reassembly = new IPv4Reassembly(loop, counters);
+        Icmp = new Icmp(loop, this, config, map, counters, logger);
+        Udp = new Udp(loop, this, Icmp, config, map, counters, logger);
+        Dhcp = new Dhcp(this, config, counters, logger);
+        loop.AddTimerClient(_reassembly);
+        loop.AddTimerClient(Icmp);
+        loop.AddTimerClient(Udp);
+    }
+
+    /// <summary>The TCP implementation; set once after construction. Without it TCP segments are dropped.</summary>
+    public ITcpHandler? Tcp { get; set; }
+
+    /// <summary>The guest's MAC address, learned from the source of its frames; null until the first frame.</summary>
+    public MacAddress? GuestMac { get; internal set; }
+
+    /// <summary>The guest's IPv4 address: the configured one, or what it announced in ARP. Forwards deliver to it.</summary>
+    public IPv4Address GuestAddress
+    {
+        get => _guestAddress;
+        internal set
+        {
+            _guestAddress = value;
+            if (Udp is not null) Udp.GuestAddress = value;
+        }
+    }
+
+    public Arp Arp { get; }
+    public Icmp Icmp { get; }
+    public Udp Udp { get; }
+    public Dhcp Dhcp { get; }
+    internal IPv4Reassembly Reassembly => _reassembly;
+
+    // ---- IFrameHandler ----
+
+    public void OnFrame(ReadOnlySpan<byte> frame)
+    {
+        _counters.FramesFromGuest++;
+        _counters.BytesFromGuest += frame.Length;
+        if (!EthernetFrame.TryParse(frame, out var ethernet)) { _counters.Drop(DropReason.FrameTooShort); return; }
+        var source = ethernet.Source;
+        var destination = ethernet.Destination;
+        // IEEE 802.3: a group address is never a source; such a frame is not from a real interface.
+        if (source.IsMulticast || source == MacAddress.Zero) { _counters.Drop(DropReason.NotForUs); return; }
+        if (destination != _config.GatewayMac && !destination.IsMulticast) { _counters.Drop(DropReason.NotForUs); return; }
+        GuestMac = source;
+        switch (ethernet.EtherType)
+        {
+            case EthernetFrame.EtherTypeArp: Arp.OnPacket(ethernet.Payload); break;
+            case EthernetFrame.EtherTypeIPv4: OnIPv4(ethernet.Payload); break;
+            case EthernetFrame.EtherTypeIPv6: _counters.Drop(DropReason.IPv6NotSupported); break;
+            default: _counters.Drop(DropReason.UnknownEtherType); break;
+        }
+    }
+
+    public void OnDeviceConnected()
+    {
+        // A new emulator connection may be a different guest: forget what was learned.
+        GuestMac = null;
+        GuestAddress = _config.Guest;
+    }
+
+    public void OnDeviceDisconnected()
+    {
+        GuestMac = null;
+        GuestAddress = _config.Guest;
+        _reassembly.Clear();
+        Udp.OnGuestGone();
+        Icmp.OnGuestGone();
+        Tcp?.OnGuestGone();
+    }
+
+    public void OnTransmitReady() => Tcp?.OnTransmitReady();
+
+    private void OnIPv4(ReadOnlySpan<byte> bytes)
+    {
+        var error = IPv4Packet.TryParse(bytes, out var packet);
+        if (error != IPv4Packet.ParseError.None)
+        {
+            _counters.Drop(error == IPv4Packet.ParseError.BadChecksum ? DropReason.IPv4BadChecksum : DropReason.IPv4Malformed);
+            return;
+        }
+        if (packet.IsFragment)
+        {
+            // RFC 791 §3.2 / RFC 815: hold fragments until the datagram is whole, then deliver it like any other.
+            if (!_reassembly.Add(in packet, out var whole)) return;
+            if (IPv4Packet.TryParse(whole, out var reassembled) != IPv4Packet.ParseError.None)
+            {
+                _counters.Drop(DropReason.IPv4Malformed);
+                return;
+            }
+            Deliver(in reassembled);
+            return;
+        }
+        Deliver(in packet);
+    }
+
+    private void Deliver(in IPv4Packet packet)
+    {
+        switch (packet.Protocol)
+        {
+            case IPv4Packet.ProtocolIcmp:
+                Icmp.OnPacket(in packet);
+                break;
+            case IPv4Packet.ProtocolUdp:
+                OnUdp(in packet);
+                break;
+            case IPv4Packet.ProtocolTcp:
+                if (Tcp is null) _counters.Drop(DropReason.TcpNoConnection);
+                else Tcp.OnSegment(in packet);
+                break;
+            default:
+                // RFC 1122 §3.2.2.1: protocol unreachable for a transport the stack does not carry.
+                _counters.Drop(DropReason.NotForUs);
+                Icmp.SendDestinationUnreachable(IcmpPacket.CodeProtocolUnreachable, in packet);
+                break;
+        }
+    }
+
+    private void OnUdp(in IPv4Packet packet)
+    {
+        if (!UdpDatagram.TryParse(packet.Payload, out var datagram)) { _counters.Drop(DropReason.UdpMalformed); return; }
+        if (!datagram.IsChecksumValid(packet.Source, packet.Destination)) { _counters.Drop(DropReason.UdpBadChecksum); return; }
+        var destination = packet.Destination;
+        if (datagram.DestinationPort == Dhcp.ServerPort && (destination.IsBroadcast || destination == _config.Gateway))
+        {
+            Dhcp.OnRequest(in packet, in datagram);
+            return;
+        }
+        Udp.OnDatagram(in packet, in datagram);
+    }
+
+    // ---- IPacketSender ----
+
+    public int TransmitSpace => _device.TransmitSpace;
+
+    /// <summary>The guest MTU less the IPv4 header; an MTU above 65535 cannot be used (RFC 791 total length).</summary>
+    public int MaxPayload => Math.Clamp(_config.Mtu, 68, ushort.MaxValue) - IPv4Packet.MinHeaderLength;
+
+    public Span<byte> BeginPacket(IPv4Address source, IPv4Address destination, byte protocol, int maxPayload)
+    {
+        _txOpen = false;
+        if (GuestMac is null) { _counters.Drop(DropReason.GuestMacUnknown); return default; }
+        // RFC 791: the total length field is 16 bits.
+        if (maxPayload < 0 || maxPayload > ushort.MaxValue - IPv4Packet.MinHeaderLength)
+            throw new ArgumentOutOfRangeException(nameof(maxPayload));
+        var buffer = _device.GetTransmitBuffer(EthernetAndIPv4Header + maxPayload);
+        if (buffer.Length < EthernetAndIPv4Header + maxPayload) return default;
+        _txOpen = true;
+        _txMaxPayload = maxPayload;
+        _txSource = source;
+        _txDestination = destination;
+        _txProtocol = protocol;
+        return buffer.Slice(EthernetAndIPv4Header, maxPayload);
+    }
+
+    public void CommitPacket(int payloadLength)
+    {
+        if (!_txOpen) throw new InvalidOperationException("CommitPacket without a successful BeginPacket.");
+        if ((uint)payloadLength > (uint)_txMaxPayload) throw new ArgumentOutOfRangeException(nameof(payloadLength));
+        _txOpen = false;
+        // The device hands back the same region until CommitTransmit (IFrameDevice.GetTransmitBuffer).
+        var buffer = _device.GetTransmitBuffer(EthernetAndIPv4Header + _txMaxPayload);
+        var mac = GuestMac ?? MacAddress.Broadcast;
+        EthernetFrame.WriteHeader(buffer, mac, _config.GatewayMac, EthernetFrame.EtherTypeIPv4);
+        IPv4Packet.WriteHeader(buffer[EthernetFrame.HeaderLength..], _txSource, _txDestination, _txProtocol,
+            IPv4Packet.MinHeaderLength + payloadLength, _nextIdentification++);
+        int length = EthernetAndIPv4Header + payloadLength;
+        _device.CommitTransmit(length);
+        _counters.FramesToGuest++;
+        _counters.BytesToGuest += length;
+    }
+
+    /// <summary>Counts a frame sent to the guest by a part that writes its own Ethernet header (ARP).</summary>
+    internal void CountSent(int length)
+    {
+        _counters.FramesToGuest++;
+        _counters.BytesToGuest += length;
+    }
+
+    // ---- IFlowSource ----
+
+    public void Snapshot(List<ConnectionInfo> into)
+    {
+        Udp.Snapshot(into);
+        Icmp.Snapshot(into);
+    }
+
+    public void Dispose()
+    {
+        Udp.Dispose();
+        Icmp.Dispose();
+    }
+}

@@ -1,0 +1,195 @@
+using System.Net;
+using System.Net.Sockets;
+using Emunet.Engine.Interop;
+using Microsoft.Extensions.Logging;
+
+namespace Emunet.Engine.Stack.Tcp;
+
+/// <summary>The host side of each connection: connect completion, reads into the send ring, writes from the receive ring.</summary>
+internal sealed partial class TcpStack
+{
+    /// <summary>Called by the loop when the connection's host socket is ready.</summary>
+    internal void OnHostEvents(TcpConnection c, uint events)
+    {
+        if (c.State == TcpState.Closed || c.Host is null) return;
+        if (c.State == TcpState.Connecting)
+        {
+            OnConnectCompleted(c);
+            return;
+        }
+        bool error = (events & (Libc.EPOLLERR | Libc.EPOLLHUP)) != 0;
+        if ((events & Libc.EPOLLIN) != 0 || (error && (c.HostEvents & Libc.EPOLLIN) != 0))
+        {
+            ReadHost(c);
+            if (c.State == TcpState.Closed) return;
+        }
+        if ((events & Libc.EPOLLOUT) != 0 || (error && (c.HostEvents & Libc.EPOLLOUT) != 0))
+        {
+            FlushToHost(c);
+            if (c.State == TcpState.Closed) return;
+        }
+        UpdateHostInterest(c);
+        MaybeFinish(c);
+    }
+
+    /// <summary>The non-blocking connect finished: SO_ERROR says how (connect(2)).</summary>
+    private void OnConnectCompleted(TcpConnection c)
+    {
+        int soError;
+        try
+        {
+            soError = (int)c.Host!.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error)!;
+        }
+        catch (SocketException e)
+        {
+            soError = (int)e.SocketErrorCode;
+        }
+        if (soError != 0)
+        {
+            // Refused, unreachable or timed out: the guest's connect fails the same way, at once.
+            if (_logger.IsEnabled(LogLevel.Debug)) _logger.LogDebug("tcp {Id}: connect to {Remote} failed: {Error}", c.Id, c.HostRemote, (SocketError)soError);
+            Reset(c, resetGuest: true, resetHost: false);
+            return;
+        }
+        OnHostConnected(c);
+    }
+
+    /// <summary>The host accepted: answer the guest's SYN with a SYN-ACK (RFC 9293 §3.10.7.2).</summary>
+    private void OnHostConnected(TcpConnection c)
+    {
+        c.RtoDeadline = long.MaxValue;
+        try { c.HostLocal = c.Host!.LocalEndPoint as IPEndPoint; }
+        catch (SocketException) { }
+        c.State = TcpState.SynReceived;
+        c.SndNxt = Seq.Add(c.Iss, 1);
+        c.SndMax = c.SndNxt;
+        SendSynAck(c);
+        Arm(ref c.RtoDeadline, _loop.NowMs + c.RtoMs);
+        UpdateHostInterest(c);
+    }
+
+    /// <summary>Reads the host socket into the send ring while it has room, then sends what the windows allow.</summary>
+    private void ReadHost(TcpConnection c)
+    {
+        var host = c.Host!;
+        while (!c.HostEof)
+        {
+            var span = c.SendRing.WritableSpan();
+            if (span.IsEmpty) break;
+            int n = host.Receive(span, SocketFlags.None, out var error);
+            if (error == SocketError.WouldBlock) break;
+            if (error != SocketError.Success)
+            {
+                OnHostError(c, error);
+                return;
+            }
+            if (n == 0)
+            {
+                c.HostEof = true;
+                break;
+            }
+            c.SendRing.Commit(n);
+            if (n < span.Length) break;
+        }
+        Output(c, ackNow: false);
+    }
+
+    /// <summary>Writes the receive ring to the host socket; after the guest's FIN, shuts the host's send side.</summary>
+    private void FlushToHost(TcpConnection c)
+    {
+        var host = c.Host!;
+        while (!c.ReceiveRing.IsEmpty)
+        {
+            var span = c.ReceiveRing.ReadableSpan(0);
+            int n = host.Send(span, SocketFlags.None, out var error);
+            if (error == SocketError.WouldBlock) break;
+            if (error != SocketError.Success)
+            {
+                OnHostError(c, error);
+                return;
+            }
+            c.ReceiveRing.Consume(n);
+            if (n < span.Length) break;
+        }
+        if (c.ReceiveRing.IsEmpty && c.GuestFin)
+        {
+            if (!c.HostShutdown) ShutdownHostSend(c);
+            return;
+        }
+        // RFC 9293 §3.8.6.2.2: announce the window once its right edge may move on.
+        if (c.IsSynchronized && WindowToAdvertise(c) > PromisedWindow(c)) SendAck(c);
+    }
+
+    /// <summary>The host peer reset or the socket failed: the guest gets a RST.</summary>
+    private void OnHostError(TcpConnection c, SocketError error)
+    {
+        if (_logger.IsEnabled(LogLevel.Debug)) _logger.LogDebug("tcp {Id}: host socket error {Error}; resetting the guest side", c.Id, error);
+        Reset(c, resetGuest: true, resetHost: true);
+    }
+
+    private void ShutdownHostSend(TcpConnection c)
+    {
+        c.HostShutdown = true;
+        try { c.Host?.Shutdown(SocketShutdown.Send); }
+        catch (SocketException) { }
+        catch (ObjectDisposedException) { }
+    }
+
+    /// <summary>
+    /// Registers for what the connection can use now: EPOLLIN while the send ring has room and the host has not ended,
+    /// EPOLLOUT while the receive ring holds data (or the connect is pending). With neither, the socket leaves epoll, so
+    /// an EPOLLHUP/EPOLLERR that cannot be handled yet does not spin the loop.
+    /// </summary>
+    private void UpdateHostInterest(TcpConnection c)
+    {
+        if (c.Host is null || c.State == TcpState.Closed) return;
+        uint want;
+        if (c.State == TcpState.Connecting) want = Libc.EPOLLOUT;
+        else
+        {
+            want = 0;
+            // Hysteresis: read again once a useful amount is free, not for every acknowledged byte.
+            if (!c.HostEof && c.SendRing.Free >= Math.Min(c.Mss, c.SendRing.Capacity / 4)) want |= Libc.EPOLLIN;
+            if (!c.ReceiveRing.IsEmpty) want |= Libc.EPOLLOUT;
+        }
+        if (want == c.HostEvents) return;
+        if (c.HostEvents == 0) c.HostToken = _loop.Register(c.HostFd, want, c);
+        else if (want == 0)
+        {
+            _loop.Unregister(c.HostToken, c.HostFd);
+            c.HostToken = -1;
+        }
+        else _loop.Modify(c.HostToken, c.HostFd, want);
+        c.HostEvents = want;
+    }
+
+    /// <summary>Closes the host socket; with <paramref name="abort"/> the peer gets a RST (SO_LINGER 0).</summary>
+    private void CloseHost(TcpConnection c, bool abort)
+    {
+        var host = c.Host;
+        if (host is null) return;
+        if (c.HostEvents != 0)
+        {
+            _loop.Unregister(c.HostToken, c.HostFd);
+            c.HostEvents = 0;
+            c.HostToken = -1;
+        }
+        if (abort)
+        {
+            try { host.LingerState = new LingerOption(true, 0); }
+            catch (SocketException) { }
+        }
+        host.Dispose();
+        c.Host = null;
+        c.HostFd = -1;
+    }
+
+    /// <summary>Both directions are finished: the guest's FIN went to the host and the host's FIN was acknowledged.</summary>
+    private void MaybeFinish(TcpConnection c)
+    {
+        if (c.State == TcpState.Closed || !c.GuestFin || !c.HostShutdown || !c.FinAcked) return;
+        if (_logger.IsEnabled(LogLevel.Debug)) _logger.LogDebug("tcp {Id}: closed ({In} bytes in, {Out} out)", c.Id, c.BytesFromGuest, c.BytesToGuest);
+        CloseHost(c, abort: false);
+        Free(c);
+    }
+}

@@ -1,0 +1,224 @@
+using Emunet.Engine.Wire;
+
+namespace Emunet.Engine.Stack.Tcp;
+
+/// <summary>Segments to the guest: data from the send ring, control segments, resets.</summary>
+internal sealed partial class TcpStack
+{
+    /// <summary>Bytes in the send ring not sent yet (negative once a FIN was sent past them).</summary>
+    private static int UnsentBytes(TcpConnection c) => Seq.Diff(Seq.Add(c.RingSeq, c.SendRing.Count), c.SndNxt);
+
+    /// <summary>
+    /// Sends what the windows allow (RFC 9293 §3.8.6, RFC 5681), then the FIN after the last byte once the host closed;
+    /// with <paramref name="ackNow"/> an ACK goes out even when no data does. Arms the retransmission and persist timers.
+    /// </summary>
+    private void Output(TcpConnection c, bool ackNow)
+    {
+        if (!c.IsSynchronized)
+        {
+            if (ackNow && c.State == TcpState.SynReceived) SendAck(c);
+            return;
+        }
+        bool sent = false;
+        long now = _loop.NowMs;
+        while (true)
+        {
+            uint dataEnd = Seq.Add(c.RingSeq, c.SendRing.Count);
+            int unsent = Seq.Diff(dataEnd, c.SndNxt);
+            if (unsent > 0)
+            {
+                int inFlight = Seq.Diff(c.SndNxt, c.SndUna);
+                int usable = Math.Min(c.SndWnd, c.Cwnd) - inFlight;
+                if (usable <= 0) break;
+                int len = Math.Min(Math.Min(c.Mss, unsent), usable);
+                // RFC 9293 §3.8.6.2.1 sender SWS avoidance: no small segment while data is in flight, unless it is the
+                // last of the data or at least half the largest window the guest offered.
+                if (len < c.Mss && len < unsent && inFlight > 0 && len < c.MaxSndWnd / 2) break;
+                bool fin = c.HostEof && len == unsent;
+                var flags = TcpFlags.Ack | (len == unsent ? TcpFlags.Psh : 0) | (fin ? TcpFlags.Fin : 0);
+                if (!EmitSegment(c, c.SndNxt, len, flags, synOptions: false)) return;
+                Advance(c, len, fin, now);
+                sent = true;
+                continue;
+            }
+            if (unsent == 0 && c.HostEof)
+            {
+                // RFC 9293 §3.10.4: the FIN follows the data; it is sent whatever the window (it carries no data).
+                if (!EmitSegment(c, c.SndNxt, 0, TcpFlags.Ack | TcpFlags.Fin, synOptions: false)) return;
+                Advance(c, 0, fin: true, now);
+                sent = true;
+            }
+            break;
+        }
+        if (!sent && (ackNow || c.AckPending)) SendAck(c);
+
+        // RFC 9293 §3.8.6.1: a zero window with data waiting and nothing in flight starts the persist timer.
+        if (c.SndWnd == 0 && c.SndUna == c.SndNxt && UnsentBytes(c) > 0 && c.PersistDeadline == long.MaxValue)
+            Arm(ref c.PersistDeadline, now + c.RtoMs);
+    }
+
+    private void Advance(TcpConnection c, int len, bool fin, long now)
+    {
+        uint start = c.SndNxt;
+        bool newData = Seq.Ge(start, c.SndMax);
+        if (fin && !c.FinSent)
+        {
+            c.FinSent = true;
+            c.FinSeq = Seq.Add(start, len);
+            c.State = c.State switch
+            {
+                TcpState.Established => TcpState.FinWait1,
+                TcpState.CloseWait => TcpState.LastAck,
+                _ => c.State,
+            };
+        }
+        c.SndNxt = Seq.Add(start, len + (fin ? 1 : 0));
+        if (Seq.Gt(c.SndNxt, c.SndMax))
+        {
+            c.BytesToGuest += Seq.Diff(c.SndNxt, c.SndMax) - (fin ? 1 : 0);
+            c.SndMax = c.SndNxt;
+            // RFC 6298 (Karn): time one segment at a time, never a retransmitted one.
+            if (!c.RttTiming && newData)
+            {
+                c.RttTiming = true;
+                c.RttSeq = c.SndNxt;
+                c.RttStart = now;
+            }
+        }
+        // RFC 6298 (5.1): start the timer when it is not running.
+        if (c.RtoDeadline == long.MaxValue) Arm(ref c.RtoDeadline, now + c.RtoMs);
+    }
+
+    /// <summary>Resends the first unacknowledged segment (fast retransmit, NewReno partial ACK) without moving SND.NXT.</summary>
+    private void RetransmitFirst(TcpConnection c)
+    {
+        uint dataEnd = Seq.Add(c.RingSeq, c.SendRing.Count);
+        int len = Math.Min(c.Mss, Math.Max(0, Seq.Diff(dataEnd, c.SndUna)));
+        len = Math.Min(len, Math.Max(0, Seq.Diff(c.SndMax, c.SndUna)));
+        bool fin = c.FinSent && Seq.Add(c.SndUna, len) == c.FinSeq;
+        if (len == 0 && !fin) return;
+        EmitSegment(c, c.SndUna, len, TcpFlags.Ack | (fin ? TcpFlags.Fin : 0), synOptions: false);
+    }
+
+    private void SendAck(TcpConnection c)
+    {
+        EmitSegment(c, c.SndNxt, 0, TcpFlags.Ack, synOptions: false);
+    }
+
+    private void SendSyn(TcpConnection c) => EmitSegment(c, c.Iss, 0, TcpFlags.Syn, synOptions: true);
+
+    private void SendSynAck(TcpConnection c) => EmitSegment(c, c.Iss, 0, TcpFlags.Syn | TcpFlags.Ack, synOptions: true);
+
+    /// <summary>A RST for a connection being aborted (RFC 9293 §3.10.7.4: SEQ = SND.NXT).</summary>
+    private void SendReset(TcpConnection c)
+    {
+        if (c.State == TcpState.SynSent) return; // the guest has no connection to reset yet
+        if (c.State == TcpState.Connecting)
+        {
+            // No SYN-ACK went out: answer the held SYN like a closed port (RFC 9293 §3.10.7.1).
+            EmitRaw(c.PeerAddress, c.GuestAddress, c.PeerPort, c.GuestPort, 0, c.RcvNxt, TcpFlags.Rst | TcpFlags.Ack);
+            return;
+        }
+        EmitRaw(c.PeerAddress, c.GuestAddress, c.PeerPort, c.GuestPort, c.SndNxt, c.RcvNxt, TcpFlags.Rst | TcpFlags.Ack);
+    }
+
+    /// <summary>RFC 9293 §3.10.7.1: the reset that answers <paramref name="seg"/> (never a RST).</summary>
+    private void SendResetFor(IPv4Address guest, IPv4Address peer, in TcpSegment seg)
+    {
+        if (seg.Rst) return;
+        if (seg.Ack)
+            EmitRaw(peer, guest, seg.DestinationPort, seg.SourcePort, seg.AcknowledgmentNumber, 0, TcpFlags.Rst);
+        else
+            EmitRaw(peer, guest, seg.DestinationPort, seg.SourcePort, 0,
+                Seq.Add(seg.SequenceNumber, seg.SequenceLength), TcpFlags.Rst | TcpFlags.Ack);
+    }
+
+    /// <summary>A header-only segment outside any connection. Dropped (counted by the device) when the device is full.</summary>
+    private void EmitRaw(IPv4Address source, IPv4Address destination, ushort sourcePort, ushort destinationPort, uint seq, uint ack, TcpFlags flags)
+    {
+        var span = _sender.BeginPacket(source, destination, IPv4Packet.ProtocolTcp, TcpSegment.MinHeaderLength);
+        if (span.Length < TcpSegment.MinHeaderLength) { _transmitBlocked = true; return; }
+        var f = new TcpFields
+        {
+            SourcePort = sourcePort,
+            DestinationPort = destinationPort,
+            SequenceNumber = seq,
+            AcknowledgmentNumber = ack,
+            Flags = flags,
+            Window = 0,
+            WindowScale = -1,
+        };
+        _sender.CommitPacket(f.Emit(span, source, destination, 0));
+    }
+
+    /// <summary>
+    /// One segment of the connection: <paramref name="len"/> bytes of the send ring from <paramref name="seq"/>, the
+    /// current ACK and window. False when the device is full: the connection waits for <see cref="OnTransmitReady"/>.
+    /// </summary>
+    private bool EmitSegment(TcpConnection c, uint seq, int len, TcpFlags flags, bool synOptions)
+    {
+        var f = new TcpFields
+        {
+            SourcePort = c.PeerPort,
+            DestinationPort = c.GuestPort,
+            SequenceNumber = seq,
+            AcknowledgmentNumber = (flags & TcpFlags.Ack) != 0 ? c.RcvNxt : 0,
+            Flags = flags,
+            WindowScale = -1,
+        };
+        int free = c.ReceiveRing.Free;
+        if (synOptions)
+        {
+            // RFC 7323 §2.2: a SYN's window is not scaled; the option is offered in a SYN, answered in a SYN-ACK.
+            f.Window = (ushort)Math.Min(free, ushort.MaxValue);
+            f.MaxSegmentSize = (ushort)c.RcvMss;
+            if ((flags & TcpFlags.Ack) == 0 || c.WindowScaling) f.WindowScale = c.RcvScale;
+        }
+        else
+        {
+            f.Window = (ushort)Math.Min(WindowToAdvertise(c) >> c.RcvScale, ushort.MaxValue);
+        }
+        int headerLength = f.HeaderLength;
+        var span = _sender.BeginPacket(c.PeerAddress, c.GuestAddress, IPv4Packet.ProtocolTcp, headerLength + len);
+        if (span.Length < headerLength + len)
+        {
+            _transmitBlocked = true;
+            if ((flags & (TcpFlags.Syn | TcpFlags.Rst)) == 0) c.AckPending = true;
+            QueueTransmit(c);
+            return false;
+        }
+        if (len > 0) c.SendRing.CopyTo(Seq.Diff(seq, c.RingSeq), span.Slice(headerLength, len));
+        _sender.CommitPacket(f.Emit(span, c.PeerAddress, c.GuestAddress, len));
+        if ((flags & TcpFlags.Ack) != 0)
+        {
+            c.RcvAdvEdge = Seq.Add(c.RcvNxt, synOptions ? f.Window : f.Window << c.RcvScale);
+            c.RcvAdvSet = true;
+            c.AckPending = false;
+        }
+        return true;
+    }
+
+    /// <summary>The part of the promised window (right edge minus RCV.NXT) still open.</summary>
+    private static int PromisedWindow(TcpConnection c) =>
+        c.RcvAdvSet ? Math.Clamp(Seq.Diff(c.RcvAdvEdge, c.RcvNxt), 0, c.ReceiveRing.Free) : 0;
+
+    /// <summary>
+    /// The window to advertise: the receive ring's free space, but the right edge only moves on by at least
+    /// min(buffer / 2, MSS) at a time (receiver SWS avoidance, RFC 9293 §3.8.6.2.2), so a slowly draining host peer
+    /// does not invite a stream of tiny segments.
+    /// </summary>
+    private static int WindowToAdvertise(TcpConnection c)
+    {
+        int free = c.ReceiveRing.Free;
+        if (!c.RcvAdvSet) return free;
+        int promised = PromisedWindow(c);
+        return free - promised >= Math.Min(c.ReceiveRing.Capacity / 2, c.RcvMss) ? free : promised;
+    }
+
+    private void QueueTransmit(TcpConnection c)
+    {
+        if (c.WaitingTransmit) return;
+        c.WaitingTransmit = true;
+        _txWaiters.Add(c);
+    }
+}

@@ -1,0 +1,394 @@
+using System.Net;
+using System.Net.Sockets;
+using Emunet.Engine.Interop;
+using Emunet.Engine.Runtime;
+using Emunet.Engine.Stack.Nat;
+using Emunet.Engine.Wire;
+using Microsoft.Extensions.Logging;
+
+namespace Emunet.Engine.Stack.Tcp;
+
+/// <summary>
+/// TCP terminated in Emunet and spliced onto host sockets. See README.md in this folder for the theory of operation.
+/// The class is split by concern: this file holds the table, the public entry points and the timers;
+/// <c>TcpStack.Receive.cs</c> the segments from the guest; <c>TcpStack.Send.cs</c> the segments to the guest;
+/// <c>TcpStack.Host.cs</c> the host sockets. Owner thread only.
+/// </summary>
+internal sealed partial class TcpStack : ITcpHandler, ITimerClient, IFlowSource
+{
+    /// <summary>Connections the table holds at most (passt's TCP_MAX_CONNS is of the same order).</summary>
+    public const int MaxConnections = 4096;
+    /// <summary>Bytes buffered per connection and direction: four 64 KiB segments, enough to keep a loopback peer busy.</summary>
+    public const int DefaultBufferSize = 256 * 1024;
+    /// <summary>RFC 9293 §3.7.1: the MSS assumed when the SYN carries none.</summary>
+    public const int DefaultGuestMss = 536;
+    /// <summary>Smallest MSS accepted from the guest (Linux's TCP_MIN_MSS): a tiny MSS would only multiply segments.</summary>
+    public const int MinMss = 88;
+    private const int FirstEphemeralPort = 49152;
+    private const int EphemeralPortCount = 65536 - FirstEphemeralPort;
+
+    private readonly EventLoop _loop;
+    private readonly IPacketSender _sender;
+    private readonly NetworkConfig _config;
+    private readonly AddressMap _map;
+    private readonly Counters _counters;
+    private readonly ILogger _logger;
+    private readonly Dictionary<TcpFlowKey, TcpConnection> _table = new();
+    private readonly List<TcpConnection> _connections = new();
+    private List<TcpConnection> _txWaiters = new();
+    private List<TcpConnection> _txSpare = new();
+    private readonly Dictionary<string, int> _forwardCounts = new(StringComparer.Ordinal);
+    private long _nextId;
+    private int _nextEphemeral;
+    /// <summary>Set when the device refused a packet; cleared by <see cref="OnTransmitReady"/>.</summary>
+    private bool _transmitBlocked;
+
+    /// <summary>Registers itself with <paramref name="loop"/> as a timer client.</summary>
+    public TcpStack(EventLoop loop, IPacketSender sender, NetworkConfig config, AddressMap map, Counters counters, ILogger logger)
+    {
+        _loop = loop;
+        _sender = sender;
+        _config = config;
+        _map = map;
+        _counters = counters;
+        _logger = logger;
+        _nextEphemeral = Random.Shared.Next(EphemeralPortCount);
+        loop.AddTimerClient(this);
+    }
+
+    // Tunables. Defaults follow the RFCs; tests shorten the timers.
+    public int ConnectionLimit { get; set; } = MaxConnections;
+    public int SendBufferSize { get; set; } = DefaultBufferSize;
+    public int ReceiveBufferSize { get; set; } = DefaultBufferSize;
+    /// <summary>RFC 6298 (2.1): 1 s before the first RTT sample.</summary>
+    public int InitialRtoMs { get; set; } = 1000;
+    /// <summary>Linux's TCP_RTO_MIN (RFC 6298 (2.4) asks 1 s; a virtual link has microsecond RTTs).</summary>
+    public int MinRtoMs { get; set; } = 200;
+    /// <summary>RFC 6298 (2.5): an upper bound of at least 60 s.</summary>
+    public int MaxRtoMs { get; set; } = 60_000;
+    /// <summary>Retransmissions of one segment before both sides are reset (RFC 9293 §3.8.3 R2).</summary>
+    public int MaxRetransmissions { get; set; } = 10;
+    /// <summary>SYN retransmissions into the guest before a forwarded connection is reset (RFC 9293 §3.8.3 R2 for SYN).</summary>
+    public int MaxSynRetransmissions { get; set; } = 5;
+    /// <summary>How long a host connect may take before the guest gets a RST (BSD's 75 s connection-establishment timer).</summary>
+    public int ConnectTimeoutMs { get; set; } = 75_000;
+
+    public int ConnectionCount => _connections.Count;
+
+    /// <summary>The MSS Emunet advertises: what one packet to the device carries, minus the TCP header.</summary>
+    private int LocalMss => Math.Clamp(_sender.MaxPayload - TcpSegment.MinHeaderLength, MinMss, ushort.MaxValue);
+
+    /// <summary>RFC 7323 §2.3: the smallest shift whose largest window covers the receive buffer.</summary>
+    private int LocalWindowScale
+    {
+        get
+        {
+            int s = 0;
+            while (s < 14 && ((long)ushort.MaxValue << s) < ReceiveBufferSize) s++;
+            return s;
+        }
+    }
+
+    public void OnSegment(in IPv4Packet packet)
+    {
+        var source = packet.Source;
+        var destination = packet.Destination;
+        var error = TcpSegment.TryParse(packet.Payload, source, destination, out var segment);
+        if (error != TcpSegment.ParseError.None)
+        {
+            _counters.Drop(error == TcpSegment.ParseError.BadChecksum ? DropReason.TcpBadChecksum : DropReason.TcpMalformed);
+            return;
+        }
+        // RFC 9293 §3.10.7.2: segments to or from broadcast/multicast are not answered.
+        if (source.IsBroadcast || source.IsMulticast || destination.IsBroadcast || destination.IsMulticast)
+        {
+            _counters.Drop(DropReason.TcpMalformed);
+            return;
+        }
+        var key = new TcpFlowKey(source.Value, segment.SourcePort, destination.Value, segment.DestinationPort);
+        if (_table.TryGetValue(key, out var c)) OnConnectionSegment(c, segment);
+        else OnNoConnection(source, destination, segment);
+    }
+
+    public void OnTransmitReady()
+    {
+        _transmitBlocked = false;
+        var list = _txWaiters;
+        _txWaiters = _txSpare;
+        for (int i = 0; i < list.Count; i++)
+        {
+            var c = list[i];
+            c.WaitingTransmit = false;
+            if (c.State == TcpState.Closed) continue;
+            if (_transmitBlocked) { QueueTransmit(c); continue; }
+            if (c.State == TcpState.SynReceived) SendSynAck(c);
+            else if (c.State == TcpState.SynSent) SendSyn(c);
+            else Output(c, ackNow: false); // sends the owed ACK if no data carries it
+        }
+        list.Clear();
+        _txSpare = list;
+    }
+
+    public void OnGuestGone()
+    {
+        for (int i = _connections.Count - 1; i >= 0; i--)
+        {
+            if (i >= _connections.Count) continue;
+            var c = _connections[i];
+            CloseHost(c, abort: true);
+            Free(c);
+        }
+        _txWaiters.Clear();
+    }
+
+    /// <summary>
+    /// Opens a connection from the gateway (10.0.2.2, an ephemeral port) to <c>config.Guest:guestPort</c> for a client
+    /// accepted on a forward's listener, and splices the two once the guest answers. Takes ownership of
+    /// <paramref name="acceptedHostSocket"/> on success; on false (table full, no port left) the caller keeps it.
+    /// </summary>
+    public bool OpenToGuest(Socket acceptedHostSocket, int guestPort, string forwardName)
+    {
+        if (_connections.Count >= ConnectionLimit)
+        {
+            _counters.Drop(DropReason.TcpFlowTableFull);
+            return false;
+        }
+        var guest = _config.Guest;
+        var gateway = _config.Gateway;
+        ushort port = 0;
+        for (int attempt = 0; attempt < EphemeralPortCount; attempt++)
+        {
+            _nextEphemeral = (_nextEphemeral + 1) % EphemeralPortCount;
+            var candidate = (ushort)(FirstEphemeralPort + _nextEphemeral);
+            if (!_table.ContainsKey(new TcpFlowKey(guest.Value, (ushort)guestPort, gateway.Value, candidate))) { port = candidate; break; }
+        }
+        if (port == 0)
+        {
+            _counters.Drop(DropReason.TcpFlowTableFull);
+            return false;
+        }
+        IPEndPoint? local, remote;
+        try
+        {
+            acceptedHostSocket.Blocking = false;
+            acceptedHostSocket.NoDelay = true;
+            local = acceptedHostSocket.LocalEndPoint as IPEndPoint;
+            remote = acceptedHostSocket.RemoteEndPoint as IPEndPoint;
+        }
+        catch (SocketException)
+        {
+            return false; // the client is already gone
+        }
+        var c = NewConnection(guest, (ushort)guestPort, gateway, port, FlowDirection.Forwarded, forwardName);
+        c.Host = acceptedHostSocket;
+        c.HostFd = (int)acceptedHostSocket.Handle;
+        c.HostLocal = local;
+        c.HostRemote = remote;
+        c.State = TcpState.SynSent;
+        c.Mss = Math.Min(DefaultGuestMss, LocalMss);
+        c.RcvScale = LocalWindowScale;
+        Insert(c);
+        _forwardCounts[forwardName] = ActiveForwardConnections(forwardName) + 1;
+        UpdateHostInterest(c);
+        SendSyn(c);
+        c.SndNxt = Seq.Add(c.Iss, 1);
+        c.SndMax = c.SndNxt;
+        Arm(ref c.RtoDeadline, _loop.NowMs + c.RtoMs);
+        if (_logger.IsEnabled(LogLevel.Debug))
+            _logger.LogDebug("tcp {Id}: forward {Forward} client {Client} -> guest port {Port}", c.Id, forwardName, c.HostRemote, guestPort);
+        return true;
+    }
+
+    /// <summary>Resets (both sides) every connection made by the forward named <paramref name="forwardName"/>.</summary>
+    public void ResetForward(string forwardName)
+    {
+        for (int i = _connections.Count - 1; i >= 0; i--)
+        {
+            if (i >= _connections.Count) continue;
+            var c = _connections[i];
+            if (c.ForwardName == forwardName) Reset(c, resetGuest: true, resetHost: true);
+        }
+    }
+
+    /// <summary>Open connections made by the forward named <paramref name="forwardName"/>.</summary>
+    public int ActiveForwardConnections(string forwardName) => _forwardCounts.TryGetValue(forwardName, out int n) ? n : 0;
+
+    public void Snapshot(List<ConnectionInfo> into)
+    {
+        foreach (var c in _connections)
+        {
+            into.Add(new ConnectionInfo
+            {
+                Id = c.Id,
+                Protocol = FlowProtocol.Tcp,
+                Direction = c.Direction,
+                GuestEndPoint = new IPEndPoint(c.GuestAddress.ToIPAddress(), c.GuestPort),
+                GuestPeerEndPoint = new IPEndPoint(c.PeerAddress.ToIPAddress(), c.PeerPort),
+                HostLocalEndPoint = c.HostLocal,
+                HostRemoteEndPoint = c.HostRemote,
+                State = StateName(c.State),
+                BytesFromGuest = c.BytesFromGuest,
+                BytesToGuest = c.BytesToGuest,
+                Started = c.Started,
+                Forward = c.ForwardName,
+            });
+        }
+    }
+
+    private static string StateName(TcpState s) => s switch
+    {
+        TcpState.Connecting => "CONNECTING",
+        TcpState.SynSent => "SYN-SENT",
+        TcpState.SynReceived => "SYN-RECEIVED",
+        TcpState.Established => "ESTABLISHED",
+        TcpState.FinWait1 => "FIN-WAIT-1",
+        TcpState.FinWait2 => "FIN-WAIT-2",
+        TcpState.CloseWait => "CLOSE-WAIT",
+        TcpState.Closing => "CLOSING",
+        TcpState.LastAck => "LAST-ACK",
+        TcpState.TimeWait => "TIME-WAIT",
+        _ => "CLOSED",
+    };
+
+    /// <summary>The state of the connection with this key, for tests; null when there is none.</summary>
+    internal TcpState? StateOf(IPv4Address guest, int guestPort, IPv4Address peer, int peerPort) =>
+        _table.TryGetValue(new TcpFlowKey(guest.Value, (ushort)guestPort, peer.Value, (ushort)peerPort), out var c) ? c.State : null;
+
+    // ---- Timers -------------------------------------------------------------------------------------------------
+
+    public long OnTimer(long nowMs)
+    {
+        long next = long.MaxValue;
+        for (int i = _connections.Count - 1; i >= 0; i--)
+        {
+            if (i >= _connections.Count) continue;
+            var c = _connections[i];
+            if (c.RtoDeadline <= nowMs) OnRetransmissionTimeout(c, nowMs);
+            if (c.State != TcpState.Closed && c.PersistDeadline <= nowMs) OnPersistTimeout(c, nowMs);
+            if (c.State == TcpState.Closed) continue;
+            if (c.RtoDeadline < next) next = c.RtoDeadline;
+            if (c.PersistDeadline < next) next = c.PersistDeadline;
+        }
+        return next;
+    }
+
+    private void Arm(ref long deadline, long at)
+    {
+        deadline = at;
+        _loop.WakeAt(at);
+    }
+
+    /// <summary>RFC 6298 (5.4)-(5.7) and RFC 5681 §3.1: back off, shrink the window to one segment, go back N.</summary>
+    private void OnRetransmissionTimeout(TcpConnection c, long now)
+    {
+        c.RtoDeadline = long.MaxValue;
+        if (c.State == TcpState.Connecting)
+        {
+            if (_logger.IsEnabled(LogLevel.Debug)) _logger.LogDebug("tcp {Id}: host connect to {Remote} timed out", c.Id, c.HostRemote);
+            Reset(c, resetGuest: true, resetHost: true);
+            return;
+        }
+        c.Retries++;
+        int limit = c.State is TcpState.SynSent or TcpState.SynReceived ? MaxSynRetransmissions : MaxRetransmissions;
+        if (c.Retries > limit)
+        {
+            if (_logger.IsEnabled(LogLevel.Debug)) _logger.LogDebug("tcp {Id}: guest stopped answering after {N} retransmissions; resetting", c.Id, c.Retries - 1);
+            Reset(c, resetGuest: c.State != TcpState.SynSent, resetHost: true);
+            return;
+        }
+        c.RtoMs = Math.Min(c.RtoMs * 2, MaxRtoMs);
+        c.RttTiming = false; // Karn: no sample from a retransmitted segment.
+        if (c.State == TcpState.SynSent) { SendSyn(c); Arm(ref c.RtoDeadline, now + c.RtoMs); return; }
+        if (c.State == TcpState.SynReceived) { SendSynAck(c); Arm(ref c.RtoDeadline, now + c.RtoMs); return; }
+        int flight = Seq.Diff(c.SndMax, c.SndUna);
+        c.Ssthresh = Math.Max(flight / 2, 2 * c.Mss);
+        c.Cwnd = c.Mss;
+        c.InRecovery = false;
+        c.DupAcks = 0;
+        c.SndNxt = c.SndUna;
+        // The resent segment re-arms the timer; when the window is closed nothing is resent and the persist timer
+        // takes over, so a guest that keeps answering with a zero window is never given up on (RFC 9293 §3.8.6.1).
+        Output(c, ackNow: false);
+    }
+
+    /// <summary>RFC 9293 §3.8.6.1: probe a zero window; the guest answers with its current window.</summary>
+    private void OnPersistTimeout(TcpConnection c, long now)
+    {
+        c.PersistDeadline = long.MaxValue;
+        if (!c.IsSynchronized || c.SndWnd != 0 || c.SndUna != c.SndNxt || UnsentBytes(c) <= 0) { c.PersistBackoff = 0; return; }
+        // An already-acknowledged sequence number with no data: the guest must answer with an ACK (Linux's probe).
+        EmitSegment(c, unchecked(c.SndUna - 1), 0, TcpFlags.Ack, synOptions: false);
+        c.PersistBackoff = Math.Min(c.PersistBackoff + 1, 16);
+        long delay = Math.Min((long)c.RtoMs << c.PersistBackoff, MaxRtoMs);
+        Arm(ref c.PersistDeadline, now + delay);
+    }
+
+    // ---- Table --------------------------------------------------------------------------------------------------
+
+    private TcpConnection NewConnection(IPv4Address guest, ushort guestPort, IPv4Address peer, ushort peerPort,
+        FlowDirection direction, string? forwardName)
+    {
+        var c = new TcpConnection(this, SendBufferSize, ReceiveBufferSize)
+        {
+            Id = ++_nextId,
+            Key = new TcpFlowKey(guest.Value, guestPort, peer.Value, peerPort),
+            GuestAddress = guest,
+            GuestPort = guestPort,
+            PeerAddress = peer,
+            PeerPort = peerPort,
+            Direction = direction,
+            ForwardName = forwardName,
+            Started = DateTimeOffset.UtcNow,
+            Iss = (uint)Random.Shared.NextInt64(0, 1L << 32), // RFC 9293 §3.4.1 / RFC 6528: unpredictable ISN
+            RtoMs = InitialRtoMs,
+            RcvMss = LocalMss,
+        };
+        c.SndUna = c.Iss;
+        c.SndNxt = c.Iss;
+        c.SndMax = c.Iss;
+        c.RingSeq = Seq.Add(c.Iss, 1);
+        c.Ssthresh = int.MaxValue;
+        return c;
+    }
+
+    private void Insert(TcpConnection c)
+    {
+        _table.Add(c.Key, c);
+        c.ListIndex = _connections.Count;
+        _connections.Add(c);
+    }
+
+    /// <summary>Drops the connection from the table and returns its buffers. The host socket must be closed already.</summary>
+    private void Free(TcpConnection c)
+    {
+        if (c.State == TcpState.Closed && c.ListIndex < 0) return;
+        c.State = TcpState.Closed;
+        if (_table.Remove(c.Key))
+        {
+            int i = c.ListIndex;
+            int last = _connections.Count - 1;
+            var moved = _connections[last];
+            _connections[i] = moved;
+            moved.ListIndex = i;
+            _connections.RemoveAt(last);
+            if (c.ForwardName is not null && _forwardCounts.TryGetValue(c.ForwardName, out int n))
+            {
+                if (n <= 1) _forwardCounts.Remove(c.ForwardName);
+                else _forwardCounts[c.ForwardName] = n - 1;
+            }
+        }
+        c.ListIndex = -1;
+        c.RtoDeadline = long.MaxValue;
+        c.PersistDeadline = long.MaxValue;
+        c.Release();
+    }
+
+    /// <summary>Aborts a connection: RST to the guest if asked and it can be told, RST to the host peer (linger 0) if asked.</summary>
+    private void Reset(TcpConnection c, bool resetGuest, bool resetHost)
+    {
+        if (c.State == TcpState.Closed) return;
+        if (resetGuest) SendReset(c);
+        CloseHost(c, abort: resetHost);
+        Free(c);
+    }
+}

@@ -1,0 +1,127 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text;
+
+namespace Emunet.GuestRig;
+
+/// <summary>A UDP server on 127.0.0.1 that answers each datagram with "echo:" + its upper-cased text.</summary>
+public sealed class LoopbackUdpEcho : IDisposable
+{
+    private readonly UdpClient _udp = new(new IPEndPoint(IPAddress.Loopback, 0));
+    private readonly CancellationTokenSource _stop = new();
+
+    public LoopbackUdpEcho() => _ = Task.Run(Loop);
+
+    public int Port => ((IPEndPoint)_udp.Client.LocalEndPoint!).Port;
+
+    private async Task Loop()
+    {
+        while (!_stop.IsCancellationRequested)
+        {
+            UdpReceiveResult r;
+            try { r = await _udp.ReceiveAsync(_stop.Token); }
+            catch (Exception) { return; }
+            var reply = Encoding.ASCII.GetBytes("echo:" + Encoding.ASCII.GetString(r.Buffer).Trim().ToUpperInvariant() + "\n");
+            await _udp.SendAsync(reply, r.RemoteEndPoint);
+        }
+    }
+
+    public void Dispose()
+    {
+        _stop.Cancel();
+        _udp.Dispose();
+    }
+}
+
+/// <summary>
+/// A TCP sink on 127.0.0.1: reads exactly <see cref="ExpectedLength"/> bytes from one client, answers with their
+/// SHA-256 in hex and a newline, then closes.
+/// </summary>
+public sealed class LoopbackHashSink : IDisposable
+{
+    private readonly TcpListener _listener = new(IPAddress.Loopback, 0);
+
+    public LoopbackHashSink(long expectedLength)
+    {
+        ExpectedLength = expectedLength;
+        _listener.Start();
+        Result = Task.Run(Serve);
+    }
+
+    public long ExpectedLength { get; }
+    public int Port => ((IPEndPoint)_listener.LocalEndpoint).Port;
+    /// <summary>The hex SHA-256 of what the client sent.</summary>
+    public Task<string> Result { get; }
+
+    private async Task<string> Serve()
+    {
+        using var client = await _listener.AcceptTcpClientAsync();
+        var s = client.GetStream();
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buf = new byte[256 * 1024];
+        long left = ExpectedLength;
+        while (left > 0)
+        {
+            int n = await s.ReadAsync(buf.AsMemory(0, (int)Math.Min(buf.Length, left)));
+            if (n == 0) break;
+            sha.AppendData(buf, 0, n);
+            left -= n;
+        }
+        var hex = Convert.ToHexStringLower(sha.GetHashAndReset());
+        await s.WriteAsync(Encoding.ASCII.GetBytes(hex + "\n"));
+        client.Client.Shutdown(SocketShutdown.Send);
+        return left == 0 ? hex : $"short by {left} bytes";
+    }
+
+    public void Dispose() => _listener.Stop();
+}
+
+/// <summary>An iperf3 server on 127.0.0.1 (one test, then it exits); killed on dispose.</summary>
+public sealed class LoopbackIperf3Server : IDisposable
+{
+    private readonly Process _process;
+
+    public LoopbackIperf3Server(int port)
+    {
+        Port = port;
+        var psi = new ProcessStartInfo("iperf3", ["-s", "-B", "127.0.0.1", "-p", port.ToString()])
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true,
+        };
+        _process = Process.Start(psi) ?? throw new InvalidOperationException("iperf3 did not start; run scripts/setup.sh.");
+        Output = _process.StandardOutput.ReadToEndAsync();
+        // Ready once it listens: probe with connect (no fixed sleep).
+        var until = DateTime.UtcNow.AddSeconds(10);
+        while (true)
+        {
+            try
+            {
+                using var probe = new TcpClient();
+                probe.Connect(IPAddress.Loopback, port);
+                break;
+            }
+            catch (SocketException) when (DateTime.UtcNow < until && !_process.HasExited)
+            {
+                Thread.Sleep(20);
+            }
+        }
+    }
+
+    public int Port { get; }
+    public Task<string> Output { get; }
+
+    public static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    public void Dispose()
+    {
+        try { if (!_process.HasExited) _process.Kill(true); } catch (InvalidOperationException) { }
+        _process.Dispose();
+    }
+}
