@@ -198,6 +198,32 @@ public sealed class ToolCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task Capture_starts_and_stops_at_run_time()
+    {
+        string pcap = _scope.Scratch("run.pcap");
+        await using (new RunningTool("cap", "--socket", DeviceSocket("cap")))
+        {
+            var start = await Cli("capture", "start", pcap);
+            Assert.True(start.Code == 0, start.Err);
+            Assert.Contains(pcap, start.Out);
+            var stats = JsonDocument.Parse((await Cli("stats", "--json")).Out).RootElement;
+            Assert.Equal(pcap, stats.GetProperty("captureFile").GetString());
+            var twice = await Cli("capture", "start", pcap);
+            Assert.NotEqual(0, twice.Code);
+            var stop = await Cli("capture", "stop", "--json");
+            Assert.Equal(0, stop.Code);
+            Assert.Equal(pcap, JsonDocument.Parse(stop.Out).RootElement.GetProperty("file").GetString());
+            Assert.Contains("No capture was running", (await Cli("capture", "stop")).Out);
+            var denied = await Cli("capture", "start", _scope.Scratch("no/such/dir/x.pcap"));
+            Assert.Equal((int)ExitCode.CaptureFailed, denied.Code);
+        }
+        // No guest was attached: a valid file with the pcap header and no frames.
+        var bytes = File.ReadAllBytes(pcap);
+        Assert.Equal(24, bytes.Length);
+        Assert.Equal(0xa1b2c3d4u, BitConverter.ToUInt32(bytes, 0));
+    }
+
+    [Fact]
     public async Task A_taken_port_exits_with_PortInUse()
     {
         var holder = new TcpListener(IPAddress.Loopback, 0);
