@@ -39,7 +39,8 @@ public sealed class StopEmuNetCommand : EmunetCmdlet
         string socket = RuntimeDirectory.SocketPathFor(name);
         using (var client = ControlClient.Connect(socket)) client.Shutdown();
         var wait = Stopwatch.StartNew();
-        while (RuntimeDirectory.IsLive(socket))
+        // The control socket goes last, once the engine has closed its listeners and device socket.
+        while (File.Exists(socket))
         {
             if (wait.Elapsed > TimeSpan.FromSeconds(TimeoutSeconds))
             {

@@ -176,12 +176,24 @@ internal static partial class EmunetCli
         public required EmunetEngine Engine { get; init; }
         public required ControlServer Server { get; init; }
 
-        public async ValueTask DisposeAsync()
+        /// <summary>
+        /// The engine first (listeners, connections and the device socket closed), then the control socket, so a client
+        /// that sees the control socket gone knows the instance is fully stopped. A request that arrives in between
+        /// waits for nothing: the server cancels it when it is disposed.
+        /// </summary>
+        public ValueTask DisposeAsync()
         {
-            // Control socket first (nobody can ask for more), then the engine closes its listeners and device.
-            await Server.DisposeAsync().ConfigureAwait(false);
+            lock (this) _disposal ??= DisposeOnceAsync();
+            return new ValueTask(_disposal);
+        }
+
+        private Task? _disposal;
+
+        private async Task DisposeOnceAsync()
+        {
             Engine.RequestShutdown();
             Engine.Dispose();
+            await Server.DisposeAsync().ConfigureAwait(false);
         }
     }
 
@@ -343,6 +355,9 @@ internal static partial class EmunetCli
             using (process)
             {
                 logger.LogInformation("Instance '{Name}' serving emulator process {Pid} on {Socket}.", name, process.Id, socketPath);
+                // A control 'shutdown' stops the engine while the emulator runs on (without network): the instance
+                // goes away at once, and launch still returns the emulator's exit code.
+                _ = instance.Engine.Completion.ContinueWith(_ => instance.DisposeAsync().AsTask(), TaskScheduler.Default).Unwrap();
                 try
                 {
                     await process.WaitForExitAsync(stop.Token).ConfigureAwait(false);
