@@ -198,6 +198,19 @@ public sealed class ToolCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task Run_serves_a_tcp_stream_socket()
+    {
+        int port = FreePort();
+        await using (new RunningTool("tcpdev", "--socket", $"tcp:127.0.0.1:{port}"))
+        {
+            Assert.False(PortFree(port));
+            var info = JsonDocument.Parse((await Cli("instances", "--json")).Out).RootElement.EnumerateArray().Single();
+            Assert.Equal($"stream:tcp:127.0.0.1:{port}", info.GetProperty("device").GetString());
+        }
+        Assert.True(PortFree(port));
+    }
+
+    [Fact]
     public async Task Capture_starts_and_stops_at_run_time()
     {
         string pcap = _scope.Scratch("run.pcap");
