@@ -35,6 +35,11 @@ public sealed class StartEmuNetCommand : EmunetCmdlet
     [Parameter]
     public string? Capture { get; set; }
 
+    /// <summary>Least severe messages written to the instance's log.</summary>
+    [Parameter]
+    [ValidateSet("Trace", "Debug", "Information", "Warning", "Error", "Critical", "None")]
+    public string LogLevel { get; set; } = "Information";
+
     /// <summary>How long to wait for the control socket to answer.</summary>
     [Parameter]
     [ValidateRange(1, 600)]
@@ -71,6 +76,7 @@ public sealed class StartEmuNetCommand : EmunetCmdlet
         }
         foreach (string f in Forward) { args.Add("--forward"); args.Add(f); }
         if (Capture is not null) { args.Add("--capture"); args.Add(GetUnresolvedProviderPathFromPSPath(Capture)); }
+        args.Add("--log-level"); args.Add(LogLevel);
 
         if (!ShouldProcess(Name, "Start Emunet instance")) return;
 
