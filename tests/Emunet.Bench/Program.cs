@@ -53,7 +53,7 @@ async Task<string[]> RunBackend(string backend, int secs)
         case "emunet":
             engine = new EmunetEngine(new EngineOptions
             {
-                Name = "bench", StreamSocket = sock,
+                Name = "bench", StreamSocket = sock, CapturePath = Arg("--capture"),
                 Forwards = [ForwardSpec.Create(ForwardProtocol.Tcp, fwdIperf, guestIperf), ForwardSpec.Create(ForwardProtocol.Tcp, fwdEcho, guestEcho)],
             }, NullLoggerFactory.Instance);
             engine.Start();
