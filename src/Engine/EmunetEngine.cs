@@ -29,7 +29,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
     private readonly Dictionary<(IPAddress, int), TcpForwarder> _tcpForwards = new();
     private readonly ILogger _forwardLogger;
     private TcpStack _tcp = null!;
-    private PcapWriter? _capture;
+    private readonly CaptureTap _capture = new();
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly DateTimeOffset _started = DateTimeOffset.Now;
     private Thread? _thread;
@@ -187,7 +187,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
             TcpFlows = _tcp.ConnectionCount,
             UdpFlows = _stack.Udp.FlowCount,
             Forwards = _tcpForwards.Count + _stack.Udp.ForwardCount,
-            CaptureFile = _capture?.FilePath,
+            CaptureFile = _capture.FilePath,
         });
 
     public Task StartCaptureAsync(string path, CancellationToken cancellationToken = default) =>
@@ -198,22 +198,18 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
 
     private void StartCaptureOnOwner(string path)
     {
-        if (_capture is not null)
+        if (_capture.IsRunning)
             throw new InvalidOperationException($"A capture to '{_capture.FilePath}' is already running; stop it first.");
-        _capture = new PcapWriter(path);
-        var capture = _capture;
-        _device.Tap = (frame, _) => capture.Write(frame, DateTime.UtcNow.Ticks);
-        _logger.LogInformation("Capturing frames to {Path}.", capture.FilePath);
+        _capture.Start(path);
+        _device.Tap = _capture.OnFrame;
+        _logger.LogInformation("Capturing frames to {Path}.", _capture.FilePath);
     }
 
     private string? StopCaptureOnOwner()
     {
-        if (_capture is null) return null;
         _device.Tap = null;
-        var path = _capture.FilePath;
-        _capture.Dispose();
-        _capture = null;
-        _logger.LogInformation("Capture to {Path} stopped.", path);
+        var path = _capture.Stop();
+        if (path is not null) _logger.LogInformation("Capture to {Path} stopped.", path);
         return path;
     }
 

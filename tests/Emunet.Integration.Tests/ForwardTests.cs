@@ -6,6 +6,7 @@ using System.Text;
 using Emunet.Engine.Forwarding;
 using Emunet.Engine.Stack.Nat;
 using Emunet.GuestRig;
+using Xunit.Abstractions;
 
 namespace Emunet.Integration.Tests;
 
