@@ -131,5 +131,33 @@ public sealed class NatStackTests
         }
     }
 
+    [Fact]
+    public async Task Finished_connections_leave_the_flow_table_whichever_side_closes_first()
+    {
+        using var http = new LoopbackHttpServer();
+        http.Serve("/", "page\n"u8.ToArray());
+        using var engine = new TestEngine();
+        using var control = new GuestControl();
+        using var guest = QemuGuest.Start(new GuestOptions
+        {
+            NetworkArgs = GuestNetwork.StreamUnix(engine.SocketPath),
+            Script = $"""
+                for i in 1 2 3; do wget -q -O /dev/null http://10.0.2.2:{http.Port}/; done
+                echo fetched
+                {control.WaitLine}
+                """,
+        });
+        await guest.WaitForLineAsync(l => l == "fetched", TimeSpan.FromMinutes(2));
+        var until = DateTime.UtcNow.AddSeconds(5);
+        IReadOnlyList<Emunet.Engine.Stack.Nat.ConnectionInfo> left;
+        // The guest's control connection (nc to the GuestControl port) is the one TCP flow allowed to remain.
+        while ((left = (await engine.Engine.ListConnectionsAsync()).Where(c => c.Protocol == Emunet.Engine.Stack.Nat.FlowProtocol.Tcp && c.GuestPeerEndPoint.Port == http.Port).ToList()).Count > 0
+               && DateTime.UtcNow < until)
+            await Task.Delay(50);
+        Assert.True(left.Count == 0, "connections left: " + string.Join("; ", left.Select(c => $"{c.GuestEndPoint} {c.State}")));
+        await control.SendAsync("done", TimeSpan.FromSeconds(30));
+        await guest.WaitForExitAsync();
+    }
+
     private static int IPerfPort() => LoopbackIperf3Server.FreePort();
 }
