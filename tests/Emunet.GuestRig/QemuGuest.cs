@@ -87,6 +87,33 @@ public sealed class QemuGuest : IDisposable
     /// <summary>Boots the guest; the script starts right after boot and DHCP.</summary>
     public static QemuGuest Start(GuestOptions options)
     {
+        var (dir, args) = PrepareCommandLine(options);
+        args.AddRange(options.NetworkArgs);
+        var psi = new ProcessStartInfo("qemu-system-x86_64")
+        {
+            RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+        };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        Process process;
+        try
+        {
+            process = Process.Start(psi) ?? throw new InvalidOperationException("qemu-system-x86_64 did not start.");
+        }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            Directory.Delete(dir, true);
+            throw new InvalidOperationException("qemu-system-x86_64 is not installed; run scripts/setup.sh (apt-get install qemu-system-x86).", e);
+        }
+        return new QemuGuest(process, dir, options.Timeout);
+    }
+
+    /// <summary>
+    /// The QEMU arguments (without the program name and without <see cref="GuestOptions.NetworkArgs"/>) that boot the
+    /// guest with the script: for a wrapper such as <c>emunet launch -- qemu-system-x86_64 ...</c> that adds the network
+    /// itself. The script's output goes to QEMU's standard output. The caller deletes the returned folder.
+    /// </summary>
+    public static (string Folder, List<string> Args) PrepareCommandLine(GuestOptions options)
+    {
         var image = GuestImage.Ensure();
         var dir = Directory.CreateTempSubdirectory("emunet-guest-").FullName;
         var files = new List<(string, byte[], int)> { ("test.sh", Encoding.UTF8.GetBytes(options.Script), 0x1ed) };
@@ -105,23 +132,7 @@ public sealed class QemuGuest : IDisposable
             "-append", "console=ttyS0 quiet panic=-1" + (options.Dhcp ? "" : " emunet.nodhcp"),
             "-serial", "file:" + Path.Combine(dir, "console.log"), "-serial", "stdio",
         };
-        args.AddRange(options.NetworkArgs);
-        var psi = new ProcessStartInfo("qemu-system-x86_64")
-        {
-            RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
-        };
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        Process process;
-        try
-        {
-            process = Process.Start(psi) ?? throw new InvalidOperationException("qemu-system-x86_64 did not start.");
-        }
-        catch (System.ComponentModel.Win32Exception e)
-        {
-            Directory.Delete(dir, true);
-            throw new InvalidOperationException("qemu-system-x86_64 is not installed; run scripts/setup.sh (apt-get install qemu-system-x86).", e);
-        }
-        return new QemuGuest(process, dir, options.Timeout);
+        return (dir, args);
     }
 
     /// <summary>Boots the guest, runs the script to its end and returns the result.</summary>
