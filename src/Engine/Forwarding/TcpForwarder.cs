@@ -21,9 +21,9 @@ internal sealed class TcpForwarder : IPollable
 
     private readonly EventLoop _loop;
     private readonly TcpStack _tcp;
-    private readonly ForwardSpec _spec;
+    private ForwardSpec _spec;
     private readonly ILogger _logger;
-    private readonly string _name;
+    private string _name;
     private Socket? _listener;
     private int _token = -1;
     private int _fd = -1;
@@ -88,6 +88,9 @@ internal sealed class TcpForwarder : IPollable
         }
         _listener = listener;
         BoundPort = ((IPEndPoint)listener.LocalEndPoint!).Port;
+        // A forward asked for port 0 is known by the port it got: that is what the user connects to and removes.
+        _spec = _spec with { HostPort = BoundPort };
+        _name = _spec.ToString();
         _fd = (int)listener.Handle;
         _token = _loop.Register(_fd, Libc.EPOLLIN, this);
         if (_logger.IsEnabled(LogLevel.Information))

@@ -343,6 +343,8 @@ internal sealed class Udp : ITimerClient, IDisposable
             throw new InvalidOperationException($"Cannot add UDP forward {spec}: binding UDP port {spec.HostPort} on {spec.HostAddress} failed ({e.SocketErrorCode}).", e);
         }
         int bound = ((IPEndPoint)socket.LocalEndPoint!).Port;
+        // A forward asked for port 0 is known by the port it got (as TCP forwards are).
+        spec = spec with { HostPort = bound };
         var listener = new Listener { Owner = this, Spec = spec, Socket = socket, Fd = (int)socket.Handle, BoundPort = bound };
         listener.Token = _loop.Register(listener.Fd, Libc.EPOLLIN, listener);
         _listeners.Add(listener);
