@@ -244,8 +244,10 @@ public class UdpTests
         client1.SendTo("back"u8, target);
         Assert.Equal("back"u8.ToArray(), Oracle.Udp(h.Expect()).PayloadData);
 
-        Assert.True(h.Invoke(() => h.Stack.Udp.RemoveForward(spec)));
+        // Asked for port 0, the forward is known (and removed) by the port it got.
         Assert.False(h.Invoke(() => h.Stack.Udp.RemoveForward(spec)));
+        Assert.True(h.Invoke(() => h.Stack.Udp.RemoveForward(spec with { HostPort = port })));
+        Assert.False(h.Invoke(() => h.Stack.Udp.RemoveForward(spec with { HostPort = port })));
         Assert.Equal(0, h.Invoke(() => h.Stack.Udp.FlowCount));
         Assert.Equal(0, h.Invoke(() => h.Stack.Udp.ForwardCount));
     }
