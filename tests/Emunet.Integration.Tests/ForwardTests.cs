@@ -16,16 +16,35 @@ public sealed class ForwardTests(ITestOutputHelper output)
     private static readonly TimeSpan Step = TimeSpan.FromSeconds(60);
 
     [Fact]
-    public async Task Forward_carries_data_both_ways_lists_the_connection_and_refuses_when_the_guest_port_is_closed()
+    public async Task Tcp_and_udp_forwards_carry_data_list_the_connection_and_refuse_when_the_guest_port_is_closed()
     {
         using var engine = new TestEngine();
+        var pcap = Path.Combine(Path.GetTempPath(), $"emunet-fwd-{Environment.ProcessId}.pcap");
+        await engine.Engine.StartCaptureAsync(pcap);
+        try
+        {
+            await ForwardRoundTrips(engine);
+            File.Delete(pcap);
+        }
+        catch (Exception e)
+        {
+            await engine.Engine.StopCaptureAsync();
+            var stats = await engine.Engine.GetStatisticsAsync();
+            throw new Exception($"{e.GetType().Name}: {e.Message}\ndrops: {string.Join(", ", stats.DropsByReason.Select(kv => $"{kv.Key}={kv.Value}"))}\ncapture kept at {pcap}", e);
+        }
+    }
+
+    private static async Task ForwardRoundTrips(TestEngine engine)
+    {
         using var control = new GuestControl();
         using var guest = QemuGuest.Start(new GuestOptions
         {
             NetworkArgs = GuestNetwork.StreamUnix(engine.SocketPath),
             Script = $"""
                 socat TCP-LISTEN:10977,reuseaddr,fork EXEC:cat &
+                socat UDP-RECVFROM:5353,fork SYSTEM:'read l; echo "guest:$l"' &
                 while ! netstat -ltn | grep -q ':10977 '; do usleep 50000; done
+                while ! netstat -lun | grep -q ':5353 '; do usleep 50000; done
                 echo ready
                 {control.WaitLine}
                 echo "got $cmd"
@@ -80,6 +99,17 @@ public sealed class ForwardTests(ITestOutputHelper output)
             Assert.Equal(SocketError.ConnectionReset, (e.InnerException as SocketException)?.SocketErrorCode);
         }
 
+        // A UDP forward: each datagram reaches the guest's app, and its answer comes back to the client.
+        var udp = await engine.Engine.AddForwardAsync(ForwardSpec.Create(ForwardProtocol.Udp, 0, 5353));
+        using (var u = new UdpClient(AddressFamily.InterNetwork))
+        {
+            u.Connect(IPAddress.Loopback, udp.BoundPort);
+            await u.SendAsync("hello\n"u8.ToArray());
+            var answer = await u.ReceiveAsync().WaitAsync(Step);
+            Assert.Equal("guest:hello", Encoding.ASCII.GetString(answer.Buffer).Trim());
+        }
+        Assert.Contains(await engine.Engine.ListConnectionsAsync(), c => c.Protocol == FlowProtocol.Udp && c.Direction == FlowDirection.Forwarded);
+
         await control.SendAsync("done", Step);
         var result = await guest.WaitForExitAsync();
         Assert.True(result.ExitCode == 0, result.ToString());
@@ -96,7 +126,8 @@ public sealed class ForwardTests(ITestOutputHelper output)
         {
             NetworkArgs = GuestNetwork.StreamUnix(engine.SocketPath),
             Script = $"""
-                nc -l -p 10977 >/dev/null &
+                # The app holds its socket open (stdin a pipe that stays open) until it is killed.
+                sleep 600 | nc -l -p 10977 >/dev/null &
                 echo $! > /tmp/app
                 while ! netstat -ltn | grep -q ':10977 '; do usleep 50000; done
                 echo ready

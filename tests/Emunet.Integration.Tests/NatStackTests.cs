@@ -32,6 +32,9 @@ public sealed class NatStackTests
                 ping -c 3 -W 2 10.0.2.2 >/tmp/ping 2>&1 && echo "ping ok" || { echo "ping failed"; cat /tmp/ping; }
                 nslookup host.emunet.test 10.0.2.3 >/tmp/ns 2>&1; echo "nslookup rc=$?"; cat /tmp/ns
                 echo hello | timeout 5 socat -t 2 - UDP:10.0.2.2:{{udp.Port}} > /tmp/udp; echo "udp $(cat /tmp/udp)"
+                # DNS over TCP through 10.0.2.3: a length-prefixed A query for host.emunet.test.
+                printf '\000\042\022\064\001\000\000\001\000\000\000\000\000\000\004host\006emunet\004test\000\000\001\000\001' \
+                  | timeout 10 socat -t 3 - TCP:10.0.2.3:53 | od -An -tx1 | tr -d ' \n' > /tmp/tcpdns; echo "tcpdns $(cat /tmp/tcpdns)"
                 t0=$(date +%s)
                 timeout 5 nc 10.0.2.2 {{closedPort}} </dev/null >/tmp/refused 2>&1
                 echo "refused rc=$? took=$(( $(date +%s) - t0 )) $(cat /tmp/refused)"
@@ -48,6 +51,9 @@ public sealed class NatStackTests
         Assert.Matches(new Regex(@"Name:\s+host\.emunet\.test\s+Address(:| 1:)?\s+10\.0\.2\.2"), o);
         Assert.True(dns.UdpQueries > 0, "the DNS query did not reach the host-side server");
         Assert.Contains("udp echo:HELLO", o);
+        // The answer: same id (1234), a response (8x), one answer whose address is 10.0.2.2 (0a000202).
+        Assert.Matches(new Regex(@"tcpdns [0-9a-f]{4}12348[0-9a-f]{3}[0-9a-f]*0a000202"), o);
+        Assert.True(dns.TcpQueries > 0, "the TCP DNS query did not reach the host-side server");
         Assert.Matches(new Regex(@"refused rc=1 took=[01] .*Connection refused"), o);
     }
 
