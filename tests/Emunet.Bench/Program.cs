@@ -42,7 +42,6 @@ async Task<string[]> RunBackend(string backend, int secs)
     int hostIperfPort = LoopbackIperf3Server.FreePort();
     int fwdIperf = LoopbackIperf3Server.FreePort(), fwdEcho = LoopbackIperf3Server.FreePort();
     using var iperf = new LoopbackIperf3Server(hostIperfPort);
-    using var control = new GuestControl();
     var dir = Directory.CreateTempSubdirectory("emunet-bench-").FullName;
     var sock = Path.Combine(dir, "net.sock");
     EmunetEngine? engine = null;
@@ -89,18 +88,18 @@ async Task<string[]> RunBackend(string backend, int secs)
                 echo "== up"; iperf3 -c $router -p {hostIperfPort} -t {secs} -f m
                 echo "== down"; iperf3 -c $router -p {hostIperfPort} -t {secs} -f m -R
                 echo outbound-done
-                {control.WaitLine}
+                sleep 600
                 """,
         });
         await guest.WaitForLineAsync(l => l == "outbound-done", TimeSpan.FromSeconds(90 + 3 * secs));
         var output = string.Join('\n', guest.Lines);
         string up = Receiver(output.Split("== down")[0]);
         string down = Receiver(output.Split("== down")[1]);
+        Console.Error.WriteLine($"bench: {backend}: outbound done ({up}/{down}); forwarded iperf3...");
         string fwd = Receiver(RunHostIperf(fwdIperf, secs));
+        Console.Error.WriteLine($"bench: {backend}: forwarded iperf3 {fwd}; request rate...");
         string rate = (await RequestRate(fwdEcho, TimeSpan.FromSeconds(secs))).ToString("0", CultureInfo.InvariantCulture);
-        await control.SendAsync("done", TimeSpan.FromSeconds(30));
-        await guest.WaitForExitAsync();
-        return [backend, up, down, fwd, rate];
+        return [backend, up, down, fwd, rate]; // disposing the guest ends QEMU
     }
     finally
     {
@@ -121,9 +120,13 @@ static string RunHostIperf(int port, int secs)
 {
     var psi = new ProcessStartInfo("iperf3", ["-c", "127.0.0.1", "-p", port.ToString(), "-t", secs.ToString(), "-f", "m"]) { RedirectStandardOutput = true };
     using var p = Process.Start(psi)!;
-    var o = p.StandardOutput.ReadToEnd();
-    p.WaitForExit();
-    return o;
+    var o = p.StandardOutput.ReadToEndAsync();
+    if (!p.WaitForExit((secs + 30) * 1000))
+    {
+        p.Kill(true);
+        return "timed out";
+    }
+    return o.Result;
 }
 
 static async Task<double> RequestRate(int port, TimeSpan duration)
@@ -134,10 +137,11 @@ static async Task<double> RequestRate(int port, TimeSpan duration)
     while (sw.Elapsed < duration)
     {
         using var c = new TcpClient { NoDelay = true };
-        await c.ConnectAsync(IPAddress.Loopback, port);
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        await c.ConnectAsync(IPAddress.Loopback, port, cts.Token);
         var s = c.GetStream();
-        await s.WriteAsync("x"u8.ToArray());
-        if (await s.ReadAsync(buf) != 1) throw new IOException("the echo did not come back");
+        await s.WriteAsync("x"u8.ToArray(), cts.Token);
+        if (await s.ReadAsync(buf, cts.Token) != 1) throw new IOException("the echo did not come back");
         n++;
     }
     return n / sw.Elapsed.TotalSeconds;
