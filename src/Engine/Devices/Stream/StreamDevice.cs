@@ -21,7 +21,7 @@ namespace Emunet.Engine.Devices.Stream;
 /// flushed at the end of each loop batch (and when it fills). If the emulator does not read, the buffer fills,
 /// <see cref="TransmitSpace"/> shrinks and the stack stops reading host sockets: back-pressure, not loss.
 /// </summary>
-internal sealed class StreamDevice : IFrameDevice, IEndOfBatch, IDisposable
+internal sealed class StreamDevice : IGuestDevice, IEndOfBatch
 {
     /// <summary>The largest frame either way: a 65535-byte IPv4 packet plus Ethernet and a VLAN tag.</summary>
     public const int MaxFrameLength = 65535 + 18;
