@@ -20,6 +20,7 @@ internal static unsafe partial class LibcVhost
     public const int MAP_SHARED = 1;
     public const int MAP_PRIVATE = 2;
     public const int MAP_ANONYMOUS = 0x20;
+    public const int MAP_NORESERVE = 0x4000;
     public const int MFD_CLOEXEC = 1;
     public const int EBADF = 9;
     public static readonly nint MapFailed = -1;

@@ -107,7 +107,7 @@ internal sealed unsafe class GuestMemory : IDisposable
         for (int i = 0; i < regions.Length; i++)
         {
             var r = regions[i];
-            nint p = LibcVhost.mmap(0, (nint)r.Size, LibcVhost.PROT_READ | LibcVhost.PROT_WRITE, LibcVhost.MAP_PRIVATE | LibcVhost.MAP_ANONYMOUS, -1, 0);
+            nint p = LibcVhost.mmap(0, (nint)r.Size, LibcVhost.PROT_READ | LibcVhost.PROT_WRITE, LibcVhost.MAP_PRIVATE | LibcVhost.MAP_ANONYMOUS | LibcVhost.MAP_NORESERVE, -1, 0);
             if (p == LibcVhost.MapFailed) throw new InvalidOperationException($"mmap failed: errno {Marshal.GetLastPInvokeError()}");
             mapped[i] = new Mapped(r with { MmapOffset = 0 }, (byte*)p, p, (nint)r.Size);
         }
