@@ -525,29 +525,37 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
         else
         {
             // Scattered: gather into one scratch buffer (§5.1.6.2: the header and the frame may be split anywhere).
-            if (!CheckTransmitLength(chain.TotalLength, header) || !Gather(first, 0)) return;
-            length = (int)first.Length;
+            length = 0;
+            if (!Gather(first, ref length, header)) return;
             do
             {
-                if (!CheckTransmitLength(chain.TotalLength, header) || !Gather(next, length)) return;
-                length += (int)next.Length; // <= header + MaxFrameLength, checked above
+                if (!Gather(next, ref length, header)) return;
             }
             while (chain.TryNext(out next));
             if (chain.Error != VirtqError.None) { QueueError(VhostUserProtocol.TxQueue, chain.Error, "a bad transmit chain"); return; }
+            if (!CheckTransmitLength((uint)length, header)) return;
             frame = _gather.AsSpan(header, length - header);
         }
         Tap?.Invoke(frame, false);
         Handler?.OnFrame(frame);
     }
 
-    private bool Gather(Descriptor d, int at)
+    /// <summary>Appends one transmit buffer to the scratch buffer at <paramref name="length"/>, or counts the drop.</summary>
+    private bool Gather(Descriptor d, ref int length, int header)
     {
         if (d.Writable)
         {
             QueueError(VhostUserProtocol.TxQueue, VirtqError.None, "a transmit buffer is device-writable");
             return false;
         }
-        _memory!.TryRead(d.Address, _gather.AsSpan(at, (int)d.Length)); // both ranges checked by the caller and the chain walk
+        if ((ulong)length + d.Length > (ulong)(header + MaxFrameLength))
+        {
+            _counters.Drop(DropReason.FrameTooLong);
+            return false;
+        }
+        // Fits the scratch buffer (checked above) and lies in guest memory (checked by the chain walk).
+        _memory!.TryRead(d.Address, _gather.AsSpan(length, (int)d.Length));
+        length += (int)d.Length;
         return true;
     }
 
