@@ -77,6 +77,60 @@ public sealed class ToolProcessTests
     }
 
     [Fact]
+    public async Task Emunet_run_vhost_user_serves_a_hand_written_qemu_vhost_user_line_and_stops_cleanly_on_SIGTERM()
+    {
+        using var http = new LoopbackHttpServer();
+        http.Serve("/", "hello through vhost-user\n"u8.ToArray());
+        var dir = Directory.CreateTempSubdirectory("emunet-tool-").FullName;
+        var sock = Path.Combine(dir, "vhost.sock");
+        using var tool = StartTool(Path.Combine(dir, "run"), "run", "--vhost-user", sock, "--name", "vhost", "--log-level", "Information");
+        var stderr = new StringBuilder();
+        var started = new TaskCompletionSource();
+        tool.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is null) return;
+            lock (stderr) stderr.AppendLine(e.Data);
+            if (e.Data.Contains("started on")) started.TrySetResult();
+        };
+        tool.BeginErrorReadLine();
+        try
+        {
+            await started.Task.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.True(File.Exists(sock));
+
+            // The line the tool prints as its QEMU hint, with the guest's RAM size filled in (vectors=0: see GuestNetwork.VhostUser).
+            string[] userLine =
+            [
+                "-object", "memory-backend-memfd,id=mem,size=512M,share=on", "-numa", "node,memdev=mem",
+                "-chardev", $"socket,id=c0,path={sock}", "-netdev", "vhost-user,id=n0,chardev=c0", "-device", "virtio-net-pci,netdev=n0,vectors=0",
+            ];
+            var result = await QemuGuest.RunAsync(new GuestOptions
+            {
+                NetworkArgs = userLine,
+                MemoryMb = 512,
+                Script = $"wget -q -O - http://10.0.2.2:{http.Port}/",
+            });
+            Assert.True(result.ExitCode == 0, result.ToString());
+            Assert.Contains("hello through vhost-user", result.Output);
+
+            Assert.Equal(0, kill(tool.Id, 15));
+            Assert.True(tool.WaitForExit(15000), "emunet run did not stop on SIGTERM");
+            Assert.Equal(0, tool.ExitCode);
+            Assert.False(File.Exists(sock), "the device socket was left behind");
+            lock (stderr)
+            {
+                Assert.Contains("vhost-user front-end attached", stderr.ToString());
+                Assert.Contains($"-chardev socket,id=c0,path={sock} -netdev vhost-user,id=n0,chardev=c0", stderr.ToString());
+            }
+        }
+        finally
+        {
+            if (!tool.HasExited) tool.Kill(true);
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
     public async Task Emunet_launch_runs_qemu_on_a_fresh_engine_with_a_forward_and_returns_its_exit_code()
     {
         using var http = new LoopbackHttpServer();
