@@ -136,6 +136,26 @@ internal static unsafe partial class LibcVhost
         }
     }
 
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int fstat(int fd, byte* buf);
+
+    private const uint S_IFMT = 0xf000;
+    private const uint S_IFREG = 0x8000;
+
+    /// <summary>
+    /// The size of the regular file (or memfd) behind <paramref name="fd"/>; false when fstat fails or it is not a regular file.
+    /// </summary>
+    public static bool TryGetRegularFileSize(int fd, out long size)
+    {
+        byte* buf = stackalloc byte[256];
+        size = 0;
+        if (fstat(fd, buf) != 0) return false;
+        // st_mode: offset 24 in x86_64's struct stat, 16 in the generic (arm64) layout; st_size is at 48 in both.
+        uint mode = *(uint*)(buf + (RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 24 : 16));
+        size = *(long*)(buf + 48);
+        return (mode & S_IFMT) == S_IFREG;
+    }
+
     /// <summary>Reads and clears an eventfd counter; false when it was zero (EAGAIN) or the read failed.</summary>
     public static bool DrainEventFd(int fd)
     {

@@ -349,10 +349,12 @@ public sealed class VhostUserDeviceTests : IDisposable
         Assert.NotEqual(0ul, Ack(VhostUserRequest.SetMemTable, MemTable(new GuestRegion(0, MemSize, FrontEndBase, 0)), [_memfd, _memfd])); // two fds
         Assert.NotEqual(0ul, Ack(VhostUserRequest.SetMemTable, MemTable(new GuestRegion(0, 0, FrontEndBase, 0)), [_memfd])); // empty region
         Assert.NotEqual(0ul, Ack(VhostUserRequest.SetMemTable, MemTable(new GuestRegion(0, MemSize, FrontEndBase, 0), new GuestRegion(0x1000, MemSize, 0, 0)), [_memfd, _memfd])); // overlap
+        Assert.NotEqual(0ul, Ack(VhostUserRequest.SetMemTable, MemTable(new GuestRegion(0, MemSize * 2, FrontEndBase, 0)), [_memfd])); // larger than its file
+        Assert.NotEqual(0ul, Ack(VhostUserRequest.SetMemTable, MemTable(new GuestRegion(0, MemSize, FrontEndBase, 0)), [_kick[0]])); // not a file
         Assert.NotEqual(0ul, Ack(VhostUserRequest.SetVringKick, U64(1))); // an fd promised, none sent
         Assert.NotEqual(0ul, Ack(VhostUserRequest.SetVringCall, U64(1 | VhostUserProtocol.VringNoFd), [_call[1]])); // no-fd flag with an fd
         Assert.NotEqual(0ul, Ack((VhostUserRequest)99, U64(0))); // unknown request
-        Assert.Equal(12, await Drops(DropReason.DeviceProtocolError));
+        Assert.Equal(14, await Drops(DropReason.DeviceProtocolError));
 
         // Still serving: the queues set up by the handshake carry a frame.
         WriteGuest(Buf(0), new byte[12]);

@@ -81,6 +81,13 @@ internal sealed unsafe class GuestMemory : IDisposable
                 error = $"region {done} is malformed (size 0x{r.Size:x}, offset 0x{r.MmapOffset:x})";
                 break;
             }
+            // Touching a shared mapping past the end of its file raises SIGBUS: the file must cover the whole region.
+            // (A front-end that shrinks the file later can still do that; QEMU does not, and it is trusted that far.)
+            if (!LibcVhost.TryGetRegularFileSize(fds[done], out long fileSize) || (ulong)fileSize < total)
+            {
+                error = $"region {done} needs 0x{total:x} bytes but its descriptor is not a file that large";
+                break;
+            }
             nint p = LibcVhost.mmap(0, (nint)total, LibcVhost.PROT_READ | LibcVhost.PROT_WRITE, LibcVhost.MAP_SHARED, fds[done], 0);
             if (p == LibcVhost.MapFailed)
             {
