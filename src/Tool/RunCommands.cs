@@ -27,7 +27,7 @@ internal static partial class EmunetCli
 
     private static readonly Option<string?> VhostUserOption = new("--vhost-user")
     {
-        Description = "Serve a vhost-user virtio-net device on this Unix socket path instead (guest memory must be shared). QEMU attaches with -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem -chardev socket,id=c0,path=PATH -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0.",
+        Description = "Serve a vhost-user virtio-net device on this Unix socket path instead. The guest's RAM must be shared, the size equal to -m: QEMU attaches with -object memory-backend-memfd,id=mem,size=<RAM>,share=on -numa node,memdev=mem -chardev socket,id=c0,path=PATH -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0 (add vectors=0 to -device under TCG).",
         HelpName = "PATH",
     };
 
