@@ -315,6 +315,24 @@ public sealed class VhostUserDeviceTests : IDisposable
     }
 
     [Fact]
+    public async Task Without_mergeable_buffers_a_frame_needs_one_buffer_and_a_too_small_one_is_counted()
+    {
+        Handshake(Features & ~(1ul << VhostUserProtocol.VirtioNetFMrgRxbuf));
+        _rx.AddChain((Buf(10), 500, true)); // too small for the first frame
+        _rx.AddChain((Buf(11), 300, true), (Buf(12), 1000, true)); // one chain of two buffers: enough
+        var big = Frame(1000, 13);
+        Assert.True((await SendToGuest(big)).Taken);
+        Assert.True((await SendToGuest(big)).Taken);
+        Assert.True(WaitSignal(_call[0]));
+        Assert.Equal(2, _rx.UsedIndex);
+        Assert.Equal((0u, 0u), _rx.UsedElement(0)); // returned unused, its frame dropped
+        Assert.Equal(1, await Drops(DropReason.VirtioBufferTooSmall));
+        Assert.Equal((1u, 1012u), _rx.UsedElement(1));
+        Assert.Equal(1, BinaryPrimitives.ReadUInt16LittleEndian(ReadGuest(Buf(11) + 10, 2))); // VERSION_1 header: num_buffers 1
+        Assert.Equal(big, ReadGuest(Buf(11) + 12, 288).Concat(ReadGuest(Buf(12), 712)).ToArray());
+    }
+
+    [Fact]
     public async Task A_full_transmit_buffer_pushes_back_until_the_guest_posts_buffers()
     {
         Handshake();
