@@ -99,38 +99,8 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
 
     public void Start()
     {
-        if (File.Exists(_path) || Directory.Exists(_path))
-        {
-            if (Directory.Exists(_path)) throw new EngineStartException($"The socket path '{_path}' is a directory; give a file path such as /tmp/emunet-vhost.sock.");
-            if (!Libc.IsSocket(_path)) throw new EngineStartException($"'{_path}' exists and is not a socket; Emunet will not replace it. Choose another --vhost-user path.");
-            using (var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
-            {
-                try
-                {
-                    probe.Connect(new UnixDomainSocketEndPoint(_path));
-                    throw new EngineStartException($"Another program is already serving '{_path}'; stop it or choose another --vhost-user path.");
-                }
-                catch (SocketException) { }
-            }
-            File.Delete(_path); // stale socket of an engine that did not shut down
-        }
-        var dir = Path.GetDirectoryName(_path);
-        if (dir is not null && !Directory.Exists(dir)) throw new EngineStartException($"The folder of the socket path '{_path}' does not exist.");
-        var u = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        try
-        {
-            u.Bind(new UnixDomainSocketEndPoint(_path));
-            File.SetUnixFileMode(_path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-            u.Listen(4);
-        }
-        catch (Exception e) when (e is SocketException or IOException or UnauthorizedAccessException)
-        {
-            u.Dispose();
-            throw new EngineStartException($"Cannot listen on '{_path}': {e.Message}.");
-        }
-        u.Blocking = false;
-        _listener = u;
-        _listenerToken = _loop.Register((int)u.Handle, Libc.EPOLLIN, _listenerHandler);
+        _listener = UnixListener.Bind(_path, "--vhost-user");
+        _listenerToken = _loop.Register((int)_listener.Handle, Libc.EPOLLIN, _listenerHandler);
         _loop.AddEndOfBatch(this);
     }
 
