@@ -439,6 +439,14 @@ public sealed class VhostUserDeviceTests : IDisposable
         Send(VhostUserRequest.GetFeatures, []);
         ReadReply(VhostUserRequest.GetFeatures); // the device has handled everything sent before
         Assert.False(_handler.WaitFrames(1, TimeSpan.FromMilliseconds(200)));
+
+        // Restarted from the base it reported (as after a guest driver reset): the waiting chain is served.
+        Assert.Equal(0ul, Ack(VhostUserRequest.SetVringBase, State(1, 3)));
+        Assert.Equal(0ul, Ack(VhostUserRequest.SetVringAddr, VringAddr(1, _tx)));
+        Assert.Equal(0ul, Ack(VhostUserRequest.SetVringKick, U64(1), [_kick[1]]));
+        Assert.Equal(0ul, Ack(VhostUserRequest.SetVringCall, U64(1), [_call[1]]));
+        Assert.True(_handler.WaitFrames(1));
+        Assert.Equal(4, _tx.UsedIndex);
     }
 
     [Fact]
