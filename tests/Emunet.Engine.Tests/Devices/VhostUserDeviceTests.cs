@@ -254,6 +254,21 @@ public sealed class VhostUserDeviceTests : IDisposable
     }
 
     [Fact]
+    public void The_stack_sees_a_copy_the_guest_cannot_change_while_it_is_parsed()
+    {
+        Handshake();
+        var frame = Frame(60, 30);
+        WriteGuest(Buf(0), new byte[12]);
+        WriteGuest(Buf(0) + 12, frame);
+        _tx.AddChain((Buf(0), 72, false)); // one buffer: header and frame together
+        _handler.DuringFrame = () => WriteGuest(Buf(0) + 12, Enumerable.Repeat((byte)0xff, 60).ToArray());
+        LibcVhost.SignalEventFd(_kick[1]);
+        Assert.True(_handler.WaitFrames(1));
+        Assert.True(_handler.Frames.TryDequeue(out var seen));
+        Assert.Equal(frame, seen);
+    }
+
+    [Fact]
     public async Task A_frame_split_anywhere_is_gathered_and_too_short_or_too_long_ones_are_dropped()
     {
         Handshake();
@@ -503,8 +518,12 @@ public sealed class VhostUserDeviceTests : IDisposable
         public int TransmitReady;
         private readonly SemaphoreSlim _frames = new(0);
 
+        /// <summary>Runs while the stack holds the frame (a guest rewriting its buffer meanwhile).</summary>
+        public Action? DuringFrame;
+
         public void OnFrame(ReadOnlySpan<byte> frame)
         {
+            DuringFrame?.Invoke();
             Frames.Enqueue(frame.ToArray());
             _frames.Release();
         }

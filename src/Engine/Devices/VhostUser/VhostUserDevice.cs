@@ -17,7 +17,7 @@ namespace Emunet.Engine.Devices.VhostUser;
 /// interrupt). Frames then move through guest memory directly, with no socket copy.
 ///
 /// Queue 1 (transmit, guest to Emunet): on a kick the device takes available chains, skips the virtio_net_hdr and
-/// hands the frame to the stack, in place when the chain is one buffer and copied into one scratch buffer otherwise;
+/// copies the frame into one scratch buffer (the guest may rewrite its buffers at any time) and hands it to the stack;
 /// each chain goes back to the used ring. Queue 0 (receive, Emunet to guest): the stack writes a frame into a
 /// transmit buffer (<see cref="GetTransmitBuffer"/>), <see cref="CommitTransmit"/> copies it into receive chains
 /// behind a virtio_net_hdr whose num_buffers says how many chains it spans (VIRTIO_NET_F_MRG_RXBUF). When the guest
@@ -475,37 +475,20 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
     /// <summary>Delivers the frame one transmit chain holds (after its virtio_net_hdr) to the stack, or counts the drop.</summary>
     private void ReceiveChain(ref DescriptorChain chain, int header)
     {
-        var memory = _memory!;
-        if (!chain.TryNext(out var first))
+        // The frame is always copied out of guest memory first, even from a single buffer: the guest can rewrite its
+        // buffers while the stack parses, and the wire views re-read fields (an IPv4 header length checked once and
+        // changed after would move a slice out of range). One copy of a frame costs less than that risk.
+        // §5.1.6.2: the header and the frame may be split across buffers anywhere.
+        int length = 0;
+        while (chain.TryNext(out var d))
+            if (!Gather(d, ref length, header)) return;
+        if (chain.Error != VirtqError.None)
         {
-            QueueError(VhostUserProtocol.TxQueue, chain.Error, "a transmit chain is empty or bad");
+            QueueError(VhostUserProtocol.TxQueue, chain.Error, "a bad transmit chain");
             return;
         }
-        int length;
-        Span<byte> frame;
-        if (!chain.TryNext(out var next))
-        {
-            if (chain.Error != VirtqError.None) { QueueError(VhostUserProtocol.TxQueue, chain.Error, "a bad transmit chain"); return; }
-            // One buffer: the frame is passed in place (the stack borrows it for the call only).
-            if (first.Writable) { QueueError(VhostUserProtocol.TxQueue, VirtqError.None, "a transmit buffer is device-writable"); return; }
-            if (!CheckTransmitLength(first.Length, header)) return;
-            memory.TryGetSpan(first.Address, first.Length, out var whole); // range-checked by the chain walk
-            frame = whole[header..];
-        }
-        else
-        {
-            // Scattered: gather into one scratch buffer (§5.1.6.2: the header and the frame may be split anywhere).
-            length = 0;
-            if (!Gather(first, ref length, header)) return;
-            do
-            {
-                if (!Gather(next, ref length, header)) return;
-            }
-            while (chain.TryNext(out next));
-            if (chain.Error != VirtqError.None) { QueueError(VhostUserProtocol.TxQueue, chain.Error, "a bad transmit chain"); return; }
-            if (!CheckTransmitLength((uint)length, header)) return;
-            frame = _gather.AsSpan(header, length - header);
-        }
+        if (!CheckTransmitLength((uint)length, header)) return;
+        var frame = _gather.AsSpan(header, length - header);
         Tap?.Invoke(frame, false);
         Handler?.OnFrame(frame);
     }
