@@ -385,11 +385,15 @@ public sealed class VhostUserDeviceTests : IDisposable
         Assert.NotEqual(0ul, Ack(VhostUserRequest.SetMemTable, MemTable(new GuestRegion(0, MemSize * 2, FrontEndBase, 0)), [_memfd])); // larger than its file
         Assert.NotEqual(0ul, Ack(VhostUserRequest.SetMemTable, MemTable(new GuestRegion(0, MemSize, FrontEndBase, 0)), [_kick[0]])); // not a file
         Assert.NotEqual(0ul, Ack(VhostUserRequest.SetVringKick, U64(1))); // an fd promised, none sent
+        Assert.NotEqual(0ul, Ack(VhostUserRequest.SetVringKick, U64(0), [_memfd])); // a kick fd epoll cannot watch
+        Assert.NotEqual(0ul, Ack(VhostUserRequest.SetVringKick, U64(1 | VhostUserProtocol.VringNoFd))); // polling mode
         Assert.NotEqual(0ul, Ack(VhostUserRequest.SetVringCall, U64(1 | VhostUserProtocol.VringNoFd), [_call[1]])); // no-fd flag with an fd
         Assert.NotEqual(0ul, Ack((VhostUserRequest)99, U64(0))); // unknown request
-        Assert.Equal(14, await Drops(DropReason.DeviceProtocolError));
+        Assert.Equal(16, await Drops(DropReason.DeviceProtocolError));
 
-        // Still serving: the queues set up by the handshake carry a frame.
+        // Still serving once the front-end sets the queues up again.
+        Assert.Equal(0ul, Ack(VhostUserRequest.SetVringKick, U64(0), [_kick[0]]));
+        Assert.Equal(0ul, Ack(VhostUserRequest.SetVringKick, U64(1), [_kick[1]]));
         WriteGuest(Buf(0), new byte[12]);
         WriteGuest(Buf(0) + 12, Frame(60, 6));
         _tx.AddChain((Buf(0), 72, false));

@@ -387,11 +387,10 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
         var v = _vrings[(int)index];
         switch (request)
         {
-            case VhostUserRequest.SetVringKick: v.SetKick(fd, noFd); break;
-            case VhostUserRequest.SetVringCall: v.SetCall(fd); break;
-            default: v.SetErr(fd); break;
+            case VhostUserRequest.SetVringKick: return v.SetKick(fd, noFd);
+            case VhostUserRequest.SetVringCall: v.SetCall(fd); return true;
+            default: v.SetErr(fd); return true;
         }
-        return true;
     }
 
     private void ReplyU64(VhostUserRequest request, ulong value)
@@ -739,21 +738,25 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
         // vhost-user.rst "Ring states": without VHOST_USER_F_PROTOCOL_FEATURES a ring is enabled as soon as it starts.
         private bool Enabled => _enabled || !device.Negotiated(VhostUserProtocol.VhostUserFProtocolFeatures);
 
-        public void SetKick(int fd, bool noFd)
+        public bool SetKick(int fd, bool noFd)
         {
+            // A new kick restarts the ring where it stands; until it is accepted the ring is stopped.
+            if (Queue is not null) Base = Queue.NextAvail;
+            Queue = null;
+            _started = false;
             RemoveKick();
             if (noFd)
             {
                 // Polling mode (no kick fd): the device only reacts to eventfds, so it cannot serve this queue.
                 device.ProtocolError($"queue {index} set to polling mode, which Emunet does not support");
-                return;
+                return false;
             }
             try { _kickToken = device._loop.Register(fd, Libc.EPOLLIN, this); }
             catch (InvalidOperationException)
             {
                 device.ProtocolError($"the kick descriptor for queue {index} cannot be polled");
                 Libc.close(fd);
-                return;
+                return false;
             }
             KickFd = fd;
             // vhost-user.rst: the ring starts when its kick descriptor arrives.
@@ -761,6 +764,7 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
             _broken = false;
             Build();
             Serve();
+            return true;
         }
 
         public void SetCall(int fd)
