@@ -4,6 +4,7 @@ using Emunet.Engine.Capture;
 using Emunet.Engine.Control;
 using Emunet.Engine.Devices;
 using Emunet.Engine.Devices.Stream;
+using Emunet.Engine.Devices.VhostUser;
 using Emunet.Engine.Forwarding;
 using Emunet.Engine.Runtime;
 using Emunet.Engine.Stack;
@@ -23,7 +24,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
     private readonly ILogger _logger;
     private readonly EventLoop _loop = new();
     private readonly Counters _counters = new();
-    private readonly StreamDevice _device;
+    private readonly IGuestDevice _device;
     private readonly NetStack _stack;
     private readonly List<IFlowSource> _flowSources = new();
     private readonly Dictionary<(IPAddress, int), TcpForwarder> _tcpForwards = new();
@@ -40,11 +41,15 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         _options = options;
         _logger = loggerFactory.CreateLogger("Emunet.Engine");
         _forwardLogger = loggerFactory.CreateLogger("Emunet.Forward");
+        var deviceLogger = loggerFactory.CreateLogger("Emunet.Device");
+        if (options.VhostUserSocket is not null && options.StreamSocket is not null)
+            throw new EngineStartException("Give one guest device: either --socket (QEMU -netdev stream) or --vhost-user (QEMU -netdev vhost-user), not both.");
         if (options.VhostUserSocket is not null)
-            throw new EngineStartException("The vhost-user device is not available in this build; use --socket PATH (QEMU -netdev stream).");
-        if (options.StreamSocket is null)
-            throw new EngineStartException("No guest device given: use --socket PATH (QEMU -netdev stream) or --socket tcp:127.0.0.1:PORT.");
-        _device = new StreamDevice(_loop, options.StreamSocket, _counters, loggerFactory.CreateLogger("Emunet.Device"));
+            _device = new VhostUserDevice(_loop, options.VhostUserSocket, _counters, deviceLogger);
+        else if (options.StreamSocket is not null)
+            _device = new StreamDevice(_loop, options.StreamSocket, _counters, deviceLogger);
+        else
+            throw new EngineStartException("No guest device given: use --socket PATH (QEMU -netdev stream), --socket tcp:127.0.0.1:PORT, or --vhost-user PATH (QEMU -netdev vhost-user).");
         _stack = BuildStack(loggerFactory);
         _device.Handler = _stack;
     }

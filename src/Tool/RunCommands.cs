@@ -27,7 +27,7 @@ internal static partial class EmunetCli
 
     private static readonly Option<string?> VhostUserOption = new("--vhost-user")
     {
-        Description = "Serve a vhost-user virtio-net device on this Unix socket path instead.",
+        Description = "Serve a vhost-user virtio-net device on this Unix socket path instead. The guest's RAM must be shared, the size equal to -m: QEMU attaches with -object memory-backend-memfd,id=mem,size=<RAM>,share=on -numa node,memdev=mem -chardev socket,id=c0,path=PATH -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0 (add vectors=0 to -device under TCG).",
         HelpName = "PATH",
     };
 
@@ -286,6 +286,8 @@ internal static partial class EmunetCli
 
     private static string QemuHint(EngineOptions o)
     {
+        if (o.VhostUserSocket is not null)
+            return $"QEMU: -object memory-backend-memfd,id=mem,size=<RAM>,share=on -numa node,memdev=mem -chardev socket,id=c0,path={o.VhostUserSocket} -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0";
         if (o.StreamSocket is null) return "";
         if (o.StreamSocket.StartsWith("tcp:", StringComparison.OrdinalIgnoreCase))
         {

@@ -13,7 +13,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 //   outbound throughput (iperf3 in the guest to a server on host loopback via 10.0.2.2), both directions;
 //   forwarded throughput (iperf3 on the host into the guest through the backend's port forward: the adb-forward path);
 //   forwarded request rate (connect, 1-byte echo, close, sequentially, into a forking socat in the guest).
-// Usage: dotnet run --project tests/Emunet.Bench -c Release [-- --seconds N] [--backends emunet,slirp,passt]
+// Usage: dotnet run --project tests/Emunet.Bench -c Release [-- --seconds N] [--backends emunet,vhost,slirp,passt] (vhost: Emunet on vhost-user)
 int seconds = ArgInt("--seconds", 5);
 var backends = (Arg("--backends") ?? "emunet,slirp,passt").Split(',');
 var rows = new List<string[]>();
@@ -50,13 +50,15 @@ async Task<string[]> RunBackend(string backend, int secs)
     switch (backend)
     {
         case "emunet":
+        case "vhost":
             engine = new EmunetEngine(new EngineOptions
             {
-                Name = "bench", StreamSocket = sock, CapturePath = Arg("--capture"),
+                Name = "bench", CapturePath = Arg("--capture"),
+                StreamSocket = backend == "emunet" ? sock : null, VhostUserSocket = backend == "vhost" ? sock : null,
                 Forwards = [ForwardSpec.Create(ForwardProtocol.Tcp, fwdIperf, guestIperf), ForwardSpec.Create(ForwardProtocol.Tcp, fwdEcho, guestEcho)],
             }, NullLoggerFactory.Instance);
             engine.Start();
-            netArgs = GuestNetwork.StreamUnix(sock);
+            netArgs = backend == "emunet" ? GuestNetwork.StreamUnix(sock) : GuestNetwork.VhostUser(sock);
             break;
         case "slirp":
             netArgs = GuestNetwork.User($",hostfwd=tcp:127.0.0.1:{fwdIperf}-:{guestIperf},hostfwd=tcp:127.0.0.1:{fwdEcho}-:{guestEcho}");
@@ -72,7 +74,7 @@ async Task<string[]> RunBackend(string backend, int secs)
             netArgs = GuestNetwork.StreamUnix(sock);
             break;
         default:
-            throw new ArgumentException($"unknown backend '{backend}' (emunet, slirp, passt)");
+            throw new ArgumentException($"unknown backend '{backend}' (emunet, vhost, slirp, passt)");
     }
     try
     {

@@ -35,6 +35,18 @@ public static class GuestNetwork
 
     /// <summary>The older <c>-netdev socket,connect=</c> with the same framing (Emunet's <c>--socket tcp:127.0.0.1:PORT</c>).</summary>
     public static string[] SocketTcp(int port) => ["-netdev", $"socket,id=n0,connect=127.0.0.1:{port}", "-device", Device];
+
+    /// <summary>
+    /// vhost-user to a Unix socket path (Emunet's <c>--vhost-user PATH</c>). The guest's RAM must be a shared memfd the
+    /// back-end can map; <paramref name="memoryMb"/> must equal <see cref="GuestOptions.MemoryMb"/>. vectors=0: MSI-X
+    /// under TCG with vhost-user is not dependable on the test hosts, INTx is.
+    /// </summary>
+    public static string[] VhostUser(string path, int memoryMb = 512) =>
+    [
+        "-object", $"memory-backend-memfd,id=mem,size={memoryMb}M,share=on", "-numa", "node,memdev=mem",
+        "-chardev", $"socket,id=c0,path={path}", "-netdev", "vhost-user,id=n0,chardev=c0",
+        "-device", "virtio-net-pci,netdev=n0,vectors=0,romfile=",
+    ];
 }
 
 /// <summary>What a guest run produced.</summary>

@@ -6,19 +6,20 @@ using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Emunet.Integration.Tests;
 
-/// <summary>A real Emunet engine on a fresh Unix socket path, for a guest to attach to with -netdev stream.</summary>
+/// <summary>A real Emunet engine on a fresh Unix socket path, for a guest to attach to with -netdev stream (or -netdev vhost-user).</summary>
 internal sealed class TestEngine : IDisposable
 {
     private readonly string _dir;
 
-    public TestEngine(NetworkConfig? network = null, string? socket = null, IReadOnlyList<Emunet.Engine.Forwarding.ForwardSpec>? forwards = null)
+    public TestEngine(NetworkConfig? network = null, string? socket = null, IReadOnlyList<Emunet.Engine.Forwarding.ForwardSpec>? forwards = null, bool vhostUser = false)
     {
         _dir = Directory.CreateTempSubdirectory("emunet-it-").FullName;
         SocketPath = socket ?? Path.Combine(_dir, "guest.sock");
         Engine = new EmunetEngine(new EngineOptions
         {
             Name = "it",
-            StreamSocket = SocketPath,
+            StreamSocket = vhostUser ? null : SocketPath,
+            VhostUserSocket = vhostUser ? SocketPath : null,
             Network = network ?? new NetworkConfig(),
             Forwards = forwards ?? Array.Empty<Emunet.Engine.Forwarding.ForwardSpec>(),
         }, NullLoggerFactory.Instance);

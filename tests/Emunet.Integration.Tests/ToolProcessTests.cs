@@ -31,13 +31,29 @@ public sealed class ToolProcessTests
     }
 
     [Fact]
-    public async Task Emunet_run_serves_a_hand_written_qemu_netdev_stream_line_and_stops_cleanly_on_SIGTERM()
+    public Task Emunet_run_serves_a_hand_written_qemu_netdev_stream_line_and_stops_cleanly_on_SIGTERM() =>
+        RunServesHandWrittenLine("--socket", "handwritten", "Emulator attached",
+            // Exactly what the README tells a user to add to their QEMU command line.
+            sock => ["-netdev", $"stream,id=n0,server=off,addr.type=unix,addr.path={sock}", "-device", "virtio-net-pci,netdev=n0"]);
+
+    [Fact]
+    public Task Emunet_run_vhost_user_serves_a_hand_written_qemu_vhost_user_line_and_stops_cleanly_on_SIGTERM() =>
+        RunServesHandWrittenLine("--vhost-user", "vhost", "vhost-user front-end attached",
+            // The tool's QEMU hint with the guest's RAM size filled in (vectors=0 under TCG: see GuestNetwork.VhostUser).
+            sock =>
+            [
+                "-object", "memory-backend-memfd,id=mem,size=512M,share=on", "-numa", "node,memdev=mem",
+                "-chardev", $"socket,id=c0,path={sock}", "-netdev", "vhost-user,id=n0,chardev=c0", "-device", "virtio-net-pci,netdev=n0,vectors=0",
+            ],
+            hint: sock => $"-chardev socket,id=c0,path={sock} -netdev vhost-user,id=n0,chardev=c0");
+
+    private static async Task RunServesHandWrittenLine(string deviceOption, string name, string attachedLog, Func<string, string[]> userLine, Func<string, string>? hint = null)
     {
         using var http = new LoopbackHttpServer();
         http.Serve("/", "hello through emunet run\n"u8.ToArray());
         var dir = Directory.CreateTempSubdirectory("emunet-tool-").FullName;
         var sock = Path.Combine(dir, "emu.sock");
-        using var tool = StartTool(Path.Combine(dir, "run"), "run", "--socket", sock, "--name", "handwritten", "--log-level", "Information");
+        using var tool = StartTool(Path.Combine(dir, "run"), "run", deviceOption, sock, "--name", name, "--log-level", "Information");
         var stderr = new StringBuilder();
         var started = new TaskCompletionSource();
         tool.ErrorDataReceived += (_, e) =>
@@ -52,11 +68,10 @@ public sealed class ToolProcessTests
             await started.Task.WaitAsync(TimeSpan.FromSeconds(30));
             Assert.True(File.Exists(sock));
 
-            // Exactly what the README tells a user to add to their QEMU command line.
-            string[] userLine = ["-netdev", $"stream,id=n0,server=off,addr.type=unix,addr.path={sock}", "-device", "virtio-net-pci,netdev=n0"];
             var result = await QemuGuest.RunAsync(new GuestOptions
             {
-                NetworkArgs = userLine,
+                NetworkArgs = userLine(sock),
+                MemoryMb = 512,
                 Script = $"wget -q -O - http://10.0.2.2:{http.Port}/",
             });
             Assert.True(result.ExitCode == 0, result.ToString());
@@ -66,8 +81,12 @@ public sealed class ToolProcessTests
             Assert.True(tool.WaitForExit(15000), "emunet run did not stop on SIGTERM");
             Assert.Equal(0, tool.ExitCode);
             Assert.False(File.Exists(sock), "the device socket was left behind");
-            Assert.False(File.Exists(Path.Combine(dir, "run", "handwritten.sock")), "the control socket was left behind");
-            lock (stderr) Assert.Contains("Emulator attached", stderr.ToString());
+            Assert.False(File.Exists(Path.Combine(dir, "run", name + ".sock")), "the control socket was left behind");
+            lock (stderr)
+            {
+                Assert.Contains(attachedLog, stderr.ToString());
+                if (hint is not null) Assert.Contains(hint(sock), stderr.ToString());
+            }
         }
         finally
         {

@@ -92,6 +92,18 @@ public sealed class ToolCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task Run_help_tells_how_to_attach_qemu_to_either_device()
+    {
+        var (code, output, _) = await Cli("run", "--help");
+        Assert.Equal(0, code);
+        Assert.Contains("--socket <PATH|tcp:127.0.0.1:PORT>", output);
+        Assert.Contains("-netdev stream,id=n0,server=off,addr.type=unix,addr.path=PATH", output);
+        Assert.Contains("--vhost-user <PATH>", output);
+        Assert.Contains("memory-backend-memfd,id=mem,size=<RAM>,share=on", output);
+        Assert.Contains("-netdev vhost-user,id=n0,chardev=c0", output);
+    }
+
+    [Fact]
     public async Task Subcommand_help_has_no_exit_code_table()
     {
         var (code, output, _) = await Cli("forward", "add", "--help");

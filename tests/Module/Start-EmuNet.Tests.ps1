@@ -13,6 +13,13 @@ Describe 'Start-EmuNet' -Tag CI {
         (Get-Process -Id $i.ProcessId).HasExited | Should -BeFalse
     }
 
+    It 'starts a vhost-user engine with -VhostUser' {
+        $sock = Join-Path $RunDir 'vhost5.sock'
+        $i = Start-EmuNet -Name start5 -VhostUser $sock
+        $i.Device | Should -Be "vhost-user:$sock"
+        (Get-Item $sock).UnixFileMode | Should -Be ([System.IO.UnixFileMode]'UserRead, UserWrite')
+    }
+
     It 'makes the runtime folder 0700 and the control socket 0600' {
         (Get-Item $RunDir).UnixFileMode | Should -Be ([System.IO.UnixFileMode]'UserRead, UserWrite, UserExecute')
         (Get-Item (Join-Path $RunDir 'start1.sock')).UnixFileMode | Should -Be ([System.IO.UnixFileMode]'UserRead, UserWrite')

@@ -71,7 +71,13 @@ internal sealed unsafe class EventLoop : IDisposable
         int token;
         if (_freeTokens.Count > 0) { token = _freeTokens.Pop(); _handlers[token] = handler; }
         else { token = _handlers.Count; _handlers.Add(handler); }
-        Ctl(Libc.EPOLL_CTL_ADD, fd, events, (ulong)token);
+        try { Ctl(Libc.EPOLL_CTL_ADD, fd, events, (ulong)token); }
+        catch (InvalidOperationException)
+        {
+            _handlers[token] = null; // an fd epoll refuses (e.g. a regular file) leaves no slot behind
+            _freeTokens.Push(token);
+            throw;
+        }
         return token;
     }
 

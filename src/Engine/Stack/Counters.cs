@@ -41,6 +41,10 @@ public enum DropReason
     IcmpFlowTableFull,
     UdpDatagramTooLarge,
     UdpNoRoute,
+    /// <summary>A virtqueue ring or descriptor chain broke a VIRTIO 1.2 §2.7 rule (vhost-user device).</summary>
+    VirtqueueMalformed,
+    /// <summary>A receive buffer too small for a whole frame without VIRTIO_NET_F_MRG_RXBUF (VIRTIO 1.2 §5.1.6.3.1).</summary>
+    VirtioBufferTooSmall,
 }
 
 /// <summary>

@@ -21,7 +21,7 @@ namespace Emunet.Engine.Devices.Stream;
 /// flushed at the end of each loop batch (and when it fills). If the emulator does not read, the buffer fills,
 /// <see cref="TransmitSpace"/> shrinks and the stack stops reading host sockets: back-pressure, not loss.
 /// </summary>
-internal sealed class StreamDevice : IFrameDevice, IEndOfBatch, IDisposable
+internal sealed class StreamDevice : IGuestDevice, IEndOfBatch
 {
     /// <summary>The largest frame either way: a 65535-byte IPv4 packet plus Ethernet and a VLAN tag.</summary>
     public const int MaxFrameLength = 65535 + 18;
@@ -105,37 +105,9 @@ internal sealed class StreamDevice : IFrameDevice, IEndOfBatch, IDisposable
             }
         }
         var path = Path.GetFullPath(endpoint);
-        if (File.Exists(path) || Directory.Exists(path))
-        {
-            if (Directory.Exists(path)) throw new EngineStartException($"The socket path '{path}' is a directory; give a file path such as /tmp/emunet.sock.");
-            if (!Libc.IsSocket(path)) throw new EngineStartException($"'{path}' exists and is not a socket; Emunet will not replace it. Choose another --socket path.");
-            using (var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
-            {
-                try
-                {
-                    probe.Connect(new UnixDomainSocketEndPoint(path));
-                    throw new EngineStartException($"Another program is already serving '{path}'; stop it or choose another --socket path.");
-                }
-                catch (SocketException) { }
-            }
-            File.Delete(path); // stale socket of an engine that did not shut down
-        }
-        var dir = Path.GetDirectoryName(path);
-        if (dir is not null && !Directory.Exists(dir)) throw new EngineStartException($"The folder of the socket path '{path}' does not exist.");
-        var u = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        try
-        {
-            u.Bind(new UnixDomainSocketEndPoint(path));
-            File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-            u.Listen(4);
-        }
-        catch (Exception e) when (e is SocketException or IOException or UnauthorizedAccessException)
-        {
-            u.Dispose();
-            throw new EngineStartException($"Cannot listen on '{path}': {e.Message}.");
-        }
+        var listener = UnixListener.Bind(path, "--socket");
         _unixPath = path;
-        return u;
+        return listener;
     }
 
     private void OnAccept()
