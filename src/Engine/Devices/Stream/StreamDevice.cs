@@ -34,7 +34,7 @@ internal sealed class StreamDevice : IGuestDevice, IEndOfBatch
     private readonly ILogger _logger;
     private readonly string _endpointText;
     private readonly byte[] _rx = GC.AllocateUninitializedArray<byte>(ReceiveBufferSize, pinned: true);
-    private readonly byte[] _tx = GC.AllocateUninitializedArray<byte>(TransmitBufferSize, pinned: true);
+    private readonly FrameQueue _tx = new(TransmitBufferSize);
     private readonly ListenerHandler _listenerHandler;
     private readonly ConnectionHandler _connectionHandler;
     private Socket? _listener;
@@ -43,9 +43,6 @@ internal sealed class StreamDevice : IGuestDevice, IEndOfBatch
     private int _connectionToken = -1;
     private string? _unixPath;
     private int _rxLength;
-    private int _txStart;
-    private int _txEnd;
-    private int _pendingFrame = -1;
     private bool _pushedBack;
     private bool _writeWatched;
 
@@ -70,7 +67,7 @@ internal sealed class StreamDevice : IGuestDevice, IEndOfBatch
 
     public bool IsConnected => _connection is not null;
 
-    public int TransmitSpace => _connection is null ? 0 : TransmitBufferSize - (_txEnd - _txStart);
+    public int TransmitSpace => _connection is null ? 0 : _tx.Space;
 
     /// <summary>Binds and listens. Throws <see cref="EngineStartException"/> naming the cause and the fix.</summary>
     public void Start()
@@ -135,8 +132,7 @@ internal sealed class StreamDevice : IGuestDevice, IEndOfBatch
             accepted.ReceiveBufferSize = 1 << 20;
             _connection = accepted;
             _rxLength = 0;
-            _txStart = _txEnd = 0;
-            _pendingFrame = -1;
+            _tx.Clear();
             _writeWatched = false;
             _connectionToken = _loop.Register((int)accepted.Handle, Libc.EPOLLIN | Libc.EPOLLRDHUP, _connectionHandler);
             _logger.LogInformation("Emulator attached on {Endpoint}.", Description);
@@ -193,48 +189,33 @@ internal sealed class StreamDevice : IGuestDevice, IEndOfBatch
     public Span<byte> GetTransmitBuffer(int length)
     {
         if (_connection is null || length > MaxFrameLength || length < 0) return Span<byte>.Empty;
-        if (TransmitBufferSize - _txEnd < 4 + length)
+        var room = _tx.Reserve(length);
+        if (room.IsEmpty)
         {
-            if (_txStart > 0)
-            {
-                _tx.AsSpan(_txStart, _txEnd - _txStart).CopyTo(_tx);
-                _txEnd -= _txStart;
-                _txStart = 0;
-            }
-            if (TransmitBufferSize - _txEnd < 4 + length)
-            {
-                Flush();
-                if (_connection is null || TransmitBufferSize - _txEnd < 4 + length)
-                {
-                    _pushedBack = true;
-                    return Span<byte>.Empty;
-                }
-            }
+            Flush();
+            if (_connection is not null) room = _tx.Reserve(length);
+            if (room.IsEmpty) _pushedBack = true;
         }
-        _pendingFrame = _txEnd;
-        return _tx.AsSpan(_txEnd + 4, length);
+        return room;
     }
 
     public void CommitTransmit(int length)
     {
-        if (_pendingFrame < 0 || _connection is null) return;
-        BinaryPrimitives.WriteUInt32BigEndian(_tx.AsSpan(_pendingFrame), (uint)length);
-        Tap?.Invoke(_tx.AsSpan(_pendingFrame + 4, length), true);
-        _txEnd = _pendingFrame + 4 + length;
-        _pendingFrame = -1;
-        if (_txEnd - _txStart >= FlushThreshold) Flush();
+        if (_connection is null || !_tx.TryCommit(length, out var frame)) return;
+        Tap?.Invoke(frame, true);
+        if (_tx.Count >= FlushThreshold) Flush();
     }
 
     public void OnEndOfBatch()
     {
-        if (_connection is not null && _txEnd > _txStart && !_writeWatched) Flush();
+        if (_connection is not null && !_tx.IsEmpty && !_writeWatched) Flush();
     }
 
     private void Flush()
     {
-        while (_connection is not null && _txEnd > _txStart)
+        while (_connection is not null && !_tx.IsEmpty)
         {
-            int n = _connection.Send(_tx.AsSpan(_txStart, _txEnd - _txStart), SocketFlags.None, out var error);
+            int n = _connection.Send(_tx.Queued, SocketFlags.None, out var error);
             if (error == SocketError.WouldBlock)
             {
                 WatchWrite(true);
@@ -245,10 +226,9 @@ internal sealed class StreamDevice : IGuestDevice, IEndOfBatch
                 Disconnect($"send failed: {error}");
                 return;
             }
-            _txStart += n;
+            _tx.Consume(n);
         }
         if (_connection is null) return;
-        _txStart = _txEnd = 0;
         WatchWrite(false);
         if (_pushedBack)
         {
@@ -272,8 +252,7 @@ internal sealed class StreamDevice : IGuestDevice, IEndOfBatch
         _connection.Dispose();
         _connection = null;
         _rxLength = 0;
-        _txStart = _txEnd = 0;
-        _pendingFrame = -1;
+        _tx.Clear();
         _pushedBack = false;
         Handler?.OnDeviceDisconnected();
     }

@@ -48,7 +48,7 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
     private readonly byte[] _message = GC.AllocateUninitializedArray<byte>(VhostUserProtocol.HeaderSize + VhostUserProtocol.MaxPayload);
     private readonly int[] _fds = new int[LibcVhost.MaxFds];
     private readonly byte[] _gather = GC.AllocateUninitializedArray<byte>(NetHeaderLength + MaxFrameLength, pinned: true);
-    private readonly byte[] _pending = GC.AllocateUninitializedArray<byte>(PendingBufferSize, pinned: true);
+    private readonly FrameQueue _pending = new(PendingBufferSize);
     private readonly ushort[] _rxHeads = new ushort[SplitQueue.MaxSize];
     private readonly uint[] _rxLengths = new uint[SplitQueue.MaxSize];
     private readonly Vring[] _vrings = new Vring[VhostUserProtocol.QueueCount];
@@ -63,9 +63,6 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
     private ulong _features;
     private ulong _protocolFeatures;
     private GuestMemory? _memory;
-    private int _pendingStart;
-    private int _pendingEnd;
-    private int _pendingFrame = -1;
     private bool _pushedBack;
 
     public VhostUserDevice(EventLoop loop, string path, Counters counters, ILogger logger)
@@ -87,7 +84,7 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
 
     public bool IsConnected => _connection is not null;
 
-    public int TransmitSpace => _connection is null ? 0 : PendingBufferSize - (_pendingEnd - _pendingStart);
+    public int TransmitSpace => _connection is null ? 0 : _pending.Space;
 
     /// <summary>Requests handled, for tests and diagnostics.</summary>
     internal int MessagesHandled { get; private set; }
@@ -531,31 +528,15 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
     public Span<byte> GetTransmitBuffer(int length)
     {
         if (_connection is null || length > MaxFrameLength || length < 0) return Span<byte>.Empty;
-        if (PendingBufferSize - _pendingEnd < 4 + length)
-        {
-            if (_pendingStart > 0)
-            {
-                _pending.AsSpan(_pendingStart, _pendingEnd - _pendingStart).CopyTo(_pending);
-                _pendingEnd -= _pendingStart;
-                _pendingStart = 0;
-            }
-            if (PendingBufferSize - _pendingEnd < 4 + length)
-            {
-                _pushedBack = true;
-                return Span<byte>.Empty;
-            }
-        }
-        _pendingFrame = _pendingEnd;
-        return _pending.AsSpan(_pendingEnd + 4, length);
+        var room = _pending.Reserve(length);
+        if (room.IsEmpty) _pushedBack = true;
+        return room;
     }
 
     public void CommitTransmit(int length)
     {
-        if (_pendingFrame < 0 || _connection is null) return;
-        BinaryPrimitives.WriteInt32LittleEndian(_pending.AsSpan(_pendingFrame), length);
-        Tap?.Invoke(_pending.AsSpan(_pendingFrame + 4, length), true);
-        _pendingEnd = _pendingFrame + 4 + length;
-        _pendingFrame = -1;
+        if (_connection is null || !_pending.TryCommit(length, out var frame)) return;
+        Tap?.Invoke(frame, true);
         FlushReceive();
     }
 
@@ -564,17 +545,15 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
     {
         var v = _vrings[VhostUserProtocol.RxQueue];
         var q = v.Queue;
-        if (q is null || !v.Running || _pendingEnd == _pendingStart) return;
+        if (q is null || !v.Running || _pending.IsEmpty) return;
         bool used = false;
-        while (_pendingStart < _pendingEnd && v.Running)
+        while (v.Running && _pending.TryPeek(out var frame))
         {
-            int length = BinaryPrimitives.ReadInt32LittleEndian(_pending.AsSpan(_pendingStart));
-            var outcome = DeliverFrame(v, q, _pending.AsSpan(_pendingStart + 4, length));
+            var outcome = DeliverFrame(v, q, frame);
             if (outcome == Delivery.NoBuffers) break;
             used |= outcome == Delivery.Delivered || outcome == Delivery.Dropped;
-            _pendingStart += 4 + length;
+            _pending.Pop();
         }
-        if (_pendingStart == _pendingEnd) _pendingStart = _pendingEnd = 0;
         if (used)
         {
             q.PublishUsed();
@@ -668,7 +647,7 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
     private void OnReceiveBuffersPosted()
     {
         FlushReceive();
-        if (_pushedBack && _pendingEnd - _pendingStart < PendingBufferSize / 2)
+        if (_pushedBack && _pending.Count < PendingBufferSize / 2)
         {
             _pushedBack = false;
             Handler?.OnTransmitReady();
@@ -697,8 +676,7 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
         _messageLength = 0;
         CloseUnusedFds();
         ResetDevice();
-        _pendingStart = _pendingEnd = 0;
-        _pendingFrame = -1;
+        _pending.Clear();
         _pushedBack = false;
         Handler?.OnDeviceDisconnected();
     }
