@@ -27,7 +27,8 @@ public sealed class SignalTests
         var stderr = p.StandardError.ReadToEndAsync();
         try
         {
-            Wait.Until(() => p.HasExited || File.Exists(control) && File.Exists(device), "the engine's sockets", TimeSpan.FromSeconds(20));
+            // The socket file appears at bind, a moment before listen: wait until it answers.
+            Wait.Until(() => p.HasExited || File.Exists(device) && RuntimeDirectory.IsLive(control), "the engine's sockets", TimeSpan.FromSeconds(20));
             if (p.HasExited) Assert.Fail("run exited early: " + await stderr);
             using (var client = ControlClient.Connect(control)) Assert.Single(client.ListForwards());
 
