@@ -39,8 +39,8 @@ return 0;
 async Task<string[]> RunBackend(string backend, int secs)
 {
     const int guestIperf = 5201, guestEcho = 7007;
-    int hostIperfPort = LoopbackIperf3Server.FreePort();
-    int fwdIperf = LoopbackIperf3Server.FreePort(), fwdEcho = LoopbackIperf3Server.FreePort();
+    int hostIperfPort = LoopbackPorts.Free();
+    int fwdIperf = LoopbackPorts.Free(), fwdEcho = LoopbackPorts.Free();
     using var iperf = new LoopbackIperf3Server(hostIperfPort);
     var dir = Directory.CreateTempSubdirectory("emunet-bench-").FullName;
     var sock = Path.Combine(dir, "net.sock");

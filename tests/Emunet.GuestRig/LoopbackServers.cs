@@ -6,6 +6,18 @@ using System.Text;
 
 namespace Emunet.GuestRig;
 
+/// <summary>Ports on 127.0.0.1 for tests.</summary>
+public static class LoopbackPorts
+{
+    /// <summary>A TCP port nothing listens on right now (the kernel's pick for an ephemeral bind).</summary>
+    public static int Free()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+}
+
 /// <summary>A UDP server on 127.0.0.1 that answers each datagram with "echo:" + its upper-cased text.</summary>
 public sealed class LoopbackUdpEcho : IDisposable
 {
@@ -111,13 +123,6 @@ public sealed class LoopbackIperf3Server : IDisposable
 
     public int Port { get; }
     public Task<string> Output { get; }
-
-    public static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
 
     public void Dispose()
     {

@@ -18,7 +18,7 @@ public sealed class NatStackTests
         dns.Add("host.emunet.test", IPAddress.Parse("10.0.2.2"));
         using var udp = new LoopbackUdpEcho();
         using var engine = new TestEngine(TestEngine.WithDns(dns.Port));
-        int closedPort = IPerfPort();
+        int closedPort = LoopbackPorts.Free();
 
         var result = await QemuGuest.RunAsync(new GuestOptions
         {
@@ -93,7 +93,7 @@ public sealed class NatStackTests
     [Fact]
     public async Task Iperf3_runs_10_s_each_way_without_a_stalled_interval()
     {
-        int port = IPerfPort();
+        int port = LoopbackPorts.Free();
         using var iperf = new LoopbackIperf3Server(port);
         using var engine = new TestEngine();
 
@@ -125,7 +125,7 @@ public sealed class NatStackTests
     {
         using var http = new LoopbackHttpServer();
         http.Serve("/", "ok-from-host\n"u8.ToArray());
-        int port = IPerfPort();
+        int port = LoopbackPorts.Free();
         using var engine = new TestEngine(socket: $"tcp:127.0.0.1:{port}");
         string script = $"wget -q -O - http://10.0.2.2:{http.Port}/";
 
@@ -164,6 +164,4 @@ public sealed class NatStackTests
         await control.SendAsync("done", TimeSpan.FromSeconds(30));
         await guest.WaitForExitAsync();
     }
-
-    private static int IPerfPort() => LoopbackIperf3Server.FreePort();
 }
