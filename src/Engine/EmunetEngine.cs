@@ -29,7 +29,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
     private readonly List<IFlowSource> _flowSources = new();
     private readonly Dictionary<(IPAddress, int), TcpForwarder> _tcpForwards = new();
     private readonly ILogger _forwardLogger;
-    private TcpStack _tcp = null!;
+    private readonly TcpStack _tcp;
     private readonly CaptureTap _capture = new();
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly DateTimeOffset _started = DateTimeOffset.Now;
@@ -50,19 +50,13 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
             _device = new StreamDevice(_loop, options.StreamSocket, _counters, deviceLogger);
         else
             throw new EngineStartException("No guest device given: use --socket PATH (QEMU -netdev stream), --socket tcp:127.0.0.1:PORT, or --vhost-user PATH (QEMU -netdev vhost-user).");
-        _stack = BuildStack(loggerFactory);
-        _device.Handler = _stack;
-    }
-
-    private NetStack BuildStack(ILoggerFactory loggerFactory)
-    {
-        var map = new AddressMap(_options.Network);
-        var stack = new NetStack(_loop, _device, _options.Network, map, _counters, loggerFactory.CreateLogger("Emunet.Stack"));
-        _tcp = new TcpStack(_loop, stack, _options.Network, map, _counters, loggerFactory.CreateLogger("Emunet.Tcp"));
-        stack.Tcp = _tcp;
+        var map = new AddressMap(options.Network);
+        _stack = new NetStack(_loop, _device, options.Network, map, _counters, loggerFactory.CreateLogger("Emunet.Stack"));
+        _tcp = new TcpStack(_loop, _stack, options.Network, map, _counters, loggerFactory.CreateLogger("Emunet.Tcp"));
+        _stack.Tcp = _tcp;
         _flowSources.Add(_tcp);
-        _flowSources.Add(stack);
-        return stack;
+        _flowSources.Add(_stack);
+        _device.Handler = _stack;
     }
 
     /// <summary>Completes when the engine has stopped.</summary>
@@ -132,16 +126,14 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
     {
         if (spec.Protocol == ForwardProtocol.Udp)
         {
-            int port = _stack.Udp.AddForward(spec);
-            _logger.LogInformation("Forward {Spec} listening on UDP {Address}:{Port}.", spec, spec.HostAddress, port);
+            int port = _stack.Udp.AddForward(spec); // logs where it listens
             return UdpForwards().First(f => f.BoundPort == port && f.Spec.HostAddress.Equals(spec.HostAddress));
         }
         if (spec.HostPort != 0 && _tcpForwards.ContainsKey((spec.HostAddress, spec.HostPort)))
             throw new InvalidOperationException($"This engine already forwards tcp {spec.HostAddress}:{spec.HostPort}; remove that forward first.");
         var forwarder = new TcpForwarder(_loop, _tcp, spec, _forwardLogger);
         forwarder.Start();
-        _tcpForwards[(spec.HostAddress, forwarder.BoundPort)] = forwarder;
-        _logger.LogInformation("Forward {Spec} listening on TCP {Address}:{Port}.", spec, spec.HostAddress, forwarder.BoundPort);
+        _tcpForwards[(spec.HostAddress, forwarder.BoundPort)] = forwarder; // the forwarder logs where it listens
         return forwarder.Info;
     }
 
