@@ -1,3 +1,4 @@
+using Emunet.Engine.Diagnostics;
 using System.Diagnostics;
 using System.Net;
 using Emunet.Engine.Capture;

@@ -1,3 +1,4 @@
+using Emunet.Engine.Link;
 using System.Buffers.Binary;
 
 namespace Emunet.Engine.Devices;
@@ -15,6 +16,7 @@ internal sealed class FrameQueue
     private int _start;
     private int _end;
     private int _reserved = -1;
+    private int _generation;
 
     public FrameQueue(int capacity) => _buffer = GC.AllocateUninitializedArray<byte>(capacity, pinned: true);
 
@@ -33,26 +35,34 @@ internal sealed class FrameQueue
 
     /// <summary>
     /// Room for one frame of up to <paramref name="length"/> bytes at the tail, moving what is queued to the front when
-    /// that makes room; empty when it does not fit. Asked again with the same length before <see cref="TryCommit"/>, it
-    /// returns the same memory (the <see cref="IFrameDevice.GetTransmitBuffer"/> contract).
+    /// that makes room; empty when it does not fit. <paramref name="token"/> names this reservation for
+    /// <see cref="TryCommit"/>; a new reservation ends the last one.
     /// </summary>
-    public Span<byte> Reserve(int length)
+    public Span<byte> Reserve(int length, out int token)
     {
+        token = ++_generation;
         if (_buffer.Length - _end < PrefixLength + length && _start > 0)
         {
             _buffer.AsSpan(_start, _end - _start).CopyTo(_buffer);
             _end -= _start;
             _start = 0;
         }
-        if (_buffer.Length - _end < PrefixLength + length) return Span<byte>.Empty;
+        if (_buffer.Length - _end < PrefixLength + length)
+        {
+            _reserved = -1;
+            return Span<byte>.Empty;
+        }
         _reserved = _end;
         return _buffer.AsSpan(_end + PrefixLength, length);
     }
 
-    /// <summary>Queues the first <paramref name="length"/> bytes of the room reserved last; false without a reservation.</summary>
-    public bool TryCommit(int length, out ReadOnlySpan<byte> frame)
+    /// <summary>
+    /// Queues the first <paramref name="length"/> bytes of the reservation <paramref name="token"/>; false when that is
+    /// not the open reservation (committed, cleared, or replaced by a newer one).
+    /// </summary>
+    public bool TryCommit(int token, int length, out ReadOnlySpan<byte> frame)
     {
-        if (_reserved < 0)
+        if (_reserved < 0 || token != _generation)
         {
             frame = default;
             return false;

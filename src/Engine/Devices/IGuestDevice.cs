@@ -1,3 +1,5 @@
+using Emunet.Engine.Link;
+
 namespace Emunet.Engine.Devices;
 
 /// <summary>

@@ -1,3 +1,5 @@
+using Emunet.Engine.Link;
+using Emunet.Engine.Diagnostics;
 using Emunet.Engine.Devices;
 using Emunet.Engine.Wire;
 
@@ -55,13 +57,14 @@ internal sealed class Arp
     private void SendReply(MacAddress requesterMac, IPv4Address requesterIp, IPv4Address answeredIp)
     {
         const int length = EthernetFrame.HeaderLength + ArpPacket.Length;
-        var frame = _device.GetTransmitBuffer(length);
-        if (frame.Length < length) { _counters.Drop(DropReason.TransmitQueueFull); return; }
+        var lease = _device.BeginTransmit(length);
+        if (lease.IsEmpty || lease.Buffer.Length < length) { _counters.Drop(DropReason.TransmitQueueFull); return; }
+        var frame = lease.Buffer;
         // RFC 826: the reply goes to the requester, with the answered address as sender.
         EthernetFrame.WriteHeader(frame, requesterMac, _config.GatewayMac, EthernetFrame.EtherTypeArp);
         ArpPacket.Write(frame[EthernetFrame.HeaderLength..], ArpPacket.OperationReply, _config.GatewayMac, answeredIp,
             requesterMac, requesterIp);
-        _device.CommitTransmit(length);
+        lease.Commit(length);
         _stack.CountSent(length);
         RepliesSent++;
     }

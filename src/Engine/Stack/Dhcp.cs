@@ -1,3 +1,4 @@
+using Emunet.Engine.Diagnostics;
 using Emunet.Engine.Wire;
 using Microsoft.Extensions.Logging;
 
@@ -103,7 +104,9 @@ internal sealed class Dhcp
         else if (request.BroadcastRequested || yourAddress == IPv4Address.Any) destination = IPv4Address.Broadcast;
         else destination = yourAddress;
 
-        var span = _sender.BeginPacket(_config.Gateway, destination, IPv4Packet.ProtocolUdp, UdpDatagram.HeaderLength + MaxReply);
+        var packet = _sender.BeginPacket(_config.Gateway, destination, IPv4Packet.ProtocolUdp, UdpDatagram.HeaderLength + MaxReply);
+
+        var span = packet.Payload;
         if (span.IsEmpty) { _counters.Drop(DropReason.TransmitQueueFull); return; }
         var body = span[UdpDatagram.HeaderLength..];
         // RFC 2131 Table 3: ciaddr is echoed for INFORM/ACK of a renewal, else 0; xid, flags, giaddr, chaddr echoed.
@@ -134,7 +137,7 @@ internal sealed class Dhcp
         }
         int length = writer.End();
         int udpLength = UdpDatagram.WriteHeader(span, _config.Gateway, destination, ServerPort, ClientPort, length);
-        _sender.CommitPacket(udpLength);
+        packet.Commit(udpLength);
     }
 
     private uint LeaseSeconds

@@ -1,3 +1,4 @@
+using Emunet.Engine.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using Emunet.Engine.Interop;
@@ -113,12 +114,13 @@ internal sealed class Icmp : ITimerClient, IDisposable
         int length = echo.Bytes.Length;
         // The guest sent more than its own MTU allows back; the reply could not reach it whole.
         if (length > _sender.MaxPayload) { _counters.Drop(DropReason.FrameTooLong); return; }
-        var span = _sender.BeginPacket(packet.Destination, packet.Source, IPv4Packet.ProtocolIcmp, length);
+        var reply = _sender.BeginPacket(packet.Destination, packet.Source, IPv4Packet.ProtocolIcmp, length);
+        var span = reply.Payload;
         if (span.IsEmpty) { _counters.Drop(DropReason.TransmitQueueFull); return; }
         // RFC 792: the reply echoes identifier, sequence and data.
         echo.Bytes.CopyTo(span);
         IcmpPacket.WriteHeader(span[..length], IcmpPacket.TypeEchoReply, 0, echo.Identifier, echo.Sequence);
-        _sender.CommitPacket(length);
+        reply.Commit(length);
         EchoRepliesSent++;
     }
 
@@ -182,7 +184,8 @@ internal sealed class Icmp : ITimerClient, IDisposable
         // Bounded: a flood on one socket cannot starve the loop.
         for (int budget = 0; budget < 64; budget++)
         {
-            var span = _sender.BeginPacket(flow.Destination, flow.Guest, IPv4Packet.ProtocolIcmp, _sender.MaxPayload);
+            var packet = _sender.BeginPacket(flow.Destination, flow.Guest, IPv4Packet.ProtocolIcmp, _sender.MaxPayload);
+            var span = packet.Payload;
             if (span.IsEmpty)
             {
                 int dropped = flow.Socket.Receive(_scratch, SocketFlags.None, out var e);
@@ -200,7 +203,7 @@ internal sealed class Icmp : ITimerClient, IDisposable
                 continue;
             }
             IcmpPacket.RewriteIdentifier(span[..n], flow.Identifier);
-            _sender.CommitPacket(n);
+            packet.Commit(n);
             flow.LastActive = _loop.NowMs;
             flow.BytesToGuest += n;
             EchoRepliesSent++;
@@ -230,11 +233,12 @@ internal sealed class Icmp : ITimerClient, IDisposable
         // Port and protocol unreachable come from the host that was addressed; the rest from the gateway (router).
         var from = code is IcmpPacket.CodePortUnreachable or IcmpPacket.CodeProtocolUnreachable ? destination : _config.Gateway;
         int length = IcmpPacket.HeaderLength + quote;
-        var span = _sender.BeginPacket(from, source, IPv4Packet.ProtocolIcmp, length);
+        var packet = _sender.BeginPacket(from, source, IPv4Packet.ProtocolIcmp, length);
+        var span = packet.Payload;
         if (span.IsEmpty) { _counters.Drop(DropReason.TransmitQueueFull); return; }
         original.Bytes[..quote].CopyTo(span[IcmpPacket.HeaderLength..]);
         IcmpPacket.WriteHeader(span[..length], IcmpPacket.TypeDestinationUnreachable, code, 0, 0);
-        _sender.CommitPacket(length);
+        packet.Commit(length);
         UnreachablesSent++;
     }
 

@@ -1,3 +1,5 @@
+using Emunet.Engine.Link;
+using Emunet.Engine.Diagnostics;
 using Emunet.Engine.Devices;
 using Emunet.Engine.Runtime;
 using Emunet.Engine.Stack.Nat;
@@ -21,12 +23,6 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IFlowSource, IDis
     private readonly ILogger _logger;
     private readonly IPv4Reassembly _reassembly;
 
-    // The packet begun by BeginPacket and not yet committed.
-    private bool _txOpen;
-    private int _txMaxPayload;
-    private IPv4Address _txSource;
-    private IPv4Address _txDestination;
-    private byte _txProtocol;
     private ushort _nextIdentification;
     private IPv4Address _guestAddress;
 
@@ -176,36 +172,26 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IFlowSource, IDis
     /// <summary>The guest MTU less the IPv4 header; an MTU above 65535 cannot be used (RFC 791 total length).</summary>
     public int MaxPayload => Math.Clamp(_config.Mtu, 68, ushort.MaxValue) - IPv4Packet.MinHeaderLength;
 
-    public Span<byte> BeginPacket(IPv4Address source, IPv4Address destination, byte protocol, int maxPayload)
+    public OutboundPacket BeginPacket(IPv4Address source, IPv4Address destination, byte protocol, int maxPayload)
     {
-        _txOpen = false;
         if (GuestMac is null) { _counters.Drop(DropReason.GuestMacUnknown); return default; }
         // RFC 791: the total length field is 16 bits.
         if (maxPayload < 0 || maxPayload > ushort.MaxValue - IPv4Packet.MinHeaderLength)
             throw new ArgumentOutOfRangeException(nameof(maxPayload));
-        var buffer = _device.GetTransmitBuffer(EthernetAndIPv4Header + maxPayload);
-        if (buffer.Length < EthernetAndIPv4Header + maxPayload) return default;
-        _txOpen = true;
-        _txMaxPayload = maxPayload;
-        _txSource = source;
-        _txDestination = destination;
-        _txProtocol = protocol;
-        return buffer.Slice(EthernetAndIPv4Header, maxPayload);
+        var lease = _device.BeginTransmit(EthernetAndIPv4Header + maxPayload);
+        if (lease.IsEmpty || lease.Buffer.Length < EthernetAndIPv4Header + maxPayload) return default;
+        return new OutboundPacket(this, lease.Buffer, EthernetAndIPv4Header, maxPayload, lease.Token, source, destination, protocol);
     }
 
-    public void CommitPacket(int payloadLength)
+    public void CommitPacket(in OutboundPacket packet, int payloadLength)
     {
-        if (!_txOpen) throw new InvalidOperationException("CommitPacket without a successful BeginPacket.");
-        if ((uint)payloadLength > (uint)_txMaxPayload) throw new ArgumentOutOfRangeException(nameof(payloadLength));
-        _txOpen = false;
-        // The device hands back the same region until CommitTransmit (IFrameDevice.GetTransmitBuffer).
-        var buffer = _device.GetTransmitBuffer(EthernetAndIPv4Header + _txMaxPayload);
+        var frame = packet.Frame;
         var mac = GuestMac ?? MacAddress.Broadcast;
-        EthernetFrame.WriteHeader(buffer, mac, _config.GatewayMac, EthernetFrame.EtherTypeIPv4);
-        IPv4Packet.WriteHeader(buffer[EthernetFrame.HeaderLength..], _txSource, _txDestination, _txProtocol,
+        EthernetFrame.WriteHeader(frame, mac, _config.GatewayMac, EthernetFrame.EtherTypeIPv4);
+        IPv4Packet.WriteHeader(frame[EthernetFrame.HeaderLength..], packet.Source, packet.Destination, packet.Protocol,
             IPv4Packet.MinHeaderLength + payloadLength, _nextIdentification++);
         int length = EthernetAndIPv4Header + payloadLength;
-        _device.CommitTransmit(length);
+        _device.CommitTransmit(packet.Token, length);
         _counters.FramesToGuest++;
         _counters.BytesToGuest += length;
     }

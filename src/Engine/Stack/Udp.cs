@@ -1,3 +1,4 @@
+using Emunet.Engine.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using Emunet.Engine.Forwarding;
@@ -214,7 +215,8 @@ internal sealed class Udp : ITimerClient, IDisposable
         var socket = flow.Socket!;
         for (int budget = 0; budget < DatagramsPerPoll; budget++)
         {
-            var span = _sender.BeginPacket(flow.Peer, flow.Guest, IPv4Packet.ProtocolUdp, _sender.MaxPayload);
+            var packet = _sender.BeginPacket(flow.Peer, flow.Guest, IPv4Packet.ProtocolUdp, _sender.MaxPayload);
+            var span = packet.Payload;
             if (span.IsEmpty)
             {
                 // The guest cannot take it now; UDP may lose it, but the socket must be drained.
@@ -235,7 +237,7 @@ internal sealed class Udp : ITimerClient, IDisposable
             if (error != SocketError.Success) { _counters.Drop(DropReason.UdpSendFailed); return; }
             if (n > room.Length) { _counters.Drop(DropReason.UdpDatagramTooLarge); continue; }
             if (flow.IsDns && !DnsMessage.TryParse(room[..n], out _)) { _counters.Drop(DropReason.DnsMalformed); continue; }
-            Deliver(flow, span, n);
+            Deliver(flow, in packet, n);
         }
     }
 
@@ -244,7 +246,8 @@ internal sealed class Udp : ITimerClient, IDisposable
         // One datagram per readiness event: epoll is level-triggered, so the loop comes back while more wait, and
         // ReceiveFrom with a SocketAddress has no error-code overload to ask "would block" without an exception.
         var guest = GuestAddress;
-        var span = _sender.BeginPacket(_config.Gateway, guest, IPv4Packet.ProtocolUdp, _sender.MaxPayload);
+        var packet = _sender.BeginPacket(_config.Gateway, guest, IPv4Packet.ProtocolUdp, _sender.MaxPayload);
+        var span = packet.Payload;
         bool drop = span.IsEmpty;
         var room = drop ? _scratch.AsSpan() : span[UdpDatagram.HeaderLength..];
         int n;
@@ -264,7 +267,7 @@ internal sealed class Udp : ITimerClient, IDisposable
             if (flow is null) return;
         }
         // The borrowed frame may have been reused by nothing in between: OpenForwarded sends no packet.
-        Deliver(flow, span, n);
+        Deliver(flow, in packet, n);
     }
 
     private Flow? OpenForwarded(Listener listener, IPv4Address guest)
@@ -298,10 +301,10 @@ internal sealed class Udp : ITimerClient, IDisposable
         return flow;
     }
 
-    private void Deliver(Flow flow, Span<byte> span, int payloadLength)
+    private void Deliver(Flow flow, in OutboundPacket packet, int payloadLength)
     {
-        int length = UdpDatagram.WriteHeader(span, flow.Peer, flow.Guest, flow.PeerPort, flow.GuestPort, payloadLength);
-        _sender.CommitPacket(length);
+        int length = UdpDatagram.WriteHeader(packet.Payload, flow.Peer, flow.Guest, flow.PeerPort, flow.GuestPort, payloadLength);
+        packet.Commit(length);
         flow.LastActive = _loop.NowMs;
         flow.BytesToGuest += payloadLength;
     }

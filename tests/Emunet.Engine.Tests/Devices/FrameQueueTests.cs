@@ -7,10 +7,10 @@ public sealed class FrameQueueTests
 {
     private static void Put(FrameQueue q, params byte[] frame)
     {
-        var room = q.Reserve(frame.Length);
+        var room = q.Reserve(frame.Length, out int token);
         Assert.Equal(frame.Length, room.Length);
         frame.CopyTo(room);
-        Assert.True(q.TryCommit(frame.Length, out var committed));
+        Assert.True(q.TryCommit(token, frame.Length, out var committed));
         Assert.Equal(frame, committed.ToArray());
     }
 
@@ -33,18 +33,30 @@ public sealed class FrameQueueTests
     }
 
     [Fact]
-    public void A_second_reserve_of_the_same_length_returns_the_same_memory_and_commit_takes_less()
+    public void Commit_takes_less_than_reserved_and_only_the_open_reservation_commits()
     {
         var q = new FrameQueue(64);
-        var a = q.Reserve(20);
-        a[0] = 42;
-        var b = q.Reserve(20);
-        Assert.True(a == b);
-        Assert.True(q.TryCommit(5, out var frame));
+        var a = q.Reserve(20, out int stale);
+        a[0] = 41;
+        var b = q.Reserve(20, out int token); // a new reservation ends the last one
+        b[0] = 42;
+        Assert.False(q.TryCommit(stale, 5, out _));
+        Assert.True(q.TryCommit(token, 5, out var frame));
         Assert.Equal(5, frame.Length);
         Assert.Equal(42, frame[0]);
         Assert.Equal(9, q.Count);
-        Assert.False(q.TryCommit(5, out _)); // no reservation left
+        Assert.False(q.TryCommit(token, 5, out _)); // no reservation left
+    }
+
+    [Fact]
+    public void A_refused_reservation_leaves_nothing_to_commit()
+    {
+        var q = new FrameQueue(16);
+        q.Reserve(4, out int first);
+        Assert.True(q.Reserve(100, out int refused).IsEmpty);
+        Assert.False(q.TryCommit(first, 4, out _));
+        Assert.False(q.TryCommit(refused, 4, out _));
+        Assert.True(q.IsEmpty);
     }
 
     [Fact]
@@ -53,7 +65,7 @@ public sealed class FrameQueueTests
         var q = new FrameQueue(32);
         Put(q, new byte[10]);          // 14 bytes
         Put(q, new byte[10]);          // 28 bytes
-        Assert.True(q.Reserve(1).IsEmpty);  // 4 + 1 > 4 left
+        Assert.True(q.Reserve(1, out _).IsEmpty);  // 4 + 1 > 4 left
         q.Pop();                        // head at 14
         Put(q, Enumerable.Repeat((byte)7, 10).ToArray()); // needs a move to the front
         Assert.Equal(28, q.Count);
@@ -70,10 +82,10 @@ public sealed class FrameQueueTests
         Put(q, 1, 2, 3, 4);
         q.Consume(3);
         Assert.Equal(new byte[] { 4, 1, 2, 3, 4 }, q.Queued.ToArray());
-        var room = q.Reserve(2);
+        var room = q.Reserve(2, out int token);
         room[0] = 5; room[1] = 6;
         q.Consume(5); // the socket took everything queued while a frame is being written
-        Assert.True(q.TryCommit(2, out _));
+        Assert.True(q.TryCommit(token, 2, out _));
         Assert.Equal(new byte[] { 0, 0, 0, 2, 5, 6 }, q.Queued.ToArray());
     }
 }

@@ -1,3 +1,5 @@
+using Emunet.Engine.Link;
+using Emunet.Engine.Diagnostics;
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Net.Sockets;
@@ -71,9 +73,9 @@ public sealed class StreamDeviceTests : IDisposable
         var payload = new byte[] { 1, 2, 3, 4, 5 };
         await _loop.InvokeAsync(() =>
         {
-            var span = _device.GetTransmitBuffer(100);
-            payload.CopyTo(span);
-            _device.CommitTransmit(payload.Length);
+            var lease = _device.BeginTransmit(100);
+            payload.CopyTo(lease.Buffer);
+            lease.Commit(payload.Length);
             return 0;
         });
         var got = new byte[9];

@@ -1,3 +1,5 @@
+using Emunet.Engine.Link;
+using Emunet.Engine.Diagnostics;
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Net.Sockets;
@@ -215,11 +217,10 @@ public sealed class VhostUserDeviceTests : IDisposable
     /// <summary>The stack's side: borrows the transmit buffer on the owner thread, fills it and commits.</summary>
     private Task<(bool Taken, int SpaceAfter)> SendToGuest(byte[] frame) => _loop.InvokeAsync(() =>
     {
-        var span = _device.GetTransmitBuffer(frame.Length);
-        if (span.IsEmpty) return (false, _device.TransmitSpace);
-        frame.CopyTo(span);
-        Assert.True(_device.GetTransmitBuffer(frame.Length) == span); // the same memory again before commit (IFrameDevice)
-        _device.CommitTransmit(frame.Length);
+        var lease = _device.BeginTransmit(frame.Length);
+        if (lease.IsEmpty) return (false, _device.TransmitSpace);
+        frame.CopyTo(lease.Buffer);
+        lease.Commit(frame.Length);
         return (true, _device.TransmitSpace);
     });
 

@@ -1,3 +1,4 @@
+using Emunet.Engine.Diagnostics;
 using Emunet.Engine.Stack;
 using Emunet.Engine.Wire;
 

@@ -1,3 +1,4 @@
+using Emunet.Engine.Diagnostics;
 using Emunet.Engine.Stack;
 using Emunet.Engine.Stack.Tcp;
 using Emunet.Engine.Wire;
@@ -20,8 +21,9 @@ public class NetStackTests
     {
         using var h = new StackHarness();
         Assert.Null(h.Stack.GuestMac);
-        var span = h.Stack.BeginPacket(StackHarness.Gateway, StackHarness.GuestIp, IPv4Packet.ProtocolUdp, 100);
-        Assert.True(span.IsEmpty);
+        var packet = h.Stack.BeginPacket(StackHarness.Gateway, StackHarness.GuestIp, IPv4Packet.ProtocolUdp, 100);
+        Assert.True(packet.IsEmpty);
+        Assert.True(packet.Payload.IsEmpty);
         Assert.Equal(1, h.Counters.Drops(DropReason.GuestMacUnknown));
     }
 
@@ -30,17 +32,25 @@ public class NetStackTests
     {
         using var h = new StackHarness();
         h.Stack.GuestMac = StackHarness.GuestMac;
-        var span = h.Stack.BeginPacket(StackHarness.Gateway, StackHarness.GuestIp, IPv4Packet.ProtocolUdp, h.Stack.MaxPayload);
+        var packet = h.Stack.BeginPacket(StackHarness.Gateway, StackHarness.GuestIp, IPv4Packet.ProtocolUdp, h.Stack.MaxPayload);
+        var span = packet.Payload;
         Assert.Equal(h.Config.Mtu - 20, span.Length);
         "hello"u8.CopyTo(span[8..]);
         int length = UdpDatagram.WriteHeader(span, StackHarness.Gateway, StackHarness.GuestIp, 7, 9, 5);
-        h.Stack.CommitPacket(length);
+        packet.Commit(length);
         var udp = Oracle.Udp(h.Expect());
         Assert.Equal(7, udp.SourcePort);
         Assert.Equal("hello"u8.ToArray(), udp.PayloadData);
         Assert.Equal(1, h.Counters.FramesToGuest);
         Assert.Equal(14 + 20 + 13, h.Counters.BytesToGuest);
-        Assert.Throws<InvalidOperationException>(() => h.Stack.CommitPacket(1));
+        Assert.Throws<InvalidOperationException>(() => default(OutboundPacket).Commit(1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => CommitTooMuch(h));
+    }
+
+    private static void CommitTooMuch(StackHarness h)
+    {
+        var packet = h.Stack.BeginPacket(StackHarness.Gateway, StackHarness.GuestIp, IPv4Packet.ProtocolUdp, 10);
+        packet.Commit(11); // more than was lent
     }
 
     [Fact]

@@ -1,3 +1,5 @@
+using Emunet.Engine.Link;
+using Emunet.Engine.Diagnostics;
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Net;
@@ -19,10 +21,16 @@ internal sealed class CaptureDevice : IFrameDevice
     public bool Full { get; set; }
     public int TransmitSpace => Full ? 0 : 1 << 20;
 
-    public Span<byte> GetTransmitBuffer(int length) =>
-        Full || length > _transmit.Length ? default : _transmit.AsSpan(0, length);
+    private int _token;
 
-    public void CommitTransmit(int length) => Frames.Add(_transmit.AsSpan(0, length).ToArray());
+    public TransmitLease BeginTransmit(int maxLength) =>
+        Full || maxLength > _transmit.Length ? default : new TransmitLease(this, _transmit.AsSpan(0, maxLength), ++_token);
+
+    public void CommitTransmit(int token, int length)
+    {
+        if (token != _token) Assert.Fail("a frame was committed after a newer lease was lent");
+        Frames.Add(_transmit.AsSpan(0, length).ToArray());
+    }
 }
 
 /// <summary>

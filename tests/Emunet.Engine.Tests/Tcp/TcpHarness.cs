@@ -1,3 +1,4 @@
+using Emunet.Engine.Diagnostics;
 using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;
@@ -13,8 +14,7 @@ namespace Emunet.Engine.Tests.Tcp;
 internal sealed class RecordingSender : IPacketSender
 {
     private readonly byte[] _buffer = new byte[70_000];
-    private IPv4Address _source, _destination;
-    private byte _protocol;
+    private int _token;
 
     public BlockingCollection<byte[]> Packets { get; } = new();
     public volatile bool Full;
@@ -27,23 +27,21 @@ internal sealed class RecordingSender : IPacketSender
     public int MaxPayload { get; init; } = 1480;
     public int TransmitSpace => Full ? 0 : int.MaxValue;
 
-    public Span<byte> BeginPacket(IPv4Address source, IPv4Address destination, byte protocol, int maxPayload)
+    public OutboundPacket BeginPacket(IPv4Address source, IPv4Address destination, byte protocol, int maxPayload)
     {
         if (Full)
         {
             Interlocked.Increment(ref Refused);
-            return Span<byte>.Empty;
+            return default;
         }
         if (maxPayload > MaxPayload) Assert.Fail($"a packet of {maxPayload} bytes exceeds the device's {MaxPayload}");
-        _source = source;
-        _destination = destination;
-        _protocol = protocol;
-        return _buffer.AsSpan(IPv4Packet.MinHeaderLength, maxPayload);
+        return new OutboundPacket(this, _buffer, IPv4Packet.MinHeaderLength, maxPayload, ++_token, source, destination, protocol);
     }
 
-    public void CommitPacket(int payloadLength)
+    public void CommitPacket(in OutboundPacket packet, int payloadLength)
     {
-        IPv4Packet.WriteHeader(_buffer, _source, _destination, _protocol, IPv4Packet.MinHeaderLength + payloadLength);
+        if (packet.Token != _token) Assert.Fail("a packet was committed after a newer one was lent");
+        IPv4Packet.WriteHeader(_buffer, packet.Source, packet.Destination, packet.Protocol, IPv4Packet.MinHeaderLength + payloadLength);
         Committed++;
         if (Discard) return;
         Packets.Add(_buffer.AsSpan(0, IPv4Packet.MinHeaderLength + payloadLength).ToArray());

@@ -1,3 +1,5 @@
+using Emunet.Engine.Link;
+using Emunet.Engine.Diagnostics;
 using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
@@ -24,7 +26,7 @@ namespace Emunet.Engine.Devices.Stream;
 internal sealed class StreamDevice : IGuestDevice, IEndOfBatch
 {
     /// <summary>The largest frame either way: a 65535-byte IPv4 packet plus Ethernet and a VLAN tag.</summary>
-    public const int MaxFrameLength = 65535 + 18;
+    public const int MaxFrameLength = LinkLimits.MaxFrameLength;
     private const int ReceiveBufferSize = 512 * 1024;
     private const int TransmitBufferSize = 2 * 1024 * 1024;
     private const int FlushThreshold = 256 * 1024;
@@ -186,22 +188,26 @@ internal sealed class StreamDevice : IGuestDevice, IEndOfBatch
         }
     }
 
-    public Span<byte> GetTransmitBuffer(int length)
+    public TransmitLease BeginTransmit(int maxLength)
     {
-        if (_connection is null || length > MaxFrameLength || length < 0) return Span<byte>.Empty;
-        var room = _tx.Reserve(length);
+        if (_connection is null || maxLength > MaxFrameLength || maxLength < 0) return default;
+        var room = _tx.Reserve(maxLength, out int token);
         if (room.IsEmpty)
         {
             Flush();
-            if (_connection is not null) room = _tx.Reserve(length);
-            if (room.IsEmpty) _pushedBack = true;
+            if (_connection is not null) room = _tx.Reserve(maxLength, out token);
+            if (room.IsEmpty)
+            {
+                _pushedBack = true;
+                return default;
+            }
         }
-        return room;
+        return new TransmitLease(this, room, token);
     }
 
-    public void CommitTransmit(int length)
+    public void CommitTransmit(int token, int length)
     {
-        if (_connection is null || !_tx.TryCommit(length, out var frame)) return;
+        if (_connection is null || !_tx.TryCommit(token, length, out var frame)) return;
         Tap?.Invoke(frame, true);
         if (_tx.Count >= FlushThreshold) Flush();
     }

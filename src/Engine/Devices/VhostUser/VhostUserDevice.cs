@@ -1,6 +1,7 @@
+using Emunet.Engine.Link;
+using Emunet.Engine.Diagnostics;
 using System.Buffers.Binary;
 using System.Net.Sockets;
-using Emunet.Engine.Devices.Stream;
 using Emunet.Engine.Devices.Virtio;
 using Emunet.Engine.Interop;
 using Emunet.Engine.Runtime;
@@ -19,7 +20,7 @@ namespace Emunet.Engine.Devices.VhostUser;
 /// Queue 1 (transmit, guest to Emunet): on a kick the device takes available chains, skips the virtio_net_hdr and
 /// copies the frame into one scratch buffer (the guest may rewrite its buffers at any time) and hands it to the stack;
 /// each chain goes back to the used ring. Queue 0 (receive, Emunet to guest): the stack writes a frame into a
-/// transmit buffer (<see cref="GetTransmitBuffer"/>), <see cref="CommitTransmit"/> copies it into receive chains
+/// transmit buffer (<see cref="BeginTransmit"/>), <see cref="CommitTransmit"/> copies it into receive chains
 /// behind a virtio_net_hdr whose num_buffers says how many chains it spans (VIRTIO_NET_F_MRG_RXBUF). When the guest
 /// has no receive buffers, frames wait in a bounded buffer and <see cref="TransmitSpace"/> shrinks: the stack stops
 /// reading host sockets until a kick on queue 0 brings buffers and <see cref="IFrameHandler.OnTransmitReady"/>.
@@ -32,7 +33,7 @@ namespace Emunet.Engine.Devices.VhostUser;
 /// </summary>
 internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
 {
-    public const int MaxFrameLength = StreamDevice.MaxFrameLength;
+    public const int MaxFrameLength = LinkLimits.MaxFrameLength;
     /// <summary>VIRTIO 1.2 §5.1.6: struct virtio_net_hdr is 12 bytes with VERSION_1 or MRG_RXBUF, 10 otherwise.</summary>
     public const int NetHeaderLength = 12;
     private const int LegacyNetHeaderLength = 10;
@@ -525,17 +526,21 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
 
     // ---- Receive queue: frames to the guest ---------------------------------------------------------------------
 
-    public Span<byte> GetTransmitBuffer(int length)
+    public TransmitLease BeginTransmit(int maxLength)
     {
-        if (_connection is null || length > MaxFrameLength || length < 0) return Span<byte>.Empty;
-        var room = _pending.Reserve(length);
-        if (room.IsEmpty) _pushedBack = true;
-        return room;
+        if (_connection is null || maxLength > MaxFrameLength || maxLength < 0) return default;
+        var room = _pending.Reserve(maxLength, out int token);
+        if (room.IsEmpty)
+        {
+            _pushedBack = true;
+            return default;
+        }
+        return new TransmitLease(this, room, token);
     }
 
-    public void CommitTransmit(int length)
+    public void CommitTransmit(int token, int length)
     {
-        if (_connection is null || !_pending.TryCommit(length, out var frame)) return;
+        if (_connection is null || !_pending.TryCommit(token, length, out var frame)) return;
         Tap?.Invoke(frame, true);
         FlushReceive();
     }

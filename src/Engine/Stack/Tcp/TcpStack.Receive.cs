@@ -1,3 +1,4 @@
+using Emunet.Engine.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using Emunet.Engine.Interop;

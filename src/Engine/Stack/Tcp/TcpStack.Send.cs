@@ -136,7 +136,8 @@ internal sealed partial class TcpStack
     /// <summary>A header-only segment outside any connection. Dropped (counted by the device) when the device is full.</summary>
     private void EmitRaw(IPv4Address source, IPv4Address destination, ushort sourcePort, ushort destinationPort, uint seq, uint ack, TcpFlags flags)
     {
-        var span = _sender.BeginPacket(source, destination, IPv4Packet.ProtocolTcp, TcpSegment.MinHeaderLength);
+        var packet = _sender.BeginPacket(source, destination, IPv4Packet.ProtocolTcp, TcpSegment.MinHeaderLength);
+        var span = packet.Payload;
         if (span.Length < TcpSegment.MinHeaderLength) { _transmitBlocked = true; return; }
         var f = new TcpFields
         {
@@ -148,7 +149,7 @@ internal sealed partial class TcpStack
             Window = 0,
             WindowScale = -1,
         };
-        _sender.CommitPacket(f.Emit(span, source, destination, 0));
+        packet.Commit(f.Emit(span, source, destination, 0));
     }
 
     /// <summary>
@@ -179,7 +180,8 @@ internal sealed partial class TcpStack
             f.Window = (ushort)Math.Min(WindowToAdvertise(c) >> c.RcvScale, ushort.MaxValue);
         }
         int headerLength = f.HeaderLength;
-        var span = _sender.BeginPacket(c.PeerAddress, c.GuestAddress, IPv4Packet.ProtocolTcp, headerLength + len);
+        var packet = _sender.BeginPacket(c.PeerAddress, c.GuestAddress, IPv4Packet.ProtocolTcp, headerLength + len);
+        var span = packet.Payload;
         if (span.Length < headerLength + len)
         {
             _transmitBlocked = true;
@@ -188,7 +190,7 @@ internal sealed partial class TcpStack
             return false;
         }
         if (len > 0) c.SendRing.CopyTo(Seq.Diff(seq, c.RingSeq), span.Slice(headerLength, len));
-        _sender.CommitPacket(f.Emit(span, c.PeerAddress, c.GuestAddress, len));
+        packet.Commit(f.Emit(span, c.PeerAddress, c.GuestAddress, len));
         if ((flags & TcpFlags.Ack) != 0)
         {
             c.RcvAdvEdge = Seq.Add(c.RcvNxt, synOptions ? f.Window : f.Window << c.RcvScale);

@@ -1,4 +1,4 @@
-namespace Emunet.Engine.Stack;
+namespace Emunet.Engine.Diagnostics;
 
 /// <summary>Why a frame or a flow was dropped. Each reason is a counter in <see cref="Counters"/>.</summary>
 public enum DropReason
