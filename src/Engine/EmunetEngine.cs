@@ -10,7 +10,6 @@ using Emunet.Engine.Forwarding;
 using Emunet.Engine.Runtime;
 using Emunet.Engine.Stack;
 using Emunet.Engine.Stack.Nat;
-using Emunet.Engine.Stack.Tcp;
 using Microsoft.Extensions.Logging;
 
 namespace Emunet.Engine;
@@ -21,17 +20,18 @@ namespace Emunet.Engine;
 /// </summary>
 public sealed class EmunetEngine : IEngineControl, IDisposable
 {
+    /// <summary>What <see cref="Info"/> shows of the guest, published by the owner thread at the end of each batch.</summary>
+    private sealed record GuestView(bool Connected, string? Mac);
+
     private readonly EngineOptions _options;
     private readonly ILogger _logger;
     private readonly EventLoop _loop = new();
     private readonly Counters _counters = new();
     private readonly IGuestDevice _device;
     private readonly NetStack _stack;
-    private readonly List<IFlowSource> _flowSources = new();
-    private readonly Dictionary<(IPAddress, int), TcpForwarder> _tcpForwards = new();
-    private readonly ILogger _forwardLogger;
-    private readonly TcpStack _tcp;
+    private readonly ForwardTable _forwards;
     private readonly CaptureTap _capture = new();
+    private readonly GuestViewPublisher _guestView;
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly DateTimeOffset _started = DateTimeOffset.Now;
     private Thread? _thread;
@@ -41,7 +41,6 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
     {
         _options = options;
         _logger = loggerFactory.CreateLogger("Emunet.Engine");
-        _forwardLogger = loggerFactory.CreateLogger("Emunet.Forward");
         var deviceLogger = loggerFactory.CreateLogger("Emunet.Device");
         if (options.VhostUserSocket is not null && options.StreamSocket is not null)
             throw new EngineStartException("Give one guest device: either --socket (QEMU -netdev stream) or --vhost-user (QEMU -netdev vhost-user), not both.");
@@ -52,12 +51,11 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         else
             throw new EngineStartException("No guest device given: use --socket PATH (QEMU -netdev stream), --socket tcp:127.0.0.1:PORT, or --vhost-user PATH (QEMU -netdev vhost-user).");
         var map = new AddressMap(options.Network);
-        _stack = new NetStack(_loop, _device, options.Network, map, _counters, loggerFactory.CreateLogger("Emunet.Stack"));
-        _tcp = new TcpStack(_loop, _stack, options.Network, map, _counters, loggerFactory.CreateLogger("Emunet.Tcp"));
-        _stack.Tcp = _tcp;
-        _flowSources.Add(_tcp);
-        _flowSources.Add(_stack);
+        _stack = new NetStack(_loop, _device, options.Network, map, _counters, loggerFactory);
+        _forwards = new ForwardTable(_loop, _stack, loggerFactory.CreateLogger("Emunet.Forward"));
         _device.Handler = _stack;
+        _guestView = new GuestViewPublisher(this);
+        _loop.AddEndOfBatch(_guestView);
     }
 
     /// <summary>Completes when the engine has stopped.</summary>
@@ -71,8 +69,30 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         Device = _device.Description,
         ControlSocket = _options.ControlSocketPath ?? "",
         Started = _started,
-        GuestConnected = _device.IsConnected,
+        GuestConnected = _guestView.Current.Connected,
+        GuestMac = _guestView.Current.Mac,
     };
+
+    /// <summary>
+    /// Keeps what <see cref="Info"/> shows of the guest (device attached, MAC learned) as an immutable value the
+    /// control thread may read: the owner thread compares and republishes it after each batch, so no caller ever
+    /// reads device or stack state off the owner thread.
+    /// </summary>
+    private sealed class GuestViewPublisher(EmunetEngine engine) : IEndOfBatch
+    {
+        private volatile GuestView _current = new(false, null);
+
+        public GuestView Current => _current;
+
+        public void OnEndOfBatch()
+        {
+            bool connected = engine._device.IsConnected;
+            var mac = engine._stack.GuestMac;
+            var now = _current;
+            if (now.Connected == connected && (now.Mac is null) == (mac is null) && (mac is null || now.Mac == mac.Value.ToString())) return;
+            _current = new GuestView(connected, mac?.ToString());
+        }
+    }
 
     /// <summary>Binds the device socket and the forwards given at start, then starts the owner thread.</summary>
     public void Start()
@@ -113,8 +133,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
 
     private void StopAll()
     {
-        foreach (var f in _tcpForwards.Values) f.Stop(force: true);
-        _tcpForwards.Clear();
+        _forwards.StopAll();
         _stack.Dispose();
         _device.Dispose();
         StopCaptureOnOwner();
@@ -123,53 +142,19 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
     public Task<ForwardInfo> AddForwardAsync(ForwardSpec spec, CancellationToken cancellationToken = default) =>
         _loop.InvokeAsync(() => AddForwardOnOwner(spec));
 
-    private ForwardInfo AddForwardOnOwner(ForwardSpec spec)
-    {
-        if (spec.Protocol == ForwardProtocol.Udp)
-        {
-            int port = _stack.Udp.AddForward(spec); // logs where it listens
-            return UdpForwards().First(f => f.BoundPort == port && f.Spec.HostAddress.Equals(spec.HostAddress));
-        }
-        if (spec.HostPort != 0 && _tcpForwards.ContainsKey((spec.HostAddress, spec.HostPort)))
-            throw new InvalidOperationException($"This engine already forwards tcp {spec.HostAddress}:{spec.HostPort}; remove that forward first.");
-        var forwarder = new TcpForwarder(_loop, _tcp, spec, _forwardLogger);
-        forwarder.Start();
-        _tcpForwards[(spec.HostAddress, forwarder.BoundPort)] = forwarder; // the forwarder logs where it listens
-        return forwarder.Info;
-    }
-
-    private List<ForwardInfo> UdpForwards()
-    {
-        var list = new List<ForwardInfo>();
-        _stack.Udp.ListForwards(list);
-        return list;
-    }
+    private ForwardInfo AddForwardOnOwner(ForwardSpec spec) => _forwards.Add(spec);
 
     public Task<IReadOnlyList<ForwardInfo>> ListForwardsAsync(CancellationToken cancellationToken = default) =>
-        _loop.InvokeAsync<IReadOnlyList<ForwardInfo>>(() => _tcpForwards.Values.Select(f => f.Info).Concat(UdpForwards()).ToList());
+        _loop.InvokeAsync<IReadOnlyList<ForwardInfo>>(_forwards.List);
 
     public Task<ForwardInfo?> RemoveForwardAsync(ForwardProtocol protocol, IPAddress hostAddress, int hostPort, bool force, CancellationToken cancellationToken = default) =>
-        _loop.InvokeAsync(() =>
-        {
-            if (protocol == ForwardProtocol.Udp)
-            {
-                var info = UdpForwards().FirstOrDefault(f => f.BoundPort == hostPort && f.Spec.HostAddress.Equals(hostAddress));
-                if (info is null || !_stack.Udp.RemoveForward(info.Spec)) return null;
-                _logger.LogInformation("Forward {Spec} removed.", info.Spec);
-                return info;
-            }
-            if (!_tcpForwards.Remove((hostAddress, hostPort), out var forwarder)) return null;
-            var snapshot = forwarder.Info;
-            forwarder.Stop(force);
-            _logger.LogInformation("Forward {Spec} removed{Force}.", forwarder.Spec, force ? " and its connections reset" : "");
-            return (ForwardInfo?)snapshot;
-        });
+        _loop.InvokeAsync(() => _forwards.Remove(protocol, hostAddress, hostPort, resetConnections: force));
 
     public Task<IReadOnlyList<ConnectionInfo>> ListConnectionsAsync(CancellationToken cancellationToken = default) =>
         _loop.InvokeAsync<IReadOnlyList<ConnectionInfo>>(() =>
         {
-            var list = new List<ConnectionInfo>();
-            foreach (var s in _flowSources) s.Snapshot(list);
+            var list = new List<ConnectionInfo>(_stack.Flows.Count);
+            _stack.Flows.Snapshot(list);
             return list;
         });
 
@@ -182,9 +167,9 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
             BytesToGuest = _counters.BytesToGuest,
             TotalDrops = _counters.TotalDrops,
             DropsByReason = _counters.DropSnapshot(),
-            TcpFlows = _tcp.ConnectionCount,
-            UdpFlows = _stack.Udp.FlowCount,
-            Forwards = _tcpForwards.Count + _stack.Udp.ForwardCount,
+            TcpFlows = _stack.Flows.CountOf(FlowProtocol.Tcp),
+            UdpFlows = _stack.Flows.CountOf(FlowProtocol.Udp),
+            Forwards = _forwards.Count,
             CaptureFile = _capture.FilePath,
         });
 

@@ -1,6 +1,5 @@
 using Emunet.Engine.Link;
 using Emunet.Engine.Diagnostics;
-using Emunet.Engine.Devices;
 using Emunet.Engine.Wire;
 
 namespace Emunet.Engine.Stack;

@@ -17,10 +17,8 @@ namespace Emunet.Engine.Stack;
 /// guest gets "destination unreachable, administratively prohibited" instead of silence. UDP and TCP report host
 /// socket errors to the guest through <see cref="SendDestinationUnreachable"/>. Owner thread only.
 /// </summary>
-internal sealed class Icmp : ITimerClient, IDisposable
+internal sealed class Icmp : IDisposable
 {
-    /// <summary>Ping flows (guest identifier × destination) at once.</summary>
-    public const int MaxFlows = 64;
     /// <summary>A ping flow with no echo for this long is closed.</summary>
     public const int IdleTimeoutMs = 30_000;
     /// <summary>After the host refuses a ping socket, how long before asking again.</summary>
@@ -34,16 +32,16 @@ internal sealed class Icmp : ITimerClient, IDisposable
     private readonly AddressMap _map;
     private readonly Counters _counters;
     private readonly ILogger _logger;
-    private readonly Dictionary<FlowKey, Flow> _flows = new();
-    private readonly List<Flow> _expired = new();
+    private readonly FlowTable _flows;
+    private readonly List<IcmpFlow> _closing = new();
     private readonly byte[] _scratch = new byte[65536];
     private long _refusedUntil = long.MinValue;
-    private long _nextFlowId = 1;
 
-    public Icmp(EventLoop loop, IPacketSender sender, NetworkConfig config, AddressMap map, Counters counters, ILogger logger)
+    public Icmp(EventLoop loop, IPacketSender sender, FlowTable flows, NetworkConfig config, AddressMap map, Counters counters, ILogger logger)
     {
         _loop = loop;
         _sender = sender;
+        _flows = flows;
         _config = config;
         _map = map;
         _counters = counters;
@@ -72,30 +70,22 @@ internal sealed class Icmp : ITimerClient, IDisposable
         }
     }
 
-    public int FlowCount => _flows.Count;
+    public int FlowCount => _flows.CountOf(FlowProtocol.Icmp);
     public long EchoRepliesSent { get; private set; }
     public long UnreachablesSent { get; private set; }
 
-    private readonly record struct FlowKey(uint Guest, uint Destination, ushort Identifier);
-
-    private sealed class Flow : IPollable
+    /// <summary>One ping flow: the guest's identifier toward one destination, through one host ping socket.</summary>
+    private sealed class IcmpFlow(Icmp owner) : Flow
     {
-        public required Icmp Owner;
-        public required Socket Socket;
-        public required int Fd;
-        public int Token;
-        public required FlowKey Key;
-        public required IPv4Address Guest;
-        public required IPv4Address Destination;
-        public required IPAddress Host;
-        public required ushort Identifier;
-        public long LastActive;
-        public long Id;
-        public long BytesFromGuest;
-        public long BytesToGuest;
-        public DateTimeOffset Started;
+        public IPv4Address Guest;
+        public IPv4Address Destination;
+        public ushort Identifier;
 
-        public void OnPoll(uint events) => Owner.OnReadable(this);
+        public override string StateName => "echo";
+
+        public override void OnPoll(uint events) => owner.OnReadable(this);
+
+        protected override void OnIdle() => owner.Close(this);
     }
 
     /// <summary>An ICMP message from the guest inside a checked, whole IPv4 packet.</summary>
@@ -126,27 +116,29 @@ internal sealed class Icmp : ITimerClient, IDisposable
 
     private void Relay(in IPv4Packet packet, in IcmpPacket echo, IPAddress host)
     {
-        var key = new FlowKey(packet.Source.Value, packet.Destination.Value, echo.Identifier);
-        if (!_flows.TryGetValue(key, out var flow))
+        var key = FlowKey.IPv4(FlowProtocol.Icmp, packet.Source, echo.Identifier, packet.Destination, 0);
+        IcmpFlow? flow;
+        if (_flows.TryGet(key, out var found)) flow = (IcmpFlow)found;
+        else
         {
             if (_loop.NowMs < _refusedUntil) { Refused(in packet); return; }
-            if (_flows.Count >= MaxFlows) { _counters.Drop(DropReason.IcmpFlowTableFull); return; }
+            if (!_flows.HasRoom(FlowProtocol.Icmp)) { _counters.Drop(DropReason.IcmpFlowTableFull); return; }
             flow = Open(key, packet.Source, packet.Destination, host, echo.Identifier);
             if (flow is null) { Refused(in packet); return; }
         }
-        flow.Socket.Send(echo.Bytes, SocketFlags.None, out var error);
+        flow.HostSocket!.Send(echo.Bytes, SocketFlags.None, out var error);
         if (error != SocketError.Success)
         {
             if (error is SocketError.NetworkUnreachable or SocketError.HostUnreachable)
                 SendDestinationUnreachable(IcmpPacket.CodeHostUnreachable, in packet);
-            else _counters.Drop(DropReason.UdpSendFailed);
+            else _counters.Drop(DropReason.IcmpSendFailed);
             return;
         }
         flow.LastActive = _loop.NowMs;
         flow.BytesFromGuest += echo.Bytes.Length;
     }
 
-    private Flow? Open(FlowKey key, IPv4Address guest, IPv4Address destination, IPAddress host, ushort identifier)
+    private IcmpFlow? Open(FlowKey key, IPv4Address guest, IPv4Address destination, IPAddress host, ushort identifier)
     {
         Socket socket;
         try
@@ -162,14 +154,18 @@ internal sealed class Icmp : ITimerClient, IDisposable
                 _logger.LogInformation("The host refuses ICMP ping sockets ({Error}); echo requests beyond the gateway are answered with destination unreachable. Allow them with sysctl net.ipv4.ping_group_range.", e.SocketErrorCode);
             return null;
         }
-        var flow = new Flow
+        var flow = new IcmpFlow(this)
         {
-            Owner = this, Socket = socket, Fd = (int)socket.Handle, Key = key, Guest = guest, Destination = destination,
-            Host = host, Identifier = identifier, LastActive = _loop.NowMs, Id = _nextFlowId++, Started = DateTimeOffset.UtcNow,
+            Key = key, Direction = FlowDirection.Outbound, HostSocket = socket, HostFd = (int)socket.Handle, Guest = guest,
+            Destination = destination, HostRemote = new IPEndPoint(host, 0), Identifier = identifier, LastActive = _loop.NowMs,
+            IdleTimeoutMs = IdleTimeoutMs,
         };
-        flow.Token = _loop.Register(flow.Fd, Libc.EPOLLIN, flow);
-        _flows.Add(key, flow);
-        _loop.WakeAt(flow.LastActive + IdleTimeoutMs);
+        if (!_flows.TryAdd(flow))
+        {
+            socket.Dispose();
+            return null;
+        }
+        flow.HostToken = _loop.Register(flow.HostFd, Libc.EPOLLIN, flow);
         return flow;
     }
 
@@ -179,7 +175,7 @@ internal sealed class Icmp : ITimerClient, IDisposable
         SendDestinationUnreachable(IcmpPacket.CodeAdministrativelyProhibited, in packet);
     }
 
-    private void OnReadable(Flow flow)
+    private void OnReadable(IcmpFlow flow)
     {
         // Bounded: a flood on one socket cannot starve the loop.
         for (int budget = 0; budget < 64; budget++)
@@ -188,15 +184,15 @@ internal sealed class Icmp : ITimerClient, IDisposable
             var span = packet.Payload;
             if (span.IsEmpty)
             {
-                int dropped = flow.Socket.Receive(_scratch, SocketFlags.None, out var e);
+                int dropped = flow.HostSocket!.Receive(_scratch, SocketFlags.None, out var e);
                 if (e != SocketError.Success || dropped < 0) return;
                 _counters.Drop(DropReason.TransmitQueueFull);
                 continue;
             }
             // A ping socket returns the ICMP message without the IP header.
-            int n = flow.Socket.Receive(span, SocketFlags.Truncated, out var error);
+            int n = flow.HostSocket!.Receive(span, SocketFlags.Truncated, out var error);
             if (error == SocketError.WouldBlock) return;
-            if (error != SocketError.Success) { _counters.Drop(DropReason.UdpSendFailed); return; }
+            if (error != SocketError.Success) { _counters.Drop(DropReason.IcmpSendFailed); return; }
             if (n > span.Length || !IcmpPacket.TryParse(span[..n], out var reply) || reply.Type != IcmpPacket.TypeEchoReply)
             {
                 _counters.Drop(DropReason.IcmpMalformed);
@@ -242,51 +238,24 @@ internal sealed class Icmp : ITimerClient, IDisposable
         UnreachablesSent++;
     }
 
-    public long OnTimer(long nowMs)
-    {
-        long next = long.MaxValue;
-        _expired.Clear();
-        foreach (var flow in _flows.Values)
-        {
-            long due = flow.LastActive + IdleTimeoutMs;
-            if (due <= nowMs) _expired.Add(flow);
-            else if (due < next) next = due;
-        }
-        foreach (var flow in _expired) Close(flow);
-        _expired.Clear();
-        return next;
-    }
-
     public void OnGuestGone() => CloseAll();
 
-    public void Snapshot(List<ConnectionInfo> into)
+    private void Close(IcmpFlow flow)
     {
-        foreach (var f in _flows.Values)
-        {
-            into.Add(new ConnectionInfo
-            {
-                Id = f.Id, Protocol = FlowProtocol.Icmp, Direction = FlowDirection.Outbound,
-                GuestEndPoint = new IPEndPoint(f.Guest.ToIPAddress(), f.Identifier),
-                GuestPeerEndPoint = new IPEndPoint(f.Destination.ToIPAddress(), 0),
-                HostRemoteEndPoint = new IPEndPoint(f.Host, 0),
-                State = "echo", BytesFromGuest = f.BytesFromGuest, BytesToGuest = f.BytesToGuest, Started = f.Started,
-            });
-        }
-    }
-
-    private void Close(Flow flow)
-    {
-        _flows.Remove(flow.Key);
-        _loop.Unregister(flow.Token, flow.Fd);
-        flow.Socket.Dispose();
+        _flows.Remove(flow);
+        if (flow.HostSocket is null) return;
+        _loop.Unregister(flow.HostToken, flow.HostFd);
+        flow.HostSocket.Dispose();
+        flow.HostSocket = null;
     }
 
     private void CloseAll()
     {
-        _expired.Clear();
-        _expired.AddRange(_flows.Values);
-        foreach (var flow in _expired) Close(flow);
-        _expired.Clear();
+        _closing.Clear();
+        for (int i = 0; i < _flows.Count; i++)
+            if (_flows[i] is IcmpFlow f) _closing.Add(f);
+        foreach (var f in _closing) Close(f);
+        _closing.Clear();
     }
 
     public void Dispose() => CloseAll();

@@ -1,6 +1,5 @@
 using Emunet.Engine.Link;
 using Emunet.Engine.Diagnostics;
-using Emunet.Engine.Devices;
 using Emunet.Engine.Runtime;
 using Emunet.Engine.Stack.Nat;
 using Emunet.Engine.Stack.Tcp;
@@ -13,7 +12,7 @@ namespace Emunet.Engine.Stack;
 /// The guest's side of the engine: Ethernet in, ARP or IPv4, then ICMP / UDP (DHCP, DNS relay, NAT) / TCP; and the
 /// way every protocol sends back (<see cref="IPacketSender"/>). See README.md in this folder. Owner thread only.
 /// </summary>
-internal sealed class NetStack : IFrameHandler, IPacketSender, IFlowSource, IDisposable
+internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
 {
     private const int EthernetAndIPv4Header = EthernetFrame.HeaderLength + IPv4Packet.MinHeaderLength;
 
@@ -26,25 +25,31 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IFlowSource, IDis
     private ushort _nextIdentification;
     private IPv4Address _guestAddress;
 
-    public NetStack(EventLoop loop, IFrameDevice device, NetworkConfig config, AddressMap map, Counters counters, ILogger logger)
+    /// <summary>
+    /// Builds the stack over <paramref name="device"/>: the flow table, then each protocol, every one given what it
+    /// needs here (the packet sender is this object's transmit side; nothing is set after construction).
+    /// </summary>
+    public NetStack(EventLoop loop, IFrameDevice device, NetworkConfig config, AddressMap map, Counters counters, ILoggerFactory loggers)
     {
         _device = device;
         _config = config;
         _counters = counters;
-        _logger = logger;
-        GuestAddress = config.Guest;
+        _logger = loggers.CreateLogger("Emunet.Stack");
+        _guestAddress = config.Guest;
+        Flows = new FlowTable(loop, counters);
         Arp = new Arp(this, device, config, counters);
         _reassembly = new IPv4Reassembly(loop, counters);
-        Icmp = new Icmp(loop, this, config, map, counters, logger);
-        Udp = new Udp(loop, this, Icmp, config, map, counters, logger);
-        Dhcp = new Dhcp(this, config, counters, logger);
+        Icmp = new Icmp(loop, this, Flows, config, map, counters, _logger);
+        Udp = new Udp(loop, this, Flows, Icmp, config, map, counters, _logger);
+        Dhcp = new Dhcp(this, config, counters, _logger);
+        Tcp = new TcpStack(loop, this, Flows, config, map, counters, loggers.CreateLogger("Emunet.Tcp"));
         loop.AddTimerClient(_reassembly);
-        loop.AddTimerClient(Icmp);
-        loop.AddTimerClient(Udp);
     }
 
-    /// <summary>The TCP implementation; set once after construction. Without it TCP segments are dropped.</summary>
-    public ITcpHandler? Tcp { get; set; }
+    /// <summary>Every flow of every protocol (the NAT table).</summary>
+    public FlowTable Flows { get; }
+
+    public TcpStack Tcp { get; }
 
     /// <summary>The guest's MAC address, learned from the source of its frames; null until the first frame.</summary>
     public MacAddress? GuestMac { get; internal set; }
@@ -53,11 +58,7 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IFlowSource, IDis
     public IPv4Address GuestAddress
     {
         get => _guestAddress;
-        internal set
-        {
-            _guestAddress = value;
-            if (Udp is not null) Udp.GuestAddress = value;
-        }
+        internal set => _guestAddress = value;
     }
 
     public Arp Arp { get; }
@@ -102,10 +103,10 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IFlowSource, IDis
         _reassembly.Clear();
         Udp.OnGuestGone();
         Icmp.OnGuestGone();
-        Tcp?.OnGuestGone();
+        Tcp.OnGuestGone();
     }
 
-    public void OnTransmitReady() => Tcp?.OnTransmitReady();
+    public void OnTransmitReady() => Tcp.OnTransmitReady();
 
     private void OnIPv4(ReadOnlySpan<byte> bytes)
     {
@@ -141,8 +142,7 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IFlowSource, IDis
                 OnUdp(in packet);
                 break;
             case IPv4Packet.ProtocolTcp:
-                if (Tcp is null) _counters.Drop(DropReason.TcpNoConnection);
-                else Tcp.OnSegment(in packet);
+                Tcp.OnSegment(in packet);
                 break;
             default:
                 // RFC 1122 §3.2.2.1: protocol unreachable for a transport the stack does not carry.
@@ -203,16 +203,9 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IFlowSource, IDis
         _counters.BytesToGuest += length;
     }
 
-    // ---- IFlowSource ----
-
-    public void Snapshot(List<ConnectionInfo> into)
-    {
-        Udp.Snapshot(into);
-        Icmp.Snapshot(into);
-    }
-
     public void Dispose()
     {
+        Tcp.OnGuestGone();
         Udp.Dispose();
         Icmp.Dispose();
     }

@@ -58,8 +58,8 @@ public class HostileFrameTests
             if (i % 1000 == 999)
             {
                 // Close what the mutations opened, as idle expiry would.
-                h.Stack.Udp.OnTimer(h.Loop.NowMs + Udp.IdleTimeoutMs + 1);
-                h.Stack.Icmp.OnTimer(h.Loop.NowMs + Icmp.IdleTimeoutMs + 1);
+                h.Stack.Flows.OnTimer(h.Loop.NowMs + Udp.IdleTimeoutMs + 1);
+                h.Stack.Flows.OnTimer(h.Loop.NowMs + Icmp.IdleTimeoutMs + 1);
             }
         }
         Assert.Equal(Frames, h.Counters.FramesFromGuest);

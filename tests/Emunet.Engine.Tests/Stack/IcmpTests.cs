@@ -96,9 +96,9 @@ public class IcmpTests
         Assert.Equal("127.0.0.1", ((PacketDotNet.IPv4Packet)icmp.ParentPacket).SourceAddress.ToString());
         Assert.Equal(IPAddress.Loopback, asked);
 
-        var flows = h.Invoke(() => { var l = new List<Emunet.Engine.Stack.Nat.ConnectionInfo>(); h.Stack.Snapshot(l); return l; });
+        var flows = h.Invoke(() => { var l = new List<Emunet.Engine.Stack.Nat.ConnectionInfo>(); h.Stack.Flows.Snapshot(l); return l; });
         Assert.Equal(Emunet.Engine.Stack.Nat.FlowProtocol.Icmp, Assert.Single(flows).Protocol);
-        Assert.Equal(0, h.Invoke(() => { h.Stack.Icmp.OnTimer(h.Loop.NowMs + Icmp.IdleTimeoutMs + 1); return h.Stack.Icmp.FlowCount; }));
+        Assert.Equal(0, h.Invoke(() => { h.Stack.Flows.OnTimer(h.Loop.NowMs + Icmp.IdleTimeoutMs + 1); return h.Stack.Icmp.FlowCount; }));
     }
 
     [Fact]
@@ -120,7 +120,7 @@ public class IcmpTests
             Assert.Equal(3, icmp.Sequence);
             Assert.Equal("127.0.0.1", ((PacketDotNet.IPv4Packet)icmp.ParentPacket).SourceAddress.ToString());
             Assert.Equal(1, h.Invoke(() => h.Stack.Icmp.FlowCount));
-            Assert.Equal(0, h.Invoke(() => { h.Stack.Icmp.OnTimer(h.Loop.NowMs + Icmp.IdleTimeoutMs + 1); return h.Stack.Icmp.FlowCount; }));
+            Assert.Equal(0, h.Invoke(() => { h.Stack.Flows.OnTimer(h.Loop.NowMs + Icmp.IdleTimeoutMs + 1); return h.Stack.Icmp.FlowCount; }));
         }
         else
         {

@@ -4,6 +4,7 @@ using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Net;
 using Emunet.Engine.Devices;
+using Emunet.Engine.Forwarding;
 using Emunet.Engine.Runtime;
 using Emunet.Engine.Stack;
 using Emunet.Engine.Wire;
@@ -50,13 +51,16 @@ internal sealed class StackHarness : IDisposable
     public readonly Counters Counters = new();
     public readonly NetworkConfig Config;
     public readonly NetStack Stack;
+    /// <summary>The engine's forwards over <see cref="Stack"/>, TCP and UDP.</summary>
+    public readonly ForwardTable Forwards;
     private Thread? _thread;
 
     public StackHarness(NetworkConfig? config = null)
     {
         // No test may reach a real resolver: DNS goes to a closed loopback port unless a test says otherwise.
         Config = config ?? new NetworkConfig { DnsUpstream = new[] { new IPEndPoint(IPAddress.Loopback, 9) } };
-        Stack = new NetStack(Loop, Device, Config, new AddressMap(Config), Counters, NullLogger.Instance);
+        Stack = new NetStack(Loop, Device, Config, new AddressMap(Config), Counters, NullLoggerFactory.Instance);
+        Forwards = new ForwardTable(Loop, Stack, NullLogger.Instance);
     }
 
     public MacAddress GatewayMac => Config.GatewayMac;
@@ -95,11 +99,15 @@ internal sealed class StackHarness : IDisposable
     {
         if (_thread is not null)
         {
-            Invoke(() => Stack.Dispose());
+            Invoke(() => { Forwards.StopAll(); Stack.Dispose(); });
             Loop.Stop();
             _thread.Join();
         }
-        else Stack.Dispose();
+        else
+        {
+            Forwards.StopAll();
+            Stack.Dispose();
+        }
         Loop.Dispose();
     }
 }

@@ -64,7 +64,7 @@ public class UdpTests
         Assert.Equal("again"u8.ToArray(), second);
         Assert.Equal(from, from2);
 
-        var flows = h.Invoke(() => { var l = new List<ConnectionInfo>(); h.Stack.Snapshot(l); return l; });
+        var flows = h.Invoke(() => { var l = new List<ConnectionInfo>(); h.Stack.Flows.Snapshot(l); return l; });
         var flow = Assert.Single(flows);
         Assert.Equal(FlowProtocol.Udp, flow.Protocol);
         Assert.Equal(FlowDirection.Outbound, flow.Direction);
@@ -74,7 +74,7 @@ public class UdpTests
         Assert.Equal(4, flow.BytesToGuest);
 
         // Idle flows expire.
-        Assert.Equal(0, h.Invoke(() => { h.Stack.Udp.OnTimer(h.Loop.NowMs + Udp.IdleTimeoutMs + 1); return h.Stack.Udp.FlowCount; }));
+        Assert.Equal(0, h.Invoke(() => { h.Stack.Flows.OnTimer(h.Loop.NowMs + Udp.IdleTimeoutMs + 1); return h.Stack.Udp.FlowCount; }));
         Assert.Equal(0, h.Counters.TotalDrops);
     }
 
@@ -103,7 +103,7 @@ public class UdpTests
         Assert.Equal(1, h.Counters.Drops(DropReason.DnsMalformed));
 
         // DNS flows are short-lived.
-        Assert.Equal(0, h.Invoke(() => { h.Stack.Udp.OnTimer(h.Loop.NowMs + Udp.DnsIdleTimeoutMs + 1); return h.Stack.Udp.FlowCount; }));
+        Assert.Equal(0, h.Invoke(() => { h.Stack.Flows.OnTimer(h.Loop.NowMs + Udp.DnsIdleTimeoutMs + 1); return h.Stack.Udp.FlowCount; }));
     }
 
     [Fact]
@@ -179,12 +179,12 @@ public class UdpTests
     {
         using var server = HostSocket();
         using var h = new StackHarness();
-        for (int i = 0; i <= Udp.MaxFlows; i++)
+        for (int i = 0; i <= FlowTable.MaxUdpFlows; i++)
             h.Send(GuestFrames.Udp(StackHarness.GuestIp, (ushort)(20000 + i), StackHarness.Gateway, (ushort)Port(server), "x"u8));
-        Assert.Equal(Udp.MaxFlows, h.Stack.Udp.FlowCount);
+        Assert.Equal(FlowTable.MaxUdpFlows, h.Stack.Udp.FlowCount);
         Assert.Equal(1, h.Counters.Drops(DropReason.UdpFlowTableFull));
         // Expiry makes room.
-        h.Stack.Udp.OnTimer(h.Loop.NowMs + Udp.IdleTimeoutMs + 1);
+        h.Stack.Flows.OnTimer(h.Loop.NowMs + Udp.IdleTimeoutMs + 1);
         h.Send(GuestFrames.Udp(StackHarness.GuestIp, 19999, StackHarness.Gateway, (ushort)Port(server), "x"u8));
         Assert.Equal(1, h.Stack.Udp.FlowCount);
     }
@@ -210,7 +210,7 @@ public class UdpTests
         h.Send(GuestFrames.Arp(ArpPacket.OperationRequest, StackHarness.GuestIp, StackHarness.Gateway));
         h.Expect();
         var spec = ForwardSpec.Create(ForwardProtocol.Udp, 0, 5353);
-        int port = h.Invoke(() => h.Stack.Udp.AddForward(spec));
+        int port = h.Invoke(() => h.Forwards.Add(spec).BoundPort);
         Assert.NotEqual(0, port);
 
         using var client1 = HostSocket();
@@ -237,20 +237,20 @@ public class UdpTests
         Assert.Equal("to two"u8.ToArray(), r2);
         Assert.Equal(target, from1);
 
-        var flows = h.Invoke(() => { var l = new List<ConnectionInfo>(); h.Stack.Snapshot(l); return l; });
+        var flows = h.Invoke(() => { var l = new List<ConnectionInfo>(); h.Stack.Flows.Snapshot(l); return l; });
         Assert.Equal(2, flows.Count(f => f.Direction == FlowDirection.Forwarded));
 
         // Idle client mappings expire; the forward stays.
-        Assert.Equal(0, h.Invoke(() => { h.Stack.Udp.OnTimer(h.Loop.NowMs + Udp.IdleTimeoutMs + 1); return h.Stack.Udp.FlowCount; }));
+        Assert.Equal(0, h.Invoke(() => { h.Stack.Flows.OnTimer(h.Loop.NowMs + Udp.IdleTimeoutMs + 1); return h.Stack.Udp.FlowCount; }));
         client1.SendTo("back"u8, target);
         Assert.Equal("back"u8.ToArray(), Oracle.Udp(h.Expect()).PayloadData);
 
         // Asked for port 0, the forward is known (and removed) by the port it got.
-        Assert.False(h.Invoke(() => h.Stack.Udp.RemoveForward(spec)));
-        Assert.True(h.Invoke(() => h.Stack.Udp.RemoveForward(spec with { HostPort = port })));
-        Assert.False(h.Invoke(() => h.Stack.Udp.RemoveForward(spec with { HostPort = port })));
+        Assert.Null(h.Invoke(() => h.Forwards.Remove(ForwardProtocol.Udp, spec.HostAddress, spec.HostPort, false)));
+        Assert.NotNull(h.Invoke(() => h.Forwards.Remove(ForwardProtocol.Udp, spec.HostAddress, port, false)));
+        Assert.Null(h.Invoke(() => h.Forwards.Remove(ForwardProtocol.Udp, spec.HostAddress, port, false)));
         Assert.Equal(0, h.Invoke(() => h.Stack.Udp.FlowCount));
-        Assert.Equal(0, h.Invoke(() => h.Stack.Udp.ForwardCount));
+        Assert.Equal(0, h.Invoke(() => h.Forwards.Count));
     }
 
     [Fact]
@@ -261,7 +261,7 @@ public class UdpTests
         var other = new IPv4Address(10, 0, 2, 20);
         h.Send(GuestFrames.Arp(ArpPacket.OperationRequest, other, StackHarness.Gateway));
         h.Expect();
-        int port = h.Invoke(() => h.Stack.Udp.AddForward(ForwardSpec.Create(ForwardProtocol.Udp, 0, 7000)));
+        int port = h.Invoke(() => h.Forwards.Add(ForwardSpec.Create(ForwardProtocol.Udp, 0, 7000)).BoundPort);
         using var client = HostSocket();
         client.SendTo("hello"u8, new IPEndPoint(IPAddress.Loopback, port));
         var udp = Oracle.Udp(h.Expect());
@@ -275,9 +275,10 @@ public class UdpTests
         using var taken = HostSocket();
         using var h = new StackHarness();
         var spec = ForwardSpec.Create(ForwardProtocol.Udp, Port(taken), 53);
-        var e = Assert.Throws<InvalidOperationException>(() => h.Stack.Udp.AddForward(spec));
-        Assert.Contains($"UDP port {Port(taken)}", e.Message);
+        var e = Assert.Throws<InvalidOperationException>(() => h.Forwards.Add(spec).BoundPort);
+        Assert.Contains($"udp 127.0.0.1:{Port(taken)}", e.Message);
         Assert.Contains("in use", e.Message);
-        Assert.Equal(0, h.Stack.Udp.ForwardCount);
+        Assert.Contains($"process {Environment.ProcessId} (", e.Message); // the holder is named, as for TCP
+        Assert.Equal(0, h.Forwards.Count);
     }
 }

@@ -13,6 +13,9 @@ namespace Emunet.Engine.Tests.Tcp;
 /// <summary>Active opens into the guest (OpenToGuest) and the TCP forwarder.</summary>
 public class TcpForwardTests
 {
+    /// <summary>The forward the tests' connections count against (xunit makes one per test).</summary>
+    private readonly ForwardBinding forward = new("tcp:test");
+
     private const ushort GuestPort = 8080;
 
     /// <summary>A connected client/accepted pair on loopback: the accepted end is what a forwarder hands the stack.</summary>
@@ -51,7 +54,7 @@ public class TcpForwardTests
         using var h = new TcpHarness();
         var (client, accepted) = ClientPair();
         using var clientScope = client;
-        Assert.True(h.Invoke(t => t.OpenToGuest(accepted, GuestPort, "tcp:test")));
+        Assert.True(h.Invoke(t => t.OpenToGuest(accepted, TcpHarness.Guest, GuestPort, forward)));
         var flow = AnswerSyn(h);
 
         client.Send("ping"u8);
@@ -61,13 +64,13 @@ public class TcpForwardTests
         Assert.Equal("pong"u8.ToArray(), HostSide.ReadExactly(client, 4));
 
         var info = new List<ConnectionInfo>();
-        h.Invoke(t => t.Snapshot(info));
+        h.Invoke(_ => h.Flows.Snapshot(info));
         var ci = Assert.Single(info);
         Assert.Equal(FlowDirection.Forwarded, ci.Direction);
         Assert.Equal("tcp:test", ci.Forward);
         Assert.Equal(GuestPort, ci.GuestEndPoint.Port);
         Assert.Equal(((IPEndPoint)client.LocalEndPoint!).Port, ci.HostRemoteEndPoint!.Port);
-        Assert.Equal(1, h.Invoke(t => t.ActiveForwardConnections("tcp:test")));
+        Assert.Equal(1, h.Invoke(_ => forward.ActiveFlows));
 
         // The client closes; the guest closes back; the connection is freed and the count drops.
         client.Shutdown(SocketShutdown.Send);
@@ -80,7 +83,7 @@ public class TcpForwardTests
         Assert.Equal(SocketError.Success, HostSide.ReceiveError(client, out int n));
         Assert.Equal(0, n);
         var sw = Stopwatch.StartNew();
-        while (h.Invoke(t => t.ActiveForwardConnections("tcp:test")) != 0)
+        while (h.Invoke(_ => forward.ActiveFlows) != 0)
         {
             Assert.True(sw.Elapsed < TcpHarness.Timeout);
             Thread.Sleep(5);
@@ -93,7 +96,7 @@ public class TcpForwardTests
         using var h = new TcpHarness();
         var (client, accepted) = ClientPair();
         using var clientScope = client;
-        Assert.True(h.Invoke(t => t.OpenToGuest(accepted, GuestPort, "tcp:test")));
+        Assert.True(h.Invoke(t => t.OpenToGuest(accepted, TcpHarness.Guest, GuestPort, forward)));
         var syn = h.Next();
         Assert.Equal(TcpFlags.Syn, syn.Flags);
         // Linux's answer for a closed port.
@@ -111,7 +114,7 @@ public class TcpForwardTests
         using var h = new TcpHarness();
         var (client, accepted) = ClientPair();
         using var clientScope = client;
-        Assert.True(h.Invoke(t => t.OpenToGuest(accepted, GuestPort, "tcp:test")));
+        Assert.True(h.Invoke(t => t.OpenToGuest(accepted, TcpHarness.Guest, GuestPort, forward)));
         var flow = AnswerSyn(h);
         h.FromGuest(GuestPort, TcpHarness.Gateway, flow.PeerPort, flow.Snd, flow.Rcv, TcpFlags.Rst | TcpFlags.Ack, 0);
         Assert.Equal(SocketError.ConnectionReset, HostSide.ReceiveError(client, out _));
@@ -123,7 +126,7 @@ public class TcpForwardTests
         using var h = new TcpHarness(t => { t.InitialRtoMs = 50; t.MaxSynRetransmissions = 2; });
         var (client, accepted) = ClientPair();
         using var clientScope = client;
-        Assert.True(h.Invoke(t => t.OpenToGuest(accepted, GuestPort, "tcp:test")));
+        Assert.True(h.Invoke(t => t.OpenToGuest(accepted, TcpHarness.Guest, GuestPort, forward)));
         var first = h.Next(keepSynRetransmissions: true);
         var sw = Stopwatch.StartNew();
         var second = h.Next(keepSynRetransmissions: true);
@@ -145,7 +148,7 @@ public class TcpForwardTests
     {
         using var h = new TcpHarness();
         var spec = ForwardSpec.Create(ForwardProtocol.Tcp, 0, GuestPort);
-        var fwd = new TcpForwarder(h.Loop, h.Tcp, spec, NullLogger.Instance);
+        var fwd = new TcpForwarder(h.Loop, h.Tcp, () => TcpHarness.Guest, spec, NullLogger.Instance);
         h.Invoke(_ => fwd.Start());
         Assert.True(fwd.BoundPort > 0);
 
@@ -159,17 +162,17 @@ public class TcpForwardTests
         // Asked for port 0, the forward is known by the port it got.
         Assert.Equal(spec with { HostPort = fwd.BoundPort }, fi.Spec);
         var info = new List<ConnectionInfo>();
-        h.Invoke(t => t.Snapshot(info));
+        h.Invoke(_ => h.Flows.Snapshot(info));
         Assert.Equal(fi.Spec.ToString(), Assert.Single(info).Forward);
 
         client.Send("x"u8);
         Assert.Equal("x"u8.ToArray(), h.Receive(flow, 1));
 
-        h.Invoke(_ => fwd.Stop(force: true));
+        h.Invoke(_ => fwd.Stop(resetConnections: true));
         var rst = h.Next();
         Assert.True(rst.Has(TcpFlags.Rst));
         Assert.Equal(SocketError.ConnectionReset, HostSide.ReceiveError(client, out _));
-        Assert.Equal(0, h.Invoke(_ => fwd.ActiveConnections));
+        Assert.Equal(0, h.Invoke(_ => fwd.Info.ActiveConnections));
         using var late = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         var e = Assert.Throws<SocketException>(() => late.Connect(new IPEndPoint(IPAddress.Loopback, fwd.BoundPort)));
         Assert.Equal(SocketError.ConnectionRefused, e.SocketErrorCode);
@@ -181,9 +184,9 @@ public class TcpForwardTests
         using var h = new TcpHarness();
         using var holder = HostSide.Listen();
         int port = HostSide.Port(holder);
-        var fwd = new TcpForwarder(h.Loop, h.Tcp, ForwardSpec.Create(ForwardProtocol.Tcp, port, GuestPort), NullLogger.Instance);
+        var fwd = new TcpForwarder(h.Loop, h.Tcp, () => TcpHarness.Guest, ForwardSpec.Create(ForwardProtocol.Tcp, port, GuestPort), NullLogger.Instance);
         var e = Assert.Throws<InvalidOperationException>(() => h.Invoke(_ => fwd.Start()));
-        Assert.Contains($"127.0.0.1:{port}", e.Message);
+        Assert.Contains($"tcp 127.0.0.1:{port}", e.Message);
         Assert.Contains("in use", e.Message);
         Assert.Contains($"process {Environment.ProcessId} (", e.Message);
     }

@@ -4,6 +4,7 @@ using System.Net;
 using System.Net.Sockets;
 using Emunet.Engine.Runtime;
 using Emunet.Engine.Stack;
+using Emunet.Engine.Stack.Nat;
 using Emunet.Engine.Stack.Tcp;
 using Emunet.Engine.Wire;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -117,12 +118,15 @@ internal sealed class TcpHarness : IDisposable
     public Counters Counters { get; } = new();
     public NetworkConfig Config { get; } = new();
     public TcpStack Tcp { get; }
+    /// <summary>The flow table <see cref="Tcp"/> keeps its connections in.</summary>
+    public FlowTable Flows { get; }
 
     public TcpHarness(Action<TcpStack>? configure = null, int maxPayload = 1480)
     {
         Sender = new RecordingSender { MaxPayload = maxPayload };
         Microsoft.Extensions.Logging.ILogger logger = Environment.GetEnvironmentVariable("EMUNET_TEST_LOG") is null ? NullLogger.Instance : new ConsoleErrorLogger();
-        Tcp = new TcpStack(Loop, Sender, Config, new AddressMap(Config), Counters, logger);
+        Flows = new FlowTable(Loop, Counters);
+        Tcp = new TcpStack(Loop, Sender, Flows, Config, new AddressMap(Config), Counters, logger);
         // The handshake's RTO before any RTT sample; longer than the RFC's 1 s so a loaded test machine does not see
         // SYN retransmissions where a test does not expect them (tests that exercise them set it lower).
         Tcp.InitialRtoMs = 3000;

@@ -213,7 +213,7 @@ public class TcpOutboundTests
         Assert.Equal(down, h.Receive(flow, down.Length));
 
         var info = new List<ConnectionInfo>();
-        h.Invoke(t => t.Snapshot(info));
+        h.Invoke(_ => h.Flows.Snapshot(info));
         var ci = Assert.Single(info);
         Assert.Equal(FlowProtocol.Tcp, ci.Protocol);
         Assert.Equal(FlowDirection.Outbound, ci.Direction);

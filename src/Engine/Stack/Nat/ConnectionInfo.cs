@@ -29,8 +29,3 @@ public sealed record ConnectionInfo
     public string? Forward { get; init; }
 }
 
-/// <summary>A protocol table that can list its flows for the control API. Owner thread only.</summary>
-internal interface IFlowSource
-{
-    void Snapshot(List<ConnectionInfo> into);
-}

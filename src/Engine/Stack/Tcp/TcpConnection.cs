@@ -1,5 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
 using Emunet.Engine.Runtime;
 using Emunet.Engine.Stack.Nat;
 using Emunet.Engine.Wire;
@@ -26,14 +24,11 @@ internal enum TcpState
     Closed,
 }
 
-/// <summary>The table key: the guest's end and the peer address the guest sees.</summary>
-internal readonly record struct TcpFlowKey(uint GuestAddress, ushort GuestPort, uint PeerAddress, ushort PeerPort);
-
 /// <summary>
-/// One spliced connection: the guest-facing TCP state (sequence space, buffers, timers) and its host socket.
-/// All fields belong to the owner thread; <see cref="TcpStack"/> holds the logic.
+/// One spliced connection: a flow of the table (key, host socket, counts) with the guest-facing TCP state (sequence
+/// space, buffers, timers). All fields belong to the owner thread; <see cref="TcpStack"/> holds the logic.
 /// </summary>
-internal sealed class TcpConnection : IPollable
+internal sealed class TcpConnection : Flow
 {
     private readonly TcpStack _stack;
 
@@ -44,28 +39,16 @@ internal sealed class TcpConnection : IPollable
         ReceiveRing = new ByteRing(receiveBuffer);
     }
 
-    // Identity.
-    public long Id;
-    public TcpFlowKey Key;
+    // Identity (the key holds the same; these are the IPv4 values the hot path uses).
     public IPv4Address GuestAddress;
     public ushort GuestPort;
     /// <summary>The address the guest talks to (the original destination, or 10.0.2.2 for a forward).</summary>
     public IPv4Address PeerAddress;
     public ushort PeerPort;
-    public FlowDirection Direction;
-    public string? ForwardName;
-    public DateTimeOffset Started;
-    /// <summary>Index in the stack's connection list (swap-remove).</summary>
-    public int ListIndex;
 
-    // Host socket.
-    public Socket? Host;
-    public int HostFd = -1;
-    public int HostToken = -1;
+    // Host socket (the flow's HostSocket, HostFd, HostToken).
     /// <summary>The epoll events registered for the host socket; 0 while not registered.</summary>
     public uint HostEvents;
-    public IPEndPoint? HostLocal;
-    public IPEndPoint? HostRemote;
     /// <summary>The host socket returned end of stream: a FIN goes to the guest after the data before it.</summary>
     public bool HostEof;
     /// <summary>Shutdown(Send) done on the host socket after the guest's FIN.</summary>
@@ -138,12 +121,26 @@ internal sealed class TcpConnection : IPollable
     public readonly ByteRing SendRing;
     public readonly ByteRing ReceiveRing;
 
-    public long BytesFromGuest;
-    public long BytesToGuest;
-
     public bool IsSynchronized => State >= TcpState.Established && State < TcpState.Closed;
 
-    public void OnPoll(uint events) => _stack.OnHostEvents(this, events);
+    public override string StateName => State switch
+    {
+        TcpState.Connecting => "CONNECTING",
+        TcpState.SynSent => "SYN-SENT",
+        TcpState.SynReceived => "SYN-RECEIVED",
+        TcpState.Established => "ESTABLISHED",
+        TcpState.FinWait1 => "FIN-WAIT-1",
+        TcpState.FinWait2 => "FIN-WAIT-2",
+        TcpState.CloseWait => "CLOSE-WAIT",
+        TcpState.Closing => "CLOSING",
+        TcpState.LastAck => "LAST-ACK",
+        TcpState.TimeWait => "TIME-WAIT",
+        _ => "CLOSED",
+    };
+
+    public override void OnPoll(uint events) => _stack.OnHostEvents(this, events);
+
+    public override long OnTimer(long nowMs) => _stack.OnConnectionTimer(this, nowMs);
 
     public void Release()
     {

@@ -11,7 +11,7 @@ internal sealed partial class TcpStack
     /// <summary>Called by the loop when the connection's host socket is ready.</summary>
     internal void OnHostEvents(TcpConnection c, uint events)
     {
-        if (c.State == TcpState.Closed || c.Host is null) return;
+        if (c.State == TcpState.Closed || c.HostSocket is null) return;
         if (c.State == TcpState.Connecting)
         {
             OnConnectCompleted(c);
@@ -38,7 +38,7 @@ internal sealed partial class TcpStack
         int soError;
         try
         {
-            soError = (int)c.Host!.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error)!;
+            soError = (int)c.HostSocket!.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error)!;
         }
         catch (SocketException e)
         {
@@ -58,7 +58,7 @@ internal sealed partial class TcpStack
     private void OnHostConnected(TcpConnection c)
     {
         c.RtoDeadline = long.MaxValue;
-        try { c.HostLocal = c.Host!.LocalEndPoint as IPEndPoint; }
+        try { c.HostLocal = c.HostSocket!.LocalEndPoint as IPEndPoint; }
         catch (SocketException) { }
         c.State = TcpState.SynReceived;
         c.SndNxt = Seq.Add(c.Iss, 1);
@@ -71,7 +71,7 @@ internal sealed partial class TcpStack
     /// <summary>Reads the host socket into the send ring while it has room, then sends what the windows allow.</summary>
     private void ReadHost(TcpConnection c)
     {
-        var host = c.Host!;
+        var host = c.HostSocket!;
         while (!c.HostEof)
         {
             var span = c.SendRing.WritableSpan();
@@ -97,7 +97,7 @@ internal sealed partial class TcpStack
     /// <summary>Writes the receive ring to the host socket; after the guest's FIN, shuts the host's send side.</summary>
     private void FlushToHost(TcpConnection c)
     {
-        var host = c.Host!;
+        var host = c.HostSocket!;
         while (!c.ReceiveRing.IsEmpty)
         {
             var span = c.ReceiveRing.ReadableSpan(0);
@@ -130,7 +130,7 @@ internal sealed partial class TcpStack
     private void ShutdownHostSend(TcpConnection c)
     {
         c.HostShutdown = true;
-        try { c.Host?.Shutdown(SocketShutdown.Send); }
+        try { c.HostSocket?.Shutdown(SocketShutdown.Send); }
         catch (SocketException) { }
         catch (ObjectDisposedException) { }
     }
@@ -142,7 +142,7 @@ internal sealed partial class TcpStack
     /// </summary>
     private void UpdateHostInterest(TcpConnection c)
     {
-        if (c.Host is null || c.State == TcpState.Closed) return;
+        if (c.HostSocket is null || c.State == TcpState.Closed) return;
         uint want;
         if (c.State == TcpState.Connecting) want = Libc.EPOLLOUT;
         else
@@ -166,7 +166,7 @@ internal sealed partial class TcpStack
     /// <summary>Closes the host socket; with <paramref name="abort"/> the peer gets a RST (SO_LINGER 0).</summary>
     private void CloseHost(TcpConnection c, bool abort)
     {
-        var host = c.Host;
+        var host = c.HostSocket;
         if (host is null) return;
         if (c.HostEvents != 0)
         {
@@ -180,7 +180,7 @@ internal sealed partial class TcpStack
             catch (SocketException) { }
         }
         host.Dispose();
-        c.Host = null;
+        c.HostSocket = null;
         c.HostFd = -1;
     }
 

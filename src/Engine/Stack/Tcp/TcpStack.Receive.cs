@@ -26,7 +26,7 @@ internal sealed partial class TcpStack
             SendResetFor(source, destination, seg);
             return;
         }
-        if (_connections.Count >= ConnectionLimit)
+        if (!_flows.HasRoom(FlowProtocol.Tcp))
         {
             _counters.Drop(DropReason.TcpFlowTableFull);
             SendResetFor(source, destination, seg);
@@ -60,7 +60,7 @@ internal sealed partial class TcpStack
             return;
         }
         var c = NewConnection(source, seg.SourcePort, destination, seg.DestinationPort, FlowDirection.Outbound, null);
-        c.Host = host;
+        c.HostSocket = host;
         c.HostFd = (int)host.Handle;
         c.HostRemote = new IPEndPoint(hostAddress, hostPort);
         c.State = TcpState.Connecting;
@@ -72,7 +72,14 @@ internal sealed partial class TcpStack
         c.MaxSndWnd = c.SndWnd;
         c.SndWl1 = c.Irs;
         c.SndWl2 = c.Iss;
-        Insert(c);
+        if (!Insert(c))
+        {
+            host.Dispose();
+            c.HostSocket = null;
+            Free(c);
+            SendResetFor(source, destination, seg);
+            return;
+        }
         bool pending = false;
         SocketError error = SocketError.Success;
         try
@@ -447,9 +454,9 @@ internal sealed partial class TcpStack
     /// </summary>
     private bool DeliverToHost(TcpConnection c, ReadOnlySpan<byte> data)
     {
-        if (c.ReceiveRing.IsEmpty && c.Host is not null)
+        if (c.ReceiveRing.IsEmpty && c.HostSocket is not null)
         {
-            int n = c.Host.Send(data, SocketFlags.None, out var error);
+            int n = c.HostSocket.Send(data, SocketFlags.None, out var error);
             if (error == SocketError.Success) data = data[n..];
             else if (error != SocketError.WouldBlock)
             {

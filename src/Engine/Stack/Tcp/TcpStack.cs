@@ -15,10 +15,8 @@ namespace Emunet.Engine.Stack.Tcp;
 /// <c>TcpStack.Receive.cs</c> the segments from the guest; <c>TcpStack.Send.cs</c> the segments to the guest;
 /// <c>TcpStack.Host.cs</c> the host sockets. Owner thread only.
 /// </summary>
-internal sealed partial class TcpStack : ITcpHandler, ITimerClient, IFlowSource
+internal sealed partial class TcpStack : ITcpHandler
 {
-    /// <summary>Connections the table holds at most (passt's TCP_MAX_CONNS is of the same order).</summary>
-    public const int MaxConnections = 4096;
     /// <summary>Bytes buffered per connection and direction: four 64 KiB segments, enough to keep a loopback peer busy.</summary>
     public const int DefaultBufferSize = 256 * 1024;
     /// <summary>RFC 9293 §3.7.1: the MSS assumed when the SYN carries none.</summary>
@@ -34,31 +32,33 @@ internal sealed partial class TcpStack : ITcpHandler, ITimerClient, IFlowSource
     private readonly AddressMap _map;
     private readonly Counters _counters;
     private readonly ILogger _logger;
-    private readonly Dictionary<TcpFlowKey, TcpConnection> _table = new();
-    private readonly List<TcpConnection> _connections = new();
+    private readonly FlowTable _flows;
     private List<TcpConnection> _txWaiters = new();
     private List<TcpConnection> _txSpare = new();
-    private readonly Dictionary<string, int> _forwardCounts = new(StringComparer.Ordinal);
-    private long _nextId;
     private int _nextEphemeral;
     /// <summary>Set when the device refused a packet; cleared by <see cref="OnTransmitReady"/>.</summary>
     private bool _transmitBlocked;
 
-    /// <summary>Registers itself with <paramref name="loop"/> as a timer client.</summary>
-    public TcpStack(EventLoop loop, IPacketSender sender, NetworkConfig config, AddressMap map, Counters counters, ILogger logger)
+    /// <summary>Connections live in <paramref name="flows"/>, whose timer scan drives theirs.</summary>
+    public TcpStack(EventLoop loop, IPacketSender sender, FlowTable flows, NetworkConfig config, AddressMap map, Counters counters, ILogger logger)
     {
         _loop = loop;
         _sender = sender;
+        _flows = flows;
         _config = config;
         _map = map;
         _counters = counters;
         _logger = logger;
         _nextEphemeral = Random.Shared.Next(EphemeralPortCount);
-        loop.AddTimerClient(this);
     }
 
     // Tunables. Defaults follow the RFCs; tests shorten the timers.
-    public int ConnectionLimit { get; set; } = MaxConnections;
+    /// <summary>The flow table's TCP limit (<see cref="FlowTable.MaxTcpFlows"/> by default).</summary>
+    public int ConnectionLimit
+    {
+        get => _flows.LimitOf(FlowProtocol.Tcp);
+        set => _flows.SetLimit(FlowProtocol.Tcp, value);
+    }
     /// <summary>Host→guest bytes held per connection (in flight to the guest plus read ahead). 1 MiB keeps a TCG guest's
     /// round trip of about a millisecond from capping throughput near 2 Gbit/s, as 256 KiB did.</summary>
     public int SendBufferSize { get; set; } = 4 * DefaultBufferSize;
@@ -76,7 +76,7 @@ internal sealed partial class TcpStack : ITcpHandler, ITimerClient, IFlowSource
     /// <summary>How long a host connect may take before the guest gets a RST (BSD's 75 s connection-establishment timer).</summary>
     public int ConnectTimeoutMs { get; set; } = 75_000;
 
-    public int ConnectionCount => _connections.Count;
+    public int ConnectionCount => _flows.CountOf(FlowProtocol.Tcp);
 
     /// <summary>The MSS Emunet advertises: what one packet to the device carries, minus the TCP header.</summary>
     private int LocalMss => Math.Clamp(_sender.MaxPayload - TcpSegment.MinHeaderLength, MinMss, ushort.MaxValue);
@@ -108,8 +108,8 @@ internal sealed partial class TcpStack : ITcpHandler, ITimerClient, IFlowSource
             _counters.Drop(DropReason.TcpMalformed);
             return;
         }
-        var key = new TcpFlowKey(source.Value, segment.SourcePort, destination.Value, segment.DestinationPort);
-        if (_table.TryGetValue(key, out var c)) OnConnectionSegment(c, segment);
+        var key = FlowKey.IPv4(FlowProtocol.Tcp, source, segment.SourcePort, destination, segment.DestinationPort);
+        if (_flows.TryGet(key, out var flow)) OnConnectionSegment((TcpConnection)flow, segment);
         else OnNoConnection(source, destination, segment);
     }
 
@@ -134,10 +134,9 @@ internal sealed partial class TcpStack : ITcpHandler, ITimerClient, IFlowSource
 
     public void OnGuestGone()
     {
-        for (int i = _connections.Count - 1; i >= 0; i--)
+        for (int i = _flows.Count - 1; i >= 0; i--)
         {
-            if (i >= _connections.Count) continue;
-            var c = _connections[i];
+            if (i >= _flows.Count || _flows[i] is not TcpConnection c) continue;
             CloseHost(c, abort: true);
             Free(c);
         }
@@ -145,25 +144,24 @@ internal sealed partial class TcpStack : ITcpHandler, ITimerClient, IFlowSource
     }
 
     /// <summary>
-    /// Opens a connection from the gateway (10.0.2.2, an ephemeral port) to <c>config.Guest:guestPort</c> for a client
-    /// accepted on a forward's listener, and splices the two once the guest answers. Takes ownership of
+    /// Opens a connection from the gateway (10.0.2.2, an ephemeral port) to <paramref name="guest"/>:<paramref name="guestPort"/>
+    /// for a client accepted on a forward's listener, and splices the two once the guest answers. Takes ownership of
     /// <paramref name="acceptedHostSocket"/> on success; on false (table full, no port left) the caller keeps it.
     /// </summary>
-    public bool OpenToGuest(Socket acceptedHostSocket, int guestPort, string forwardName)
+    public bool OpenToGuest(Socket acceptedHostSocket, IPv4Address guest, int guestPort, ForwardBinding forward)
     {
-        if (_connections.Count >= ConnectionLimit)
+        if (!_flows.HasRoom(FlowProtocol.Tcp))
         {
             _counters.Drop(DropReason.TcpFlowTableFull);
             return false;
         }
-        var guest = _config.Guest;
         var gateway = _config.Gateway;
         ushort port = 0;
         for (int attempt = 0; attempt < EphemeralPortCount; attempt++)
         {
             _nextEphemeral = (_nextEphemeral + 1) % EphemeralPortCount;
             var candidate = (ushort)(FirstEphemeralPort + _nextEphemeral);
-            if (!_table.ContainsKey(new TcpFlowKey(guest.Value, (ushort)guestPort, gateway.Value, candidate))) { port = candidate; break; }
+            if (!_flows.Contains(FlowKey.IPv4(FlowProtocol.Tcp, guest, (ushort)guestPort, gateway, candidate))) { port = candidate; break; }
         }
         if (port == 0)
         {
@@ -182,97 +180,54 @@ internal sealed partial class TcpStack : ITcpHandler, ITimerClient, IFlowSource
         {
             return false; // the client is already gone
         }
-        var c = NewConnection(guest, (ushort)guestPort, gateway, port, FlowDirection.Forwarded, forwardName);
-        c.Host = acceptedHostSocket;
+        var c = NewConnection(guest, (ushort)guestPort, gateway, port, FlowDirection.Forwarded, forward);
+        c.HostSocket = acceptedHostSocket;
         c.HostFd = (int)acceptedHostSocket.Handle;
         c.HostLocal = local;
         c.HostRemote = remote;
         c.State = TcpState.SynSent;
         c.Mss = Math.Min(DefaultGuestMss, LocalMss);
         c.RcvScale = LocalWindowScale;
-        Insert(c);
-        _forwardCounts[forwardName] = ActiveForwardConnections(forwardName) + 1;
+        if (!Insert(c))
+        {
+            c.HostSocket = null; // the caller keeps the socket
+            Free(c);
+            return false;
+        }
         UpdateHostInterest(c);
         SendSyn(c);
         c.SndNxt = Seq.Add(c.Iss, 1);
         c.SndMax = c.SndNxt;
         Arm(ref c.RtoDeadline, _loop.NowMs + c.RtoMs);
         if (_logger.IsEnabled(LogLevel.Debug))
-            _logger.LogDebug("tcp {Id}: forward {Forward} client {Client} -> guest port {Port}", c.Id, forwardName, c.HostRemote, guestPort);
+            _logger.LogDebug("tcp {Id}: forward {Forward} client {Client} -> guest port {Port}", c.Id, forward.Name, c.HostRemote, guestPort);
         return true;
     }
 
-    /// <summary>Resets (both sides) every connection made by the forward named <paramref name="forwardName"/>.</summary>
-    public void ResetForward(string forwardName)
+    /// <summary>Resets (both sides) every connection made by <paramref name="forward"/>.</summary>
+    public void ResetForward(ForwardBinding forward)
     {
-        for (int i = _connections.Count - 1; i >= 0; i--)
+        for (int i = _flows.Count - 1; i >= 0; i--)
         {
-            if (i >= _connections.Count) continue;
-            var c = _connections[i];
-            if (c.ForwardName == forwardName) Reset(c, resetGuest: true, resetHost: true);
+            if (i >= _flows.Count) continue;
+            if (_flows[i] is TcpConnection c && c.Forward == forward) Reset(c, resetGuest: true, resetHost: true);
         }
     }
-
-    /// <summary>Open connections made by the forward named <paramref name="forwardName"/>.</summary>
-    public int ActiveForwardConnections(string forwardName) => _forwardCounts.TryGetValue(forwardName, out int n) ? n : 0;
-
-    public void Snapshot(List<ConnectionInfo> into)
-    {
-        foreach (var c in _connections)
-        {
-            into.Add(new ConnectionInfo
-            {
-                Id = c.Id,
-                Protocol = FlowProtocol.Tcp,
-                Direction = c.Direction,
-                GuestEndPoint = new IPEndPoint(c.GuestAddress.ToIPAddress(), c.GuestPort),
-                GuestPeerEndPoint = new IPEndPoint(c.PeerAddress.ToIPAddress(), c.PeerPort),
-                HostLocalEndPoint = c.HostLocal,
-                HostRemoteEndPoint = c.HostRemote,
-                State = StateName(c.State),
-                BytesFromGuest = c.BytesFromGuest,
-                BytesToGuest = c.BytesToGuest,
-                Started = c.Started,
-                Forward = c.ForwardName,
-            });
-        }
-    }
-
-    private static string StateName(TcpState s) => s switch
-    {
-        TcpState.Connecting => "CONNECTING",
-        TcpState.SynSent => "SYN-SENT",
-        TcpState.SynReceived => "SYN-RECEIVED",
-        TcpState.Established => "ESTABLISHED",
-        TcpState.FinWait1 => "FIN-WAIT-1",
-        TcpState.FinWait2 => "FIN-WAIT-2",
-        TcpState.CloseWait => "CLOSE-WAIT",
-        TcpState.Closing => "CLOSING",
-        TcpState.LastAck => "LAST-ACK",
-        TcpState.TimeWait => "TIME-WAIT",
-        _ => "CLOSED",
-    };
 
     /// <summary>The state of the connection with this key, for tests; null when there is none.</summary>
     internal TcpState? StateOf(IPv4Address guest, int guestPort, IPv4Address peer, int peerPort) =>
-        _table.TryGetValue(new TcpFlowKey(guest.Value, (ushort)guestPort, peer.Value, (ushort)peerPort), out var c) ? c.State : null;
+        _flows.TryGet(FlowKey.IPv4(FlowProtocol.Tcp, guest, (ushort)guestPort, peer, (ushort)peerPort), out var f) && f is TcpConnection c
+            ? c.State : null;
 
     // ---- Timers -------------------------------------------------------------------------------------------------
 
-    public long OnTimer(long nowMs)
+    /// <summary>The flow table's timer scan reached <paramref name="c"/>: run its due timers, return its next deadline.</summary>
+    internal long OnConnectionTimer(TcpConnection c, long nowMs)
     {
-        long next = long.MaxValue;
-        for (int i = _connections.Count - 1; i >= 0; i--)
-        {
-            if (i >= _connections.Count) continue;
-            var c = _connections[i];
-            if (c.RtoDeadline <= nowMs) OnRetransmissionTimeout(c, nowMs);
-            if (c.State != TcpState.Closed && c.PersistDeadline <= nowMs) OnPersistTimeout(c, nowMs);
-            if (c.State == TcpState.Closed) continue;
-            if (c.RtoDeadline < next) next = c.RtoDeadline;
-            if (c.PersistDeadline < next) next = c.PersistDeadline;
-        }
-        return next;
+        if (c.RtoDeadline <= nowMs) OnRetransmissionTimeout(c, nowMs);
+        if (c.State != TcpState.Closed && c.PersistDeadline <= nowMs) OnPersistTimeout(c, nowMs);
+        if (c.State == TcpState.Closed) return long.MaxValue;
+        return Math.Min(c.RtoDeadline, c.PersistDeadline);
     }
 
     private void Arm(ref long deadline, long at)
@@ -329,19 +284,17 @@ internal sealed partial class TcpStack : ITcpHandler, ITimerClient, IFlowSource
     // ---- Table --------------------------------------------------------------------------------------------------
 
     private TcpConnection NewConnection(IPv4Address guest, ushort guestPort, IPv4Address peer, ushort peerPort,
-        FlowDirection direction, string? forwardName)
+        FlowDirection direction, ForwardBinding? forward)
     {
         var c = new TcpConnection(this, SendBufferSize, ReceiveBufferSize)
         {
-            Id = ++_nextId,
-            Key = new TcpFlowKey(guest.Value, guestPort, peer.Value, peerPort),
+            Key = FlowKey.IPv4(FlowProtocol.Tcp, guest, guestPort, peer, peerPort),
             GuestAddress = guest,
             GuestPort = guestPort,
             PeerAddress = peer,
             PeerPort = peerPort,
             Direction = direction,
-            ForwardName = forwardName,
-            Started = DateTimeOffset.UtcNow,
+            Forward = forward,
             Iss = (uint)Random.Shared.NextInt64(0, 1L << 32), // RFC 9293 §3.4.1 / RFC 6528: unpredictable ISN
             RtoMs = InitialRtoMs,
             RcvMss = LocalMss,
@@ -354,33 +307,15 @@ internal sealed partial class TcpStack : ITcpHandler, ITimerClient, IFlowSource
         return c;
     }
 
-    private void Insert(TcpConnection c)
-    {
-        _table.Add(c.Key, c);
-        c.ListIndex = _connections.Count;
-        _connections.Add(c);
-    }
+    /// <summary>Admits the connection to the flow table; false (counted there) when TCP is at its limit.</summary>
+    private bool Insert(TcpConnection c) => _flows.TryAdd(c);
 
     /// <summary>Drops the connection from the table and returns its buffers. The host socket must be closed already.</summary>
     private void Free(TcpConnection c)
     {
-        if (c.State == TcpState.Closed && c.ListIndex < 0) return;
+        if (c.State == TcpState.Closed && !c.InTable) return;
         c.State = TcpState.Closed;
-        if (_table.Remove(c.Key))
-        {
-            int i = c.ListIndex;
-            int last = _connections.Count - 1;
-            var moved = _connections[last];
-            _connections[i] = moved;
-            moved.ListIndex = i;
-            _connections.RemoveAt(last);
-            if (c.ForwardName is not null && _forwardCounts.TryGetValue(c.ForwardName, out int n))
-            {
-                if (n <= 1) _forwardCounts.Remove(c.ForwardName);
-                else _forwardCounts[c.ForwardName] = n - 1;
-            }
-        }
-        c.ListIndex = -1;
+        _flows.Remove(c);
         c.RtoDeadline = long.MaxValue;
         c.PersistDeadline = long.MaxValue;
         c.Release();

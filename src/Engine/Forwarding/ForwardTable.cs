@@ -1,0 +1,84 @@
+using System.Net;
+using Emunet.Engine.Runtime;
+using Emunet.Engine.Stack;
+using Emunet.Engine.Wire;
+using Microsoft.Extensions.Logging;
+
+namespace Emunet.Engine.Forwarding;
+
+/// <summary>
+/// The engine's forwards, TCP and UDP alike, known by (protocol, host address, bound port): one place for adding
+/// (a duplicate is the same conflict for both protocols), listing, removing and stopping them, and for the target
+/// rule: every forward delivers to the guest's address as the stack knows it (what the guest announced in ARP, else
+/// the configured one). Owner thread only.
+/// </summary>
+internal sealed class ForwardTable
+{
+    /// <summary>Forwards at once (each holds one host socket).</summary>
+    public const int MaxForwards = 1024;
+
+    private readonly EventLoop _loop;
+    private readonly NetStack _stack;
+    private readonly Func<IPv4Address> _target;
+    private readonly ILogger _logger;
+    private readonly Dictionary<(ForwardProtocol, IPAddress, int), Forwarder> _forwards = new();
+
+    public ForwardTable(EventLoop loop, NetStack stack, ILogger logger)
+    {
+        _loop = loop;
+        _stack = stack;
+        _logger = logger;
+        _target = () => _stack.GuestAddress;
+    }
+
+    public int Count => _forwards.Count;
+
+    /// <summary>
+    /// Binds a forward for <paramref name="spec"/> and returns its snapshot. Throws <see cref="InvalidOperationException"/>
+    /// when this engine already forwards that port, when the port is held elsewhere (naming the holder), or at
+    /// <see cref="MaxForwards"/>.
+    /// </summary>
+    public ForwardInfo Add(ForwardSpec spec)
+    {
+        if (spec.HostPort != 0 && _forwards.ContainsKey((spec.Protocol, spec.HostAddress, spec.HostPort)))
+            throw new InvalidOperationException(
+                $"This engine already forwards {Name(spec.Protocol)} {spec.HostAddress}:{spec.HostPort}; remove that forward first.");
+        if (_forwards.Count >= MaxForwards)
+            throw new InvalidOperationException($"Cannot add the forward {spec}: at most {MaxForwards} forwards can exist; remove one first.");
+        Forwarder forwarder = spec.Protocol == ForwardProtocol.Tcp
+            ? new TcpForwarder(_loop, _stack.Tcp, _target, spec, _logger)
+            : new UdpForwarder(_loop, _stack.Udp, _target, spec, _logger);
+        forwarder.Start(); // logs where it listens
+        _forwards[(spec.Protocol, spec.HostAddress, forwarder.BoundPort)] = forwarder;
+        return forwarder.Info;
+    }
+
+    public List<ForwardInfo> List()
+    {
+        var list = new List<ForwardInfo>(_forwards.Count);
+        foreach (var f in _forwards.Values) list.Add(f.Info);
+        return list;
+    }
+
+    /// <summary>
+    /// Closes the forward on <paramref name="protocol"/> <paramref name="hostAddress"/>:<paramref name="hostPort"/> (its
+    /// bound port); with <paramref name="resetConnections"/> its TCP connections are reset too. Null when there is none.
+    /// </summary>
+    public ForwardInfo? Remove(ForwardProtocol protocol, IPAddress hostAddress, int hostPort, bool resetConnections)
+    {
+        if (!_forwards.Remove((protocol, hostAddress, hostPort), out var forwarder)) return null;
+        var snapshot = forwarder.Info;
+        forwarder.Stop(resetConnections);
+        _logger.LogInformation("Forward {Spec} removed{Reset}.", forwarder.Spec, resetConnections ? " and its connections reset" : "");
+        return snapshot;
+    }
+
+    /// <summary>Closes every forward and resets their connections (the engine is stopping).</summary>
+    public void StopAll()
+    {
+        foreach (var f in _forwards.Values) f.Stop(resetConnections: true);
+        _forwards.Clear();
+    }
+
+    private static string Name(ForwardProtocol p) => p == ForwardProtocol.Tcp ? "tcp" : "udp";
+}

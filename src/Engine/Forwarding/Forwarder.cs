@@ -1,0 +1,134 @@
+using System.Net;
+using System.Net.Sockets;
+using Emunet.Engine.Interop;
+using Emunet.Engine.Runtime;
+using Emunet.Engine.Stack.Nat;
+using Emunet.Engine.Wire;
+using Microsoft.Extensions.Logging;
+
+namespace Emunet.Engine.Forwarding;
+
+/// <summary>
+/// A forward, whatever its protocol: a non-blocking host socket bound to the spec's address and port, whose clients
+/// become flows into the guest (no adb in the path). This base owns what both protocols share: binding (one error
+/// for a port in use, naming its holder), the bound port (a spec asking for port 0 is known by the port it got), the
+/// target rule (<see cref="Target"/>), the counts (kept by the flow table through <see cref="Binding"/>), the
+/// snapshot and stopping. Owner thread only.
+/// </summary>
+internal abstract class Forwarder : IPollable
+{
+    private const int SolSocket = 1;
+    private const int SoReuseAddr = 2;
+
+    private readonly EventLoop _loop;
+    private readonly Func<IPv4Address> _target;
+    private Socket? _socket;
+    private int _token = -1;
+    private int _fd = -1;
+
+    /// <summary><paramref name="target"/> gives the guest address flows go to, asked at each new client (see <see cref="ForwardTable"/>).</summary>
+    protected Forwarder(EventLoop loop, Func<IPv4Address> target, ForwardSpec spec, ILogger logger)
+    {
+        _loop = loop;
+        _target = target;
+        Spec = spec;
+        Logger = logger;
+        Binding = new ForwardBinding(spec.ToString());
+    }
+
+    public ForwardSpec Spec { get; private set; }
+
+    /// <summary>What the flow table counts this forward's flows by.</summary>
+    public ForwardBinding Binding { get; }
+
+    /// <summary>The port bound (the spec's, or the one the kernel chose for port 0).</summary>
+    public int BoundPort { get; private set; }
+
+    public DateTimeOffset Created { get; } = DateTimeOffset.UtcNow;
+
+    protected ILogger Logger { get; }
+
+    /// <summary>The guest address a new client's flow goes to (the same rule for TCP and UDP: see <see cref="ForwardTable"/>).</summary>
+    protected IPv4Address Target => _target();
+
+    /// <summary>A snapshot for the control API.</summary>
+    public ForwardInfo Info => new()
+    {
+        Spec = Spec,
+        BoundPort = BoundPort,
+        ActiveConnections = Binding.ActiveFlows,
+        TotalConnections = Binding.TotalFlows,
+        Created = Created,
+    };
+
+    /// <summary>
+    /// Binds (owner thread: it registers with the loop). Throws <see cref="InvalidOperationException"/> naming the
+    /// address and, when /proc tells, the process holding it when the port is in use.
+    /// </summary>
+    public void Start()
+    {
+        if (_socket is not null) return;
+        var socket = Spec.Protocol == ForwardProtocol.Tcp
+            ? new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp)
+            : new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        try
+        {
+            if (Spec.Protocol == ForwardProtocol.Tcp)
+            {
+                // SO_REUSEADDR alone (as servers do, for restarts over TIME-WAIT); .NET's ReuseAddress would add
+                // SO_REUSEPORT on Linux and let two listeners share the port silently.
+                socket.SetRawSocketOption(SolSocket, SoReuseAddr, BitConverter.GetBytes(1));
+            }
+            socket.Bind(new IPEndPoint(Spec.HostAddress, Spec.HostPort));
+            if (Spec.Protocol == ForwardProtocol.Tcp) socket.Listen(512);
+            socket.Blocking = false;
+        }
+        catch (SocketException e) when (e.SocketErrorCode == SocketError.AddressAlreadyInUse)
+        {
+            socket.Dispose();
+            throw new InvalidOperationException(PortHolder.InUseMessage(Spec.Protocol, Spec.HostAddress, Spec.HostPort), e);
+        }
+        catch (SocketException e)
+        {
+            socket.Dispose();
+            throw new InvalidOperationException($"Cannot listen on {Spec.HostAddress}:{Spec.HostPort} for the forward {Spec}: {e.Message}", e);
+        }
+        _socket = socket;
+        BoundPort = ((IPEndPoint)socket.LocalEndPoint!).Port;
+        Spec = Spec with { HostPort = BoundPort };
+        Binding.Name = Spec.ToString();
+        OnBound(socket);
+        _fd = (int)socket.Handle;
+        _token = _loop.Register(_fd, Libc.EPOLLIN, this);
+        if (Logger.IsEnabled(LogLevel.Information))
+            Logger.LogInformation("forward {Forward}: listening on {Address}:{Port}", Spec, Spec.HostAddress, BoundPort);
+    }
+
+    /// <summary>
+    /// Closes the host socket. The flows it made end with it where they need it (UDP replies leave through it);
+    /// TCP connections stay unless <paramref name="resetConnections"/> resets them.
+    /// </summary>
+    public void Stop(bool resetConnections)
+    {
+        if (_socket is not null)
+        {
+            _loop.Unregister(_token, _fd);
+            OnStopping(resetConnections);
+            _socket.Dispose();
+            _socket = null;
+            _token = -1;
+            _fd = -1;
+        }
+    }
+
+    /// <summary>The socket is bound and about to be polled.</summary>
+    protected virtual void OnBound(Socket socket) { }
+
+    /// <summary>The socket is about to close.</summary>
+    protected abstract void OnStopping(bool resetConnections);
+
+    /// <summary>The socket is readable (a client to accept, a datagram to take).</summary>
+    public abstract void OnPoll(uint events);
+
+    protected Socket? Socket => _socket;
+}

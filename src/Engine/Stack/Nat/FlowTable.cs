@@ -1,0 +1,128 @@
+using Emunet.Engine.Diagnostics;
+using Emunet.Engine.Runtime;
+
+namespace Emunet.Engine.Stack.Nat;
+
+/// <summary>
+/// Theory of operation: the one NAT table, as passt's <c>flowtab[]</c>: every TCP connection, UDP flow and ICMP echo
+/// flow, keyed by <see cref="FlowKey"/>, in one dictionary plus one list (swap-remove, so a scan needs no copy).
+/// It is the one place that admits flows: per-protocol limits (named constants, a counted drop when full), ids, the
+/// forwards' counts. It drives every flow's timers (one scan per timer wake-up; a flow returns its next deadline) and
+/// makes the connection snapshot. Protocols keep their logic; the table keeps what they share. Owner thread only.
+/// </summary>
+internal sealed class FlowTable : ITimerClient
+{
+    /// <summary>TCP connections at once (passt's TCP_MAX_CONNS is of the same order).</summary>
+    public const int MaxTcpFlows = 4096;
+    /// <summary>UDP flows at once (outbound, DNS relay and forwarded clients).</summary>
+    public const int MaxUdpFlows = 1024;
+    /// <summary>ICMP echo flows (guest identifier × destination) at once.</summary>
+    public const int MaxIcmpFlows = 64;
+
+    private static readonly int ProtocolCount = Enum.GetValues<FlowProtocol>().Length;
+    private readonly Dictionary<FlowKey, Flow> _byKey = new();
+    private readonly List<Flow> _all = new();
+    private readonly int[] _counts = new int[ProtocolCount];
+    private readonly int[] _limits = new int[ProtocolCount];
+    private readonly EventLoop _loop;
+    private readonly Counters _counters;
+    private long _nextId;
+
+    /// <summary>Registers itself with <paramref name="loop"/> as a timer client.</summary>
+    public FlowTable(EventLoop loop, Counters counters)
+    {
+        _loop = loop;
+        _counters = counters;
+        _limits[(int)FlowProtocol.Tcp] = MaxTcpFlows;
+        _limits[(int)FlowProtocol.Udp] = MaxUdpFlows;
+        _limits[(int)FlowProtocol.Icmp] = MaxIcmpFlows;
+        loop.AddTimerClient(this);
+    }
+
+    /// <summary>Flows of every protocol.</summary>
+    public int Count => _all.Count;
+
+    public int CountOf(FlowProtocol protocol) => _counts[(int)protocol];
+
+    /// <summary>The most flows of <paramref name="protocol"/> admitted at once (tests lower it).</summary>
+    public int LimitOf(FlowProtocol protocol) => _limits[(int)protocol];
+
+    public void SetLimit(FlowProtocol protocol, int limit) => _limits[(int)protocol] = Math.Max(0, limit);
+
+    /// <summary>True when one more flow of <paramref name="protocol"/> would be admitted.</summary>
+    public bool HasRoom(FlowProtocol protocol) => _counts[(int)protocol] < _limits[(int)protocol];
+
+    public bool TryGet(in FlowKey key, out Flow flow) => _byKey.TryGetValue(key, out flow!);
+
+    public bool Contains(in FlowKey key) => _byKey.ContainsKey(key);
+
+    /// <summary>The flow at <paramref name="index"/> (0 ≤ index &lt; <see cref="Count"/>), for scans that may remove.</summary>
+    public Flow this[int index] => _all[index];
+
+    /// <summary>
+    /// Admits <paramref name="flow"/> under its key and gives it an id. False, with the protocol's table-full drop
+    /// counted, when its protocol is at its limit; the caller then closes what it opened.
+    /// </summary>
+    public bool TryAdd(Flow flow)
+    {
+        var protocol = flow.Key.Protocol;
+        if (!HasRoom(protocol))
+        {
+            _counters.Drop(TableFull(protocol));
+            return false;
+        }
+        if (!_byKey.TryAdd(flow.Key, flow)) throw new InvalidOperationException($"A flow with key {flow.Key} is already in the table.");
+        flow.Id = ++_nextId;
+        flow.TableIndex = _all.Count;
+        _all.Add(flow);
+        _counts[(int)protocol]++;
+        if (flow.Forward is { } forward)
+        {
+            forward.ActiveFlows++;
+            forward.TotalFlows++;
+        }
+        if (flow.IdleTimeoutMs > 0) _loop.WakeAt(flow.LastActive + flow.IdleTimeoutMs);
+        return true;
+    }
+
+    /// <summary>Removes <paramref name="flow"/>; nothing when it is not in the table. Its owner closes its socket.</summary>
+    public void Remove(Flow flow)
+    {
+        int i = flow.TableIndex;
+        if (i < 0 || !_byKey.Remove(flow.Key)) return;
+        int last = _all.Count - 1;
+        var moved = _all[last];
+        _all[i] = moved;
+        moved.TableIndex = i;
+        _all.RemoveAt(last);
+        flow.TableIndex = -1;
+        _counts[(int)flow.Key.Protocol]--;
+        if (flow.Forward is { } forward) forward.ActiveFlows--;
+    }
+
+    public long OnTimer(long nowMs)
+    {
+        long next = long.MaxValue;
+        // Backwards: a flow that closes itself swaps the last one (already seen) into its place.
+        for (int i = _all.Count - 1; i >= 0; i--)
+        {
+            if (i >= _all.Count) continue;
+            long due = _all[i].OnTimer(nowMs);
+            if (due < next) next = due;
+        }
+        return next;
+    }
+
+    /// <summary>Every flow as the control API shows it.</summary>
+    public void Snapshot(List<ConnectionInfo> into)
+    {
+        foreach (var flow in _all) into.Add(flow.Snapshot());
+    }
+
+    private static DropReason TableFull(FlowProtocol protocol) => protocol switch
+    {
+        FlowProtocol.Tcp => DropReason.TcpFlowTableFull,
+        FlowProtocol.Udp => DropReason.UdpFlowTableFull,
+        _ => DropReason.IcmpFlowTableFull,
+    };
+}
