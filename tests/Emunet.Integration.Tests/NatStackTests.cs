@@ -114,7 +114,7 @@ public sealed class NatStackTests
         foreach (var direction in result.Output.Split("== ", StringSplitOptions.RemoveEmptyEntries))
         {
             var intervals = Regex.Matches(direction, @"\]\s+(\d+\.\d+)-(\d+\.\d+)\s+sec\s+[\d.]+ \w?Bytes\s+([\d.]+) Mbits/sec")
-                .Where(m => double.Parse(m.Groups[2].Value) - double.Parse(m.Groups[1].Value) <= 1.01).ToList();
+                .Where(m => double.Parse(m.Groups[2].Value) - double.Parse(m.Groups[1].Value) < 2).ToList(); // per-second lines, not the 10 s summary (a loaded host stretches a few)
             Assert.True(intervals.Count >= 10, $"expected 10 one-second intervals:\n{direction}");
             Assert.All(intervals, m => Assert.True(double.Parse(m.Groups[3].Value) > 0, $"stalled interval: {m.Value}\n{direction}"));
         }

@@ -5,7 +5,7 @@ namespace Emunet.Engine.Capture;
 /// Owner thread only (start, stop and every frame), like the writer. Buffered frames are written out at least every
 /// <see cref="FlushIntervalMs"/> while frames flow, so a capture can be watched while it grows.
 /// </summary>
-public sealed class CaptureTap : IDisposable
+internal sealed class CaptureTap : IDisposable
 {
     public const long FlushIntervalMs = 1000;
 

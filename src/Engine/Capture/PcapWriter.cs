@@ -9,7 +9,7 @@ namespace Emunet.Engine.Capture;
 /// gathered in a fixed buffer and written out when it fills, on <see cref="Flush"/> and on <see cref="Dispose"/>,
 /// so a frame costs a copy and no allocation.
 /// </summary>
-public sealed class PcapWriter : IDisposable
+internal sealed class PcapWriter : IDisposable
 {
     /// <summary>pcap magic for microsecond timestamps (pcap-savefile(5)).</summary>
     public const uint Magic = 0xa1b2c3d4;

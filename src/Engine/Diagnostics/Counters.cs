@@ -1,7 +1,7 @@
 namespace Emunet.Engine.Diagnostics;
 
 /// <summary>Why a frame or a flow was dropped. Each reason is a counter in <see cref="Counters"/>.</summary>
-public enum DropReason
+internal enum DropReason
 {
     FrameTooShort,
     FrameTooLong,
@@ -51,7 +51,7 @@ public enum DropReason
 /// Engine statistics. Written only by the owner thread; read by the control API as a snapshot (torn reads of
 /// individual 64-bit counters cannot happen on 64-bit platforms).
 /// </summary>
-public sealed class Counters
+internal sealed class Counters
 {
     private readonly long[] _drops = new long[Enum.GetValues<DropReason>().Length];
 

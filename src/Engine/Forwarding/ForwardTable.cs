@@ -40,6 +40,7 @@ internal sealed class ForwardTable
     /// </summary>
     public ForwardInfo Add(ForwardSpec spec)
     {
+        _loop.AssertOwner();
         if (spec.HostPort != 0 && _forwards.ContainsKey((spec.Protocol, spec.HostAddress, spec.HostPort)))
             throw new InvalidOperationException(
                 $"This engine already forwards {Name(spec.Protocol)} {spec.HostAddress}:{spec.HostPort}; remove that forward first.");
@@ -55,6 +56,7 @@ internal sealed class ForwardTable
 
     public List<ForwardInfo> List()
     {
+        _loop.AssertOwner();
         var list = new List<ForwardInfo>(_forwards.Count);
         foreach (var f in _forwards.Values) list.Add(f.Info);
         return list;
@@ -66,6 +68,7 @@ internal sealed class ForwardTable
     /// </summary>
     public ForwardInfo? Remove(ForwardProtocol protocol, IPAddress hostAddress, int hostPort, bool resetConnections)
     {
+        _loop.AssertOwner();
         if (!_forwards.Remove((protocol, hostAddress, hostPort), out var forwarder)) return null;
         var snapshot = forwarder.Info;
         forwarder.Stop(resetConnections);

@@ -65,6 +65,17 @@ internal sealed unsafe class EventLoop : IDisposable
 
     public bool IsOwnerThread => Environment.CurrentManagedThreadId == _ownerThreadId;
 
+    /// <summary>
+    /// The owner-thread rule, checked in debug builds: once the loop runs, owner-only state may be touched from its
+    /// thread alone (before it runs, start-up and tests drive the parts directly). Throws naming the caller.
+    /// </summary>
+    [Conditional("DEBUG")]
+    public void AssertOwner([System.Runtime.CompilerServices.CallerMemberName] string caller = "")
+    {
+        if (_ownerThreadId != -1 && !IsOwnerThread)
+            throw new InvalidOperationException($"{caller} belongs to the engine's owner thread; marshal the call with InvokeAsync.");
+    }
+
     /// <summary>Watches <paramref name="fd"/> for <paramref name="events"/>; returns the token to modify or remove it with.</summary>
     public int Register(int fd, uint events, IPollable handler)
     {

@@ -16,6 +16,7 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
 {
     private const int EthernetAndIPv4Header = EthernetFrame.HeaderLength + IPv4Packet.MinHeaderLength;
 
+    private readonly EventLoop _loop;
     private readonly IFrameDevice _device;
     private readonly NetworkConfig _config;
     private readonly Counters _counters;
@@ -31,6 +32,7 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
     /// </summary>
     public NetStack(EventLoop loop, IFrameDevice device, NetworkConfig config, AddressMap map, Counters counters, ILoggerFactory loggers)
     {
+        _loop = loop;
         _device = device;
         _config = config;
         _counters = counters;
@@ -71,6 +73,7 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
 
     public void OnFrame(ReadOnlySpan<byte> frame)
     {
+        _loop.AssertOwner();
         _counters.FramesFromGuest++;
         _counters.BytesFromGuest += frame.Length;
         if (!EthernetFrame.TryParse(frame, out var ethernet)) { _counters.Drop(DropReason.FrameTooShort); return; }
@@ -174,6 +177,7 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
 
     public OutboundPacket BeginPacket(IPv4Address source, IPv4Address destination, byte protocol, int maxPayload)
     {
+        _loop.AssertOwner();
         if (GuestMac is null) { _counters.Drop(DropReason.GuestMacUnknown); return default; }
         // RFC 791: the total length field is 16 bits.
         if (maxPayload < 0 || maxPayload > ushort.MaxValue - IPv4Packet.MinHeaderLength)

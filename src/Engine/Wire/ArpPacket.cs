@@ -18,7 +18,7 @@ namespace Emunet.Engine.Wire;
 /// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 /// </code>
 /// </summary>
-public readonly ref struct ArpPacket
+internal readonly ref struct ArpPacket
 {
     public static class Offsets
     {

@@ -3,7 +3,7 @@ using System.Buffers.Binary;
 namespace Emunet.Engine.Wire;
 
 /// <summary>The Internet checksum (RFC 1071): one's complement sum of 16-bit words.</summary>
-public static class Checksum
+internal static class Checksum
 {
     /// <summary>Adds <paramref name="data"/> to a running 32-bit one's complement accumulator (not folded).</summary>
     public static uint Accumulate(uint sum, ReadOnlySpan<byte> data)

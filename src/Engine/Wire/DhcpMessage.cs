@@ -28,7 +28,7 @@ namespace Emunet.Engine.Wire;
 /// +---------------------------------------------------------------+
 /// </code>
 /// </summary>
-public readonly ref struct DhcpMessage
+internal readonly ref struct DhcpMessage
 {
     public static class Offsets
     {

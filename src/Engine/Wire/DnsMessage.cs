@@ -18,7 +18,7 @@ namespace Emunet.Engine.Wire;
 /// +--+--+--+--+--+--+--+--+--+--+--+--+--+--+--+--+
 /// </code>
 /// </summary>
-public readonly ref struct DnsMessage
+internal readonly ref struct DnsMessage
 {
     public static class Offsets
     {

@@ -11,7 +11,7 @@ namespace Emunet.Engine.Wire;
 /// +-------------------+-------------------+-------+----------
 /// </code>
 /// </summary>
-public readonly ref struct EthernetFrame
+internal readonly ref struct EthernetFrame
 {
     public static class Offsets
     {

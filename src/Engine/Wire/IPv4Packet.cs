@@ -17,7 +17,7 @@ namespace Emunet.Engine.Wire;
 /// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 /// </code>
 /// </summary>
-public readonly ref struct IPv4Packet
+internal readonly ref struct IPv4Packet
 {
     public static class Offsets
     {

@@ -16,7 +16,7 @@ namespace Emunet.Engine.Wire;
 /// +-+-+-+-+-
 /// </code>
 /// </summary>
-public readonly ref struct IcmpPacket
+internal readonly ref struct IcmpPacket
 {
     public static class Offsets
     {

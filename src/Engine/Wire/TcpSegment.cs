@@ -4,7 +4,7 @@ namespace Emunet.Engine.Wire;
 
 /// <summary>TCP control bits (RFC 9293 §3.1, RFC 3168 for ECE/CWR).</summary>
 [Flags]
-public enum TcpFlags : byte
+internal enum TcpFlags : byte
 {
     None = 0,
     Fin = 0x01,
@@ -18,7 +18,7 @@ public enum TcpFlags : byte
 }
 
 /// <summary>The options of a segment Emunet understands (RFC 9293 §3.2, RFC 7323, RFC 2018). Absent ones are -1/false.</summary>
-public struct TcpOptions
+internal struct TcpOptions
 {
     /// <summary>Maximum segment size (kind 2), or -1.</summary>
     public int MaxSegmentSize;
@@ -60,7 +60,7 @@ public struct TcpOptions
 /// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 /// </code>
 /// </summary>
-public readonly ref struct TcpSegment
+internal readonly ref struct TcpSegment
 {
     public static class Offsets
     {
@@ -197,7 +197,7 @@ public readonly ref struct TcpSegment
 }
 
 /// <summary>The header fields of a segment to emit (options limited to what Emunet sends: MSS and window scale).</summary>
-public struct TcpFields
+internal struct TcpFields
 {
     public ushort SourcePort;
     public ushort DestinationPort;

@@ -16,7 +16,7 @@ namespace Emunet.Engine.Wire;
 /// +---------------- ...
 /// </code>
 /// </summary>
-public readonly ref struct UdpDatagram
+internal readonly ref struct UdpDatagram
 {
     public static class Offsets
     {

@@ -204,6 +204,14 @@ internal static class Oracle
         return udp;
     }
 
+    public static PacketDotNet.TcpPacket Tcp(byte[] frame)
+    {
+        var ip = IPv4(frame);
+        var tcp = Assert.IsType<PacketDotNet.TcpPacket>(ip.PayloadPacket);
+        Assert.True(tcp.ValidTcpChecksum, "TCP checksum");
+        return tcp;
+    }
+
     public static PacketDotNet.IcmpV4Packet Icmp(byte[] frame)
     {
         var ip = IPv4(frame);

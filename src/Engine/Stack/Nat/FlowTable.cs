@@ -65,6 +65,7 @@ internal sealed class FlowTable : ITimerClient
     /// </summary>
     public bool TryAdd(Flow flow)
     {
+        _loop.AssertOwner();
         var protocol = flow.Key.Protocol;
         if (!HasRoom(protocol))
         {
@@ -88,6 +89,7 @@ internal sealed class FlowTable : ITimerClient
     /// <summary>Removes <paramref name="flow"/>; nothing when it is not in the table. Its owner closes its socket.</summary>
     public void Remove(Flow flow)
     {
+        _loop.AssertOwner();
         int i = flow.TableIndex;
         if (i < 0 || !_byKey.Remove(flow.Key)) return;
         int last = _all.Count - 1;
@@ -116,6 +118,7 @@ internal sealed class FlowTable : ITimerClient
     /// <summary>Every flow as the control API shows it.</summary>
     public void Snapshot(List<ConnectionInfo> into)
     {
+        _loop.AssertOwner();
         foreach (var flow in _all) into.Add(flow.Snapshot());
     }
 
