@@ -12,7 +12,7 @@ namespace Emunet.Engine.Stack.Tcp;
 /// <summary>
 /// TCP terminated in Emunet and spliced onto host sockets. See README.md in this folder for the theory of operation.
 /// The class is split by concern: this file holds the table, the public entry points and the timers;
-/// <c>TcpStack.Receive.cs</c> the segments from the guest; <c>TcpStack.Send.cs</c> the segments to the guest;
+/// <c>TcpStack.Open.cs</c> opening; <c>TcpStack.Receive.cs</c> the segments from the guest; <c>TcpStack.Send.cs</c> the segments to the guest;
 /// <c>TcpStack.Host.cs</c> the host sockets. Owner thread only.
 /// </summary>
 internal sealed partial class TcpStack : ITcpHandler
