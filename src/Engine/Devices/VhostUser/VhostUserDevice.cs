@@ -5,14 +5,13 @@ using System.Net.Sockets;
 using Emunet.Engine.Devices.Virtio;
 using Emunet.Engine.Interop;
 using Emunet.Engine.Runtime;
-using Emunet.Engine.Stack;
 using Microsoft.Extensions.Logging;
 
 namespace Emunet.Engine.Devices.VhostUser;
 
 /// <summary>
 /// Theory of operation: a vhost-user virtio-net back-end (QEMU <c>-netdev vhost-user</c>). Emunet listens on a Unix
-/// socket; QEMU (the front-end) connects, negotiates features, passes the guest's RAM as file descriptors
+/// socket (<see cref="EmulatorListener"/>, one front-end at a time through <see cref="EmulatorLink"/>); QEMU (the front-end) connects, negotiates features, passes the guest's RAM as file descriptors
 /// (SET_MEM_TABLE, mapped by <see cref="GuestMemory"/>) and, per queue, its size, ring addresses, base index and two
 /// eventfds: "kick" (the guest made buffers available) and "call" (the device used some; QEMU turns it into an
 /// interrupt). Frames then move through guest memory directly, with no socket copy.
@@ -31,7 +30,7 @@ namespace Emunet.Engine.Devices.VhostUser;
 /// its frame. Nothing throws out of the loop. When QEMU goes away the memory is unmapped, the fds closed, the stack
 /// reset, and the device listens for the next front-end.
 /// </summary>
-internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
+internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch, IEmulatorConnectionHandler
 {
     public const int MaxFrameLength = LinkLimits.MaxFrameLength;
     /// <summary>VIRTIO 1.2 §5.1.6: struct virtio_net_hdr is 12 bytes with VERSION_1 or MRG_RXBUF, 10 otherwise.</summary>
@@ -53,12 +52,7 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
     private readonly ushort[] _rxHeads = new ushort[SplitQueue.MaxSize];
     private readonly uint[] _rxLengths = new uint[SplitQueue.MaxSize];
     private readonly Vring[] _vrings = new Vring[VhostUserProtocol.QueueCount];
-    private readonly ListenerHandler _listenerHandler;
-    private readonly ConnectionHandler _connectionHandler;
-    private Socket? _listener;
-    private int _listenerToken = -1;
-    private Socket? _connection;
-    private int _connectionToken = -1;
+    private readonly EmulatorLink _link;
     private int _messageLength;
     private int _fdCount;
     private ulong _features;
@@ -72,8 +66,7 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
         _path = Path.GetFullPath(path);
         _counters = counters;
         _logger = logger;
-        _listenerHandler = new ListenerHandler(this);
-        _connectionHandler = new ConnectionHandler(this);
+        _link = new EmulatorLink(loop, EmulatorListener.ForUnixPath(loop, _path, "--vhost-user", logger), "vhost-user front-end", counters, logger, this);
         for (int i = 0; i < _vrings.Length; i++) _vrings[i] = new Vring(this, i);
     }
 
@@ -83,9 +76,9 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
 
     public string Description => $"vhost-user:{_path}";
 
-    public bool IsConnected => _connection is not null;
+    public bool IsConnected => _link.IsConnected;
 
-    public int TransmitSpace => _connection is null ? 0 : _pending.Space;
+    public int TransmitSpace => _link.IsConnected ? _pending.Space : 0;
 
     /// <summary>Requests handled, for tests and diagnostics.</summary>
     internal int MessagesHandled { get; private set; }
@@ -97,49 +90,27 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
 
     public void Start()
     {
-        _listener = UnixListener.Bind(_path, "--vhost-user");
-        _listenerToken = _loop.Register((int)_listener.Handle, Libc.EPOLLIN, _listenerHandler);
+        _link.Start();
         _loop.AddEndOfBatch(this);
     }
 
-    private void OnAccept()
+    void IEmulatorConnectionHandler.OnAttached(Socket connection)
     {
-        while (_listener is not null)
-        {
-            Socket accepted;
-            try { accepted = _listener.Accept(); }
-            catch (SocketException e) when (e.SocketErrorCode == SocketError.WouldBlock) { return; }
-            catch (SocketException e)
-            {
-                _logger.LogWarning("Accepting a vhost-user front-end failed: {Error}", e.SocketErrorCode);
-                return;
-            }
-            if (_connection is not null)
-            {
-                _logger.LogWarning("A second vhost-user front-end tried to attach to {Endpoint} while one is attached; refused.", Description);
-                _counters.Drop(DropReason.DeviceProtocolError);
-                accepted.Dispose();
-                continue;
-            }
-            accepted.Blocking = false;
-            _connection = accepted;
-            _messageLength = 0;
-            _fdCount = 0;
-            _connectionToken = _loop.Register((int)accepted.Handle, Libc.EPOLLIN | Libc.EPOLLRDHUP, _connectionHandler);
-            _logger.LogInformation("vhost-user front-end attached on {Endpoint}.", Description);
-            Handler?.OnDeviceConnected();
-        }
+        _messageLength = 0;
+        _fdCount = 0;
+        _logger.LogInformation("vhost-user front-end attached on {Endpoint}.", Description);
+        Handler?.OnDeviceConnected();
     }
 
     // ---- Control channel -------------------------------------------------------------------------------------
 
-    private void OnConnectionEvents()
+    void IEmulatorConnectionHandler.OnConnectionEvents(uint events)
     {
         // Reads exactly one message at a time (header, then payload), so descriptors passed with a message arrive
         // with it: the kernel never merges data across an SCM_RIGHTS boundary into a read that stops before it.
-        for (int round = 0; round < 64 && _connection is not null; round++)
+        for (int round = 0; round < 64 && _link.Connection is { } connection; round++)
         {
-            int fd = (int)_connection.Handle;
+            int fd = (int)connection.Handle;
             int need = _messageLength < VhostUserProtocol.HeaderSize
                 ? VhostUserProtocol.HeaderSize - _messageLength
                 : VhostUserProtocol.HeaderSize + (int)BinaryPrimitives.ReadUInt32LittleEndian(_message.AsSpan(8)) - _messageLength;
@@ -400,7 +371,7 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
 
     private void Reply(VhostUserRequest request, ReadOnlySpan<byte> payload)
     {
-        if (_connection is null) return;
+        if (_link.Connection is not { } connection) return;
         Span<byte> buffer = stackalloc byte[VhostUserProtocol.HeaderSize + 64];
         BinaryPrimitives.WriteUInt32LittleEndian(buffer, (uint)request);
         BinaryPrimitives.WriteUInt32LittleEndian(buffer[4..], VhostUserProtocol.Version | VhostUserProtocol.FlagReply);
@@ -408,7 +379,7 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
         payload.CopyTo(buffer[VhostUserProtocol.HeaderSize..]);
         int total = VhostUserProtocol.HeaderSize + payload.Length;
         // A reply is a few bytes on a socket the front-end is waiting to read; a short or failed send ends the session.
-        int sent = _connection.Send(buffer[..total], SocketFlags.None, out var error);
+        int sent = connection.Send(buffer[..total], SocketFlags.None, out var error);
         if (error != SocketError.Success || sent != total) Disconnect($"sending a reply failed: {error}");
     }
 
@@ -528,7 +499,7 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
 
     public TransmitLease BeginTransmit(int maxLength)
     {
-        if (_connection is null || maxLength > MaxFrameLength || maxLength < 0) return default;
+        if (!_link.IsConnected || maxLength > MaxFrameLength || maxLength < 0) return default;
         var room = _pending.Reserve(maxLength, out int token);
         if (room.IsEmpty)
         {
@@ -540,7 +511,7 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
 
     public void CommitTransmit(int token, int length)
     {
-        if (_connection is null || !_pending.TryCommit(token, length, out var frame)) return;
+        if (!_link.IsConnected || !_pending.TryCommit(token, length, out var frame)) return;
         Tap?.Invoke(frame, true);
         FlushReceive();
     }
@@ -671,13 +642,11 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
 
     // ---- Connection lifetime ------------------------------------------------------------------------------------
 
-    private void Disconnect(string why)
+    private void Disconnect(string why) => _link.Disconnect(why);
+
+    void IEmulatorConnectionHandler.OnDetached(string why)
     {
-        if (_connection is null) return;
         _logger.LogInformation("vhost-user front-end detached from {Endpoint}: {Reason}.", Description, why);
-        _loop.Unregister(_connectionToken, (int)_connection.Handle);
-        _connection.Dispose();
-        _connection = null;
         _messageLength = 0;
         CloseUnusedFds();
         ResetDevice();
@@ -686,17 +655,8 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
         Handler?.OnDeviceDisconnected();
     }
 
-    public void Dispose()
-    {
-        Disconnect("the engine is stopping");
-        if (_listener is not null)
-        {
-            _loop.Unregister(_listenerToken, (int)_listener.Handle);
-            _listener.Dispose();
-            _listener = null;
-            try { File.Delete(_path); } catch (IOException) { }
-        }
-    }
+    /// <summary>Ends the session, stops listening and removes the socket file.</summary>
+    public void Dispose() => _link.Dispose();
 
     /// <summary>One virtqueue as the front-end set it up: size, addresses, base, eventfds; running once kicked and enabled.</summary>
     private sealed class Vring(VhostUserDevice device, int index) : IPollable
@@ -852,15 +812,5 @@ internal sealed class VhostUserDevice : IGuestDevice, IEndOfBatch
             if (index == VhostUserProtocol.TxQueue) device.DrainTransmit(this);
             else device.OnReceiveBuffersPosted();
         }
-    }
-
-    private sealed class ListenerHandler(VhostUserDevice device) : IPollable
-    {
-        public void OnPoll(uint events) => device.OnAccept();
-    }
-
-    private sealed class ConnectionHandler(VhostUserDevice device) : IPollable
-    {
-        public void OnPoll(uint events) => device.OnConnectionEvents();
     }
 }
