@@ -16,9 +16,9 @@ namespace Emunet.Engine.Devices.VhostUser;
 /// <see cref="CommitTransmit"/> copies it into receive chains behind a virtio_net_hdr whose num_buffers says how many
 /// chains it spans (VIRTIO_NET_F_MRG_RXBUF). When the guest has no receive buffers, frames wait in that bounded buffer
 /// and <see cref="TransmitSpace"/> shrinks: the stack stops reading host sockets until a kick on queue 0 brings buffers
-/// and <see cref="IFrameHandler.OnTransmitReady"/>. Each ring is called once per loop batch that used it
-/// (<see cref="OnEndOfBatch"/>). A bad chain drops its frame; a bad ring stops that queue. No allocation per frame.
-/// Owner thread only.
+/// and <see cref="IFrameHandler.OnTransmitReady"/>. A ring that used buffers gets one call at the end of the loop
+/// batch (<see cref="OnEndOfBatch"/>), unless the driver suppressed it (§2.7.7). A bad chain drops its frame; a bad ring
+/// stops that queue. No allocation per frame. Owner thread only.
 /// </summary>
 internal sealed class VirtioNetQueues : IEndOfBatch
 {
