@@ -4,8 +4,6 @@ using System.Net;
 using Emunet.Engine.Capture;
 using Emunet.Engine.Control;
 using Emunet.Engine.Devices;
-using Emunet.Engine.Devices.Stream;
-using Emunet.Engine.Devices.VhostUser;
 using Emunet.Engine.Forwarding;
 using Emunet.Engine.Runtime;
 using Emunet.Engine.Stack;
@@ -42,14 +40,10 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         _options = options;
         _logger = loggerFactory.CreateLogger("Emunet.Engine");
         var deviceLogger = loggerFactory.CreateLogger("Emunet.Device");
-        if (options.VhostUserSocket is not null && options.StreamSocket is not null)
-            throw new EngineStartException("Give one guest device: either --socket (QEMU -netdev stream) or --vhost-user (QEMU -netdev vhost-user), not both.");
-        if (options.VhostUserSocket is not null)
-            _device = new VhostUserDevice(_loop, options.VhostUserSocket, _counters, deviceLogger);
-        else if (options.StreamSocket is not null)
-            _device = new StreamDevice(_loop, options.StreamSocket, _counters, deviceLogger);
-        else
-            throw new EngineStartException("No guest device given: use --socket PATH (QEMU -netdev stream), --socket tcp:127.0.0.1:PORT, or --vhost-user PATH (QEMU -netdev vhost-user).");
+        var links = options.EffectiveLinks();
+        if (links.Count > 1)
+            throw new EngineStartException("This engine serves one guest link; give one --socket or --vhost-user.");
+        _device = DeviceFactory.Create(links[0], _loop, _counters, deviceLogger);
         var map = new AddressMap(options.Network);
         _stack = new NetStack(_loop, _device, options.Network, map, _counters, loggerFactory);
         _forwards = new ForwardTable(_loop, _stack, loggerFactory.CreateLogger("Emunet.Forward"));
