@@ -28,7 +28,8 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
     private readonly IGuestDevice _device;
     private readonly NetStack _stack;
     private readonly ForwardTable _forwards;
-    private readonly CaptureTap _capture = new();
+    private readonly CaptureTap _capture;
+    private readonly RateLimitedLoggerFactory _loggers;
     private readonly GuestViewPublisher _guestView;
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly DateTimeOffset _started = DateTimeOffset.Now;
@@ -38,7 +39,12 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
     public EmunetEngine(EngineOptions options, ILoggerFactory loggerFactory)
     {
         _options = options;
+        // Every log line the engine writes passes one rate limit (a guest can trigger many of them).
+        _loggers = new RateLimitedLoggerFactory(loggerFactory);
+        loggerFactory = _loggers;
         _logger = loggerFactory.CreateLogger("Emunet.Engine");
+        _capture = new CaptureTap(reason => _logger.LogWarning("{Reason}", reason));
+        _loop.SetFaultReporter(ReportFault);
         var deviceLogger = loggerFactory.CreateLogger("Emunet.Device");
         var links = options.EffectiveLinks();
         if (links.Count > 1)
@@ -50,6 +56,17 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         _device.Handler = _stack;
         _guestView = new GuestViewPublisher(this);
         _loop.AddEndOfBatch(_guestView);
+    }
+
+    /// <summary>
+    /// A handler threw and the loop contained it (the flow, frame or request is dropped): counted, and logged with
+    /// the trace — rate-limited like every line.
+    /// </summary>
+    private void ReportFault(object handler, Exception error)
+    {
+        _counters.Drop(DropReason.InternalFault);
+        _logger.LogError(error, "A fault in {Handler} was contained; that one flow, frame or request was dropped and the engine goes on.",
+            handler.GetType().Name);
     }
 
     /// <summary>Completes when the engine has stopped.</summary>
@@ -125,12 +142,19 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         }
     }
 
+    /// <summary>Closes everything; each part on its own, so one that throws cannot leave the others (or the sockets) behind.</summary>
     private void StopAll()
     {
-        _forwards.StopAll();
-        _stack.Dispose();
-        _device.Dispose();
-        StopCaptureOnOwner();
+        Safely(_forwards.StopAll, "the forwards");
+        Safely(_stack.Dispose, "the stack");
+        Safely(_device.Dispose, "the device");
+        Safely(() => { _device.Tap = null; _capture.Stop(); }, "the capture");
+    }
+
+    private void Safely(Action step, string what)
+    {
+        try { step(); }
+        catch (Exception e) when (e is not OutOfMemoryException) { _logger.LogError(e, "Closing {What} failed; the rest is closed anyway.", what); }
     }
 
     public Task<ForwardInfo> AddForwardAsync(ForwardSpec spec, CancellationToken cancellationToken = default) =>
@@ -165,6 +189,8 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
             UdpFlows = _stack.Flows.CountOf(FlowProtocol.Udp),
             Forwards = _forwards.Count,
             CaptureFile = _capture.FilePath,
+            CaptureFailure = _capture.Failure,
+            LogLinesSuppressed = _loggers.Suppressed,
         });
 
     public Task StartCaptureAsync(string path, CancellationToken cancellationToken = default) =>
@@ -184,6 +210,8 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
 
     private string? StopCaptureOnOwner()
     {
+        if (!_capture.IsRunning && _capture.Failure is { } failure)
+            throw new InvalidOperationException(failure);
         _device.Tap = null;
         var path = _capture.Stop();
         if (path is not null) _logger.LogInformation("Capture to {Path} stopped.", path);

@@ -101,6 +101,19 @@ internal sealed class PcapWriter : IDisposable
         _stream.Flush();
     }
 
+    /// <summary>
+    /// Closes the file without writing what is buffered (the file failed: a full disk, a vanished mount). Never throws.
+    /// </summary>
+    public void Abandon()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _used = 0;
+        if (_leaveOpen) return;
+        try { _stream.Dispose(); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException) { }
+    }
+
     public void Dispose()
     {
         if (_disposed) return;

@@ -48,4 +48,8 @@ public sealed record EngineStatistics
     public int UdpFlows { get; init; }
     public int Forwards { get; init; }
     public string? CaptureFile { get; init; }
+    /// <summary>Why the last capture stopped on its own (its file failed, e.g. a full disk), until the next start.</summary>
+    public string? CaptureFailure { get; init; }
+    /// <summary>Log lines held back by the engine's rate limit (lines a guest or client could trigger in floods).</summary>
+    public long LogLinesSuppressed { get; init; }
 }

@@ -43,6 +43,8 @@ internal enum DropReason
     UdpNoRoute,
     /// <summary>A virtqueue ring or descriptor chain broke a VIRTIO 1.2 §2.7 rule (vhost-user device).</summary>
     VirtqueueMalformed,
+    /// <summary>Handling threw; the loop caught it and dropped just that flow, frame or request (logged, rate-limited).</summary>
+    InternalFault,
     /// <summary>The outbound policy refused the destination (the host outside its alias, --restrict, a deny rule).</summary>
     PolicyDenied,
     /// <summary>An IPv4 packet from the guest whose source is not the guest's address (spoofed, or another host's).</summary>

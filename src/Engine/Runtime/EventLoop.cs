@@ -19,6 +19,19 @@ internal interface IEndOfBatch
     void OnEndOfBatch();
 }
 
+/// <summary>
+/// A handler the loop can isolate: when its <see cref="IPollable.OnPoll"/> throws, the loop calls
+/// <see cref="OnFault"/> so it drops just itself (one flow, one forward) instead of ending the engine.
+/// </summary>
+internal interface IFaultIsolated
+{
+    /// <summary>The handler threw <paramref name="error"/>; release what it holds. Must not throw.</summary>
+    void OnFault(Exception error);
+}
+
+/// <summary>Where the loop reports a handler's exception it caught (counted and logged, rate-limited, by the engine).</summary>
+internal delegate void FaultReporter(object handler, Exception error);
+
 /// <summary>A part of the stack with deadlines (TCP retransmission, UDP idle expiry, ...).</summary>
 internal interface ITimerClient
 {
@@ -48,6 +61,7 @@ internal sealed unsafe class EventLoop : IDisposable
     private readonly long _startTicks = Stopwatch.GetTimestamp();
     private long _nextDeadline = long.MaxValue;
     private volatile bool _stop;
+    private FaultReporter? _faults;
     private int _ownerThreadId = -1;
 
     public EventLoop()
@@ -104,6 +118,21 @@ internal sealed unsafe class EventLoop : IDisposable
     }
 
     public void AddTimerClient(ITimerClient client) => _timerClients.Add(client);
+
+    /// <summary>
+    /// Where caught handler exceptions are reported. Without one, a handler's exception ends the loop (tests rely on
+    /// seeing their failures); an engine sets one, so no flow, forward or capture can end it.
+    /// </summary>
+    public void SetFaultReporter(FaultReporter reporter) => _faults = reporter;
+
+    /// <summary>Reports <paramref name="error"/> from <paramref name="handler"/> and isolates the handler; rethrows without a reporter.</summary>
+    internal void Fault(object handler, Exception error)
+    {
+        if (_faults is null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(error).Throw();
+        try { (handler as IFaultIsolated)?.OnFault(error); }
+        catch (Exception inner) { _faults(handler, inner); }
+        _faults(handler, error);
+    }
 
     public void AddEndOfBatch(IEndOfBatch hook) => _endOfBatch.Add(hook);
 
@@ -169,12 +198,18 @@ internal sealed unsafe class EventLoop : IDisposable
                 Libc.ReadEpollEvent(_events + i * Libc.EpollEventSize, out uint events, out ulong data);
                 if (data == ulong.MaxValue) { DrainWake(); continue; }
                 var handler = (int)data < _handlers.Count ? _handlers[(int)data] : null;
-                handler?.OnPoll(events);
+                if (handler is null) continue;
+                try { handler.OnPoll(events); }
+                catch (Exception e) when (_faults is not null && e is not OutOfMemoryException) { Fault(handler, e); }
             }
             RunPosted();
             now = NowMs;
             if (now >= _nextDeadline) RunTimers(now);
-            for (int i = 0; i < _endOfBatch.Count; i++) _endOfBatch[i].OnEndOfBatch();
+            for (int i = 0; i < _endOfBatch.Count; i++)
+            {
+                try { _endOfBatch[i].OnEndOfBatch(); }
+                catch (Exception e) when (_faults is not null && e is not OutOfMemoryException) { Fault(_endOfBatch[i], e); }
+            }
         }
         RunPosted();
     }
@@ -184,7 +219,13 @@ internal sealed unsafe class EventLoop : IDisposable
         long next = long.MaxValue;
         foreach (var client in _timerClients)
         {
-            long d = client.OnTimer(now);
+            long d;
+            try { d = client.OnTimer(now); }
+            catch (Exception e) when (_faults is not null && e is not OutOfMemoryException)
+            {
+                Fault(client, e);
+                d = now + 1000; // ask again soon rather than never
+            }
             if (d < next) next = d;
         }
         _nextDeadline = next;
@@ -192,7 +233,11 @@ internal sealed unsafe class EventLoop : IDisposable
 
     private void RunPosted()
     {
-        while (_posted.TryDequeue(out var work)) work();
+        while (_posted.TryDequeue(out var work))
+        {
+            try { work(); }
+            catch (Exception e) when (_faults is not null && e is not OutOfMemoryException) { Fault(work, e); }
+        }
     }
 
     private void DrainWake()

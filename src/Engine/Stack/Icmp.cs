@@ -86,6 +86,8 @@ internal sealed class Icmp : IDisposable
         public override void OnPoll(uint events) => owner.OnReadable(this);
 
         protected override void OnIdle() => owner.Close(this);
+
+        protected override void Abort() => owner.Close(this);
     }
 
     /// <summary>An ICMP message from the guest inside a checked, whole IPv4 packet.</summary>

@@ -74,6 +74,14 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
     public void OnFrame(ReadOnlySpan<byte> frame)
     {
         _loop.AssertOwner();
+        // A fault in handling one frame drops that frame (counted and logged by the loop's reporter); it must not
+        // tear the device's receive loop, which has the frames after it.
+        try { Receive(frame); }
+        catch (Exception e) when (e is not OutOfMemoryException) { _loop.Fault(this, e); }
+    }
+
+    private void Receive(ReadOnlySpan<byte> frame)
+    {
         _counters.FramesFromGuest++;
         _counters.BytesFromGuest += frame.Length;
         if (!EthernetFrame.TryParse(frame, out var ethernet)) { _counters.Drop(DropReason.FrameTooShort); return; }

@@ -73,6 +73,8 @@ internal sealed partial class Udp : IDisposable
         public override void OnPoll(uint events) => owner.OnFlowReadable(this);
 
         protected override void OnIdle() => owner.Close(this);
+
+        protected override void Abort() => owner.Close(this);
     }
 
     // ---- guest -> host ----

@@ -25,6 +25,9 @@ public class DhcpTests
             to: MacAddress.Broadcast);
     }
 
+    /// <summary>A client message of <paramref name="type"/> as a frame, for tests elsewhere.</summary>
+    internal static byte[] ClientMessageForTests(DhcpMessage.MessageType type) => ClientMessage(type);
+
     private static (PacketDotNet.IPv4Packet Ip, DhcpV4Packet Dhcp, List<DhcpV4Option> Options) Reply(byte[] frame)
     {
         var udp = Oracle.Udp(frame);

@@ -10,7 +10,7 @@ namespace Emunet.Engine.Stack.Nat;
 /// control API reads. Protocol state (TCP's sequence space, UDP's DNS flag, ICMP's identifier) hangs off a subclass.
 /// Owner thread only.
 /// </summary>
-internal abstract class Flow : IPollable
+internal abstract class Flow : IPollable, IFaultIsolated
 {
     /// <summary>Unique per table, given when the flow enters it.</summary>
     public long Id;
@@ -65,6 +65,14 @@ internal abstract class Flow : IPollable
 
     /// <summary>The idle deadline passed: the owner closes the flow and removes it from the table.</summary>
     protected virtual void OnIdle() { }
+
+    /// <summary>
+    /// Code handling this flow threw: the owner drops just this flow (both sides reset where that means something),
+    /// so one flow's fault never ends the engine. Must not throw.
+    /// </summary>
+    protected abstract void Abort();
+
+    public void OnFault(Exception error) => Abort();
 
     /// <summary>The flow as the control API shows it.</summary>
     public virtual ConnectionInfo Snapshot() => new()

@@ -109,7 +109,14 @@ internal sealed class FlowTable : ITimerClient
         for (int i = _all.Count - 1; i >= 0; i--)
         {
             if (i >= _all.Count) continue;
-            long due = _all[i].OnTimer(nowMs);
+            var flow = _all[i];
+            long due;
+            try { due = flow.OnTimer(nowMs); }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                _loop.Fault(flow, e); // the flow is dropped; the scan goes on
+                continue;
+            }
             if (due < next) next = due;
         }
         return next;

@@ -142,6 +142,8 @@ internal sealed class TcpConnection : Flow
 
     public override long OnTimer(long nowMs) => _stack.OnConnectionTimer(this, nowMs);
 
+    protected override void Abort() => _stack.Abort(this);
+
     public void Release()
     {
         SendRing.Release();

@@ -321,6 +321,22 @@ internal sealed partial class TcpStack : ITcpHandler
         c.Release();
     }
 
+    /// <summary>
+    /// Drops a connection whose handling threw: both sides reset as far as that still works, the entry freed whatever
+    /// happens, so the table never keeps a half-torn connection.
+    /// </summary>
+    internal void Abort(TcpConnection c)
+    {
+        try { Reset(c, resetGuest: true, resetHost: true); }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            try { CloseHost(c, abort: true); } catch (Exception inner) when (inner is not OutOfMemoryException) { }
+            if (c.InTable) _flows.Remove(c);
+            c.State = TcpState.Closed;
+            c.Release();
+        }
+    }
+
     /// <summary>Aborts a connection: RST to the guest if asked and it can be told, RST to the host peer (linger 0) if asked.</summary>
     private void Reset(TcpConnection c, bool resetGuest, bool resetHost)
     {
