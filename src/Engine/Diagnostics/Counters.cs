@@ -29,6 +29,8 @@ internal enum DropReason
     DhcpMalformed,
     DnsMalformed,
     DnsUpstreamFailed,
+    /// <summary>The DNS relay's table of pending queries was full (<c>DnsRelay.MaxPending</c>).</summary>
+    DnsTableFull,
     TransmitQueueFull,
     GuestMacUnknown,
     DeviceProtocolError,

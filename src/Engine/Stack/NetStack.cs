@@ -42,10 +42,12 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
         Arp = new Arp(this, device, config, counters);
         _reassembly = new IPv4Reassembly(loop, counters);
         Icmp = new Icmp(loop, this, Flows, config, map, counters, _logger);
-        Udp = new Udp(loop, this, Flows, Icmp, config, map, counters, _logger);
+        Dns = new DnsRelay(loop, this, config, map.DnsUpstream, counters, _logger);
+        Udp = new Udp(loop, this, Flows, Icmp, Dns, config, map, counters, _logger);
         Dhcp = new Dhcp(this, config, counters, _logger);
         Tcp = new TcpStack(loop, this, Flows, config, map, counters, loggers.CreateLogger("Emunet.Tcp"));
         loop.AddTimerClient(_reassembly);
+        loop.AddTimerClient(Dns);
     }
 
     /// <summary>Every flow of every protocol (the NAT table).</summary>
@@ -66,6 +68,7 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
     public Arp Arp { get; }
     public Icmp Icmp { get; }
     public Udp Udp { get; }
+    public DnsRelay Dns { get; }
     public Dhcp Dhcp { get; }
     internal IPv4Reassembly Reassembly => _reassembly;
 
@@ -113,6 +116,7 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
         GuestAddress = _config.Guest;
         _reassembly.Clear();
         Udp.OnGuestGone();
+        Dns.OnGuestGone();
         Icmp.OnGuestGone();
         Tcp.OnGuestGone();
     }
@@ -228,6 +232,7 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
     {
         Tcp.OnGuestGone();
         Udp.Dispose();
+        Dns.Dispose();
         Icmp.Dispose();
     }
 }

@@ -12,10 +12,10 @@ namespace Emunet.Engine.Stack;
 /// <summary>
 /// UDP NAT. Theory of operation: a guest datagram is matched to a flow of the <see cref="FlowTable"/> by (guest
 /// address, guest port, destination, destination port). A new flow gets one non-blocking host UDP socket, connected
-/// to where <see cref="AddressMap"/> maps the destination (10.0.2.2 to 127.0.0.1, 10.0.2.3:53 to the upstream
-/// resolver, anything else to itself), so the kernel filters replies and reports ICMP errors as ECONNREFUSED, which
-/// goes back to the guest as port unreachable. Replies are received straight into the packet lent by the device (no
-/// copy) and leave with the flow's destination as their source, which makes the DNS relay just another flow.
+/// to where <see cref="AddressMap"/> maps the destination (10.0.2.2 to 127.0.0.1, anything allowed to itself), so the
+/// kernel filters replies and reports ICMP errors as ECONNREFUSED, which goes back to the guest as port unreachable.
+/// Replies are received straight into the packet lent by the device (no copy) and leave with the flow's destination
+/// as their source. Queries to 10.0.2.3:53 go to the <see cref="DnsRelay"/>, which has a table of its own.
 /// Forwarded flows (<c>Udp.Forwarded.cs</c>) enter the same table from a forward's socket. Flows expire when idle.
 /// Owner thread only.
 /// </summary>
@@ -23,8 +23,6 @@ internal sealed partial class Udp : IDisposable
 {
     /// <summary>RFC 4787 REQ-5: a UDP mapping lives at least two minutes; 60 s is the Linux conntrack default for unreplied flows and slirp's.</summary>
     public const int IdleTimeoutMs = 60_000;
-    /// <summary>A DNS exchange is one query and one answer.</summary>
-    public const int DnsIdleTimeoutMs = 10_000;
     /// <summary>Datagrams handled per readiness event, so one busy socket cannot starve the loop.</summary>
     public const int DatagramsPerPoll = 64;
     public const ushort DnsPort = 53;
@@ -33,6 +31,7 @@ internal sealed partial class Udp : IDisposable
     private readonly IPacketSender _sender;
     private readonly FlowTable _flows;
     private readonly Icmp _icmp;
+    private readonly DnsRelay _dns;
     private readonly NetworkConfig _config;
     private readonly AddressMap _map;
     private readonly Counters _counters;
@@ -40,9 +39,10 @@ internal sealed partial class Udp : IDisposable
     private readonly List<UdpFlow> _closing = new();
     private readonly byte[] _scratch = new byte[65536];
 
-    public Udp(EventLoop loop, IPacketSender sender, FlowTable flows, Icmp icmp, NetworkConfig config, AddressMap map,
+    public Udp(EventLoop loop, IPacketSender sender, FlowTable flows, Icmp icmp, DnsRelay dns, NetworkConfig config, AddressMap map,
         Counters counters, ILogger logger)
     {
+        _dns = dns;
         _loop = loop;
         _sender = sender;
         _flows = flows;
@@ -63,12 +63,11 @@ internal sealed partial class Udp : IDisposable
         /// <summary>The address and port the guest sees as the other end.</summary>
         public IPv4Address Peer;
         public ushort PeerPort;
-        public bool IsDns;
         /// <summary>Forwarded flows: the forward's socket sends to <see cref="Client"/>.</summary>
         public UdpForwardPort? Port;
         public SocketAddress? Client;
 
-        public override string StateName => IsDns ? "dns" : "open";
+        public override string StateName => "open";
 
         public override void OnPoll(uint events) => owner.OnFlowReadable(this);
 
@@ -88,16 +87,18 @@ internal sealed partial class Udp : IDisposable
             _counters.Drop(DropReason.NotForUs);
             return;
         }
+        if (destination == _config.Dns && datagram.DestinationPort == DnsPort)
+        {
+            _dns.OnQuery(in packet, in datagram);
+            return;
+        }
         var payload = datagram.Payload;
         var key = FlowKey.IPv4(FlowProtocol.Udp, packet.Source, datagram.SourcePort, destination, datagram.DestinationPort);
-        bool isDns = destination == _config.Dns && datagram.DestinationPort == DnsPort;
-        // RFC 1035 §4.1.1: anything shorter than a header is not DNS; the relay does not pass it upstream.
-        if (isDns && !DnsMessage.TryParse(payload, out _)) { _counters.Drop(DropReason.DnsMalformed); return; }
         UdpFlow? flow;
         if (_flows.TryGet(key, out var found)) flow = (UdpFlow)found;
         else
         {
-            flow = OpenOutbound(in packet, key, datagram.SourcePort, datagram.DestinationPort, isDns);
+            flow = OpenOutbound(in packet, key, datagram.SourcePort, datagram.DestinationPort);
             if (flow is null) return;
         }
         flow.LastActive = _loop.NowMs;
@@ -123,7 +124,7 @@ internal sealed partial class Udp : IDisposable
         flow.BytesFromGuest += payload.Length;
     }
 
-    private UdpFlow? OpenOutbound(in IPv4Packet packet, FlowKey key, ushort guestPort, ushort peerPort, bool isDns)
+    private UdpFlow? OpenOutbound(in IPv4Packet packet, FlowKey key, ushort guestPort, ushort peerPort)
     {
         var destination = packet.Destination;
         var verdict = _map.MapOutbound(destination, peerPort, out var host, out int hostPort);
@@ -136,7 +137,7 @@ internal sealed partial class Udp : IDisposable
         }
         if (verdict != OutboundVerdict.Mapped)
         {
-            _counters.Drop(isDns ? DropReason.DnsUpstreamFailed : DropReason.UdpNoRoute);
+            _counters.Drop(DropReason.UdpNoRoute);
             return null;
         }
         if (!_flows.HasRoom(FlowProtocol.Udp)) { _counters.Drop(DropReason.UdpFlowTableFull); return null; }
@@ -151,7 +152,7 @@ internal sealed partial class Udp : IDisposable
         catch (SocketException e)
         {
             socket?.Dispose();
-            _counters.Drop(isDns ? DropReason.DnsUpstreamFailed : DropReason.UdpSendFailed);
+            _counters.Drop(DropReason.UdpSendFailed);
             if (e.SocketErrorCode is SocketError.NetworkUnreachable or SocketError.HostUnreachable)
                 _icmp.SendDestinationUnreachable(IcmpPacket.CodeNetUnreachable, in packet);
             return null;
@@ -160,8 +161,7 @@ internal sealed partial class Udp : IDisposable
         {
             Key = key, Direction = FlowDirection.Outbound, Guest = packet.Source, GuestPort = guestPort, Peer = destination,
             PeerPort = peerPort, HostSocket = socket, HostFd = (int)socket.Handle, HostRemote = remote,
-            HostLocal = socket.LocalEndPoint as IPEndPoint, IsDns = isDns, LastActive = _loop.NowMs,
-            IdleTimeoutMs = isDns ? DnsIdleTimeoutMs : IdleTimeoutMs,
+            HostLocal = socket.LocalEndPoint as IPEndPoint, LastActive = _loop.NowMs, IdleTimeoutMs = IdleTimeoutMs,
         };
         if (!_flows.TryAdd(flow))
         {
@@ -201,7 +201,6 @@ internal sealed partial class Udp : IDisposable
             }
             if (error != SocketError.Success) { _counters.Drop(DropReason.UdpSendFailed); return; }
             if (n > room.Length) { _counters.Drop(DropReason.UdpDatagramTooLarge); continue; }
-            if (flow.IsDns && !DnsMessage.TryParse(room[..n], out _)) { _counters.Drop(DropReason.DnsMalformed); continue; }
             Deliver(flow, in packet, n);
         }
     }

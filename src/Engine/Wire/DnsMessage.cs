@@ -58,6 +58,39 @@ internal readonly ref struct DnsMessage
     public ushort AdditionalCount => BinaryPrimitives.ReadUInt16BigEndian(Bytes[Offsets.AdditionalCount..]);
     public ReadOnlySpan<byte> Body => Bytes[Offsets.Body..];
 
+    /// <summary>RFC 1035 §2.3.4: a name is at most 255 bytes on the wire, a label at most 63.</summary>
+    public const int MaxNameLength = 255;
+
+    /// <summary>
+    /// The first question's bytes (QNAME, QTYPE, QCLASS; RFC 1035 §4.1.2), walked with bounds: labels of at most 63
+    /// bytes, a name of at most 255, no compression pointer (a query has nothing to point back to). False when the
+    /// section is missing or malformed.
+    /// </summary>
+    public bool TryGetQuestion(out ReadOnlySpan<byte> question)
+    {
+        question = default;
+        if (QuestionCount == 0) return false;
+        var body = Body;
+        int i = 0;
+        while (true)
+        {
+            if (i >= body.Length || i >= MaxNameLength) return false;
+            int label = body[i];
+            if (label == 0) { i++; break; }
+            if (label > 63) return false; // 0b11xxxxxx is a pointer, 0b01/0b10 are reserved (RFC 6891 §5)
+            i += 1 + label;
+        }
+        if (i > MaxNameLength || body.Length - i < 4) return false;
+        question = body[..(i + 4)];
+        return true;
+    }
+
+    /// <summary>
+    /// A query the relay passes on (RFC 1035 §4.1.1): not a response, opcode QUERY, exactly one well-formed question,
+    /// no answers.
+    /// </summary>
+    public bool IsRelayableQuery => !IsResponse && Opcode == 0 && QuestionCount == 1 && AnswerCount == 0 && TryGetQuestion(out _);
+
     /// <summary>Writes a 12-byte header.</summary>
     public static void WriteHeader(Span<byte> buffer, ushort id, ushort flags, ushort questions, ushort answers = 0,
         ushort authorities = 0, ushort additionals = 0)
