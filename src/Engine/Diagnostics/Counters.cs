@@ -23,6 +23,10 @@ internal enum DropReason
     TcpBadChecksum,
     TcpNoConnection,
     TcpFlowTableFull,
+    /// <summary>A guest SYN refused: too many outbound connections already wait for their host connect.</summary>
+    TcpHalfOpenLimit,
+    /// <summary>A guest SYN refused: new outbound connections came faster than the connect rate allows.</summary>
+    TcpConnectRateLimited,
     TcpOutOfWindow,
     TcpOutOfOrder,
     TcpUnreachable,

@@ -55,6 +55,8 @@ internal sealed class TcpConnection : Flow
     public bool HostShutdown;
 
     public TcpState State;
+    /// <summary>An outbound connection whose host connect is still pending (counted against the half-open limit).</summary>
+    public bool HalfOpen;
 
     // Send sequence space, toward the guest (RFC 9293 §3.3.1).
     public uint Iss;

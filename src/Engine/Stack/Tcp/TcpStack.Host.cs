@@ -58,6 +58,7 @@ internal sealed partial class TcpStack
     private void OnHostConnected(TcpConnection c)
     {
         c.RtoDeadline = long.MaxValue;
+        EndHalfOpen(c);
         try { c.HostLocal = c.HostSocket!.LocalEndPoint as IPEndPoint; }
         catch (SocketException) { }
         c.State = TcpState.SynReceived;

@@ -26,9 +26,8 @@ internal sealed partial class TcpStack
             SendResetFor(source, destination, seg);
             return;
         }
-        if (!_flows.HasRoom(FlowProtocol.Tcp))
+        if (!AdmitOutbound())
         {
-            _counters.Drop(DropReason.TcpFlowTableFull);
             SendResetFor(source, destination, seg);
             return;
         }

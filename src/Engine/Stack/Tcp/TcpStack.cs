@@ -23,6 +23,12 @@ internal sealed partial class TcpStack : ITcpHandler
     public const int DefaultGuestMss = 536;
     /// <summary>Smallest MSS accepted from the guest (Linux's TCP_MIN_MSS): a tiny MSS would only multiply segments.</summary>
     public const int MinMss = 88;
+    /// <summary>Outbound connections whose host connect is pending, at once (a SYN flood to dead ends stops here).</summary>
+    public const int MaxHalfOpen = 256;
+    /// <summary>TCP slots only forwards may take, so a guest flooding outbound cannot lock the user out of the guest.</summary>
+    public const int ReservedForForwards = 256;
+    /// <summary>New outbound connections per second the guest may open (a token bucket; a burst of as many).</summary>
+    public const int OutboundConnectsPerSecond = 4096;
     private const int FirstEphemeralPort = 49152;
     private const int EphemeralPortCount = 65536 - FirstEphemeralPort;
 
@@ -36,6 +42,10 @@ internal sealed partial class TcpStack : ITcpHandler
     private List<TcpConnection> _txWaiters = new();
     private List<TcpConnection> _txSpare = new();
     private int _nextEphemeral;
+    private int _halfOpen;
+    private int _outbound;
+    private double _connectTokens = OutboundConnectsPerSecond;
+    private long _connectTokensAt;
     /// <summary>Set when the device refused a packet; cleared by <see cref="OnTransmitReady"/>.</summary>
     private bool _transmitBlocked;
 
@@ -77,6 +87,35 @@ internal sealed partial class TcpStack : ITcpHandler
     public int ConnectTimeoutMs { get; set; } = 75_000;
 
     public int ConnectionCount => _flows.CountOf(FlowProtocol.Tcp);
+
+    /// <summary>Outbound connections with their host connect pending (at most <see cref="HalfOpenLimit"/>).</summary>
+    public int HalfOpenCount => _halfOpen;
+
+    /// <summary><see cref="MaxHalfOpen"/> by default (tests lower it).</summary>
+    public int HalfOpenLimit { get; set; } = MaxHalfOpen;
+
+    /// <summary>Slots of <see cref="ConnectionLimit"/> only forwards may take: <see cref="ReservedForForwards"/>, or a sixteenth of a smaller limit.</summary>
+    public int ForwardReserve => Math.Min(ReservedForForwards, ConnectionLimit / 16);
+
+    /// <summary>
+    /// Whether the guest may open one more outbound connection now: the half-open limit, the slots kept for forwards,
+    /// and the connect rate (RFC 4987 §3: bound what a SYN flood can hold). Counts the refusal.
+    /// </summary>
+    private bool AdmitOutbound()
+    {
+        if (_halfOpen >= HalfOpenLimit) { _counters.Drop(DropReason.TcpHalfOpenLimit); return false; }
+        if (_outbound >= ConnectionLimit - ForwardReserve || !_flows.HasRoom(FlowProtocol.Tcp))
+        {
+            _counters.Drop(DropReason.TcpFlowTableFull);
+            return false;
+        }
+        long now = _loop.NowMs;
+        _connectTokens = Math.Min(OutboundConnectsPerSecond, _connectTokens + (now - _connectTokensAt) * (OutboundConnectsPerSecond / 1000.0));
+        _connectTokensAt = now;
+        if (_connectTokens < 1) { _counters.Drop(DropReason.TcpConnectRateLimited); return false; }
+        _connectTokens--;
+        return true;
+    }
 
     /// <summary>The MSS Emunet advertises: what one packet to the device carries, minus the TCP header.</summary>
     private int LocalMss => Math.Clamp(_sender.MaxPayload - TcpSegment.MinHeaderLength, MinMss, ushort.MaxValue);
@@ -308,13 +347,29 @@ internal sealed partial class TcpStack : ITcpHandler
     }
 
     /// <summary>Admits the connection to the flow table; false (counted there) when TCP is at its limit.</summary>
-    private bool Insert(TcpConnection c) => _flows.TryAdd(c);
+    private bool Insert(TcpConnection c)
+    {
+        if (!_flows.TryAdd(c)) return false;
+        if (c.Direction == FlowDirection.Outbound) _outbound++;
+        if (c.State == TcpState.Connecting) { c.HalfOpen = true; _halfOpen++; }
+        return true;
+    }
+
+    /// <summary>The host connect is over (accepted, refused or abandoned): the connection no longer counts as half-open.</summary>
+    private void EndHalfOpen(TcpConnection c)
+    {
+        if (!c.HalfOpen) return;
+        c.HalfOpen = false;
+        _halfOpen--;
+    }
 
     /// <summary>Drops the connection from the table and returns its buffers. The host socket must be closed already.</summary>
     private void Free(TcpConnection c)
     {
         if (c.State == TcpState.Closed && !c.InTable) return;
         c.State = TcpState.Closed;
+        EndHalfOpen(c);
+        if (c.InTable && c.Direction == FlowDirection.Outbound) _outbound--;
         _flows.Remove(c);
         c.RtoDeadline = long.MaxValue;
         c.PersistDeadline = long.MaxValue;
