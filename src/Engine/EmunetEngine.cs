@@ -188,6 +188,8 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
             TcpFlows = _stack.Flows.CountOf(FlowProtocol.Tcp),
             UdpFlows = _stack.Flows.CountOf(FlowProtocol.Udp),
             Forwards = _forwards.Count,
+            BufferBytes = _stack.Flows.Budget.Used,
+            BufferBudget = _stack.Flows.Budget.Limit,
             CaptureFile = _capture.FilePath,
             CaptureFailure = _capture.Failure,
             LogLinesSuppressed = _loggers.Suppressed,

@@ -47,6 +47,9 @@ public sealed record EngineStatistics
     public int TcpFlows { get; init; }
     public int UdpFlows { get; init; }
     public int Forwards { get; init; }
+    /// <summary>Bytes connection buffers hold now, and the budget they grow under.</summary>
+    public long BufferBytes { get; init; }
+    public long BufferBudget { get; init; }
     public string? CaptureFile { get; init; }
     /// <summary>Why the last capture stopped on its own (its file failed, e.g. a full disk), until the next start.</summary>
     public string? CaptureFailure { get; init; }

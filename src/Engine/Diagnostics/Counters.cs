@@ -23,6 +23,8 @@ internal enum DropReason
     TcpBadChecksum,
     TcpNoConnection,
     TcpFlowTableFull,
+    /// <summary>Guest data not taken (nor acknowledged) because the engine's buffer budget was spent; the guest resends it.</summary>
+    TcpBufferBudget,
     /// <summary>A guest SYN refused: too many outbound connections already wait for their host connect.</summary>
     TcpHalfOpenLimit,
     /// <summary>A guest SYN refused: new outbound connections came faster than the connect rate allows.</summary>

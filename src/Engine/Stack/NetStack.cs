@@ -38,7 +38,7 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
         _counters = counters;
         _logger = loggers.CreateLogger("Emunet.Stack");
         _guestAddress = config.Guest;
-        Flows = new FlowTable(loop, counters);
+        Flows = new FlowTable(loop, counters, new BufferBudget(config.ConnectionBufferBudget));
         Arp = new Arp(this, device, config, counters);
         _reassembly = new IPv4Reassembly(loop, counters);
         Icmp = new Icmp(loop, this, Flows, config, map, counters, _logger);

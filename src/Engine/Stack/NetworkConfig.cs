@@ -27,6 +27,8 @@ public sealed record NetworkConfig
     public bool Restrict { get; init; }
     /// <summary>Ordered allow/deny rules for guest flows (first match wins, default allow); see <see cref="OutboundRule"/>.</summary>
     public IReadOnlyList<OutboundRule> OutboundRules { get; init; } = Array.Empty<OutboundRule>();
+    /// <summary>Bytes all connection buffers together may hold beyond a few KiB each (<see cref="Nat.BufferBudget"/>).</summary>
+    public long ConnectionBufferBudget { get; init; } = Nat.BufferBudget.DefaultLimit;
     /// <summary>Upstream DNS servers; empty means those of /etc/resolv.conf.</summary>
     public IReadOnlyList<System.Net.IPEndPoint> DnsUpstream { get; init; } = Array.Empty<System.Net.IPEndPoint>();
 

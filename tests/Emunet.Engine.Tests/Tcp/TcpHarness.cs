@@ -121,11 +121,11 @@ internal sealed class TcpHarness : IDisposable
     /// <summary>The flow table <see cref="Tcp"/> keeps its connections in.</summary>
     public FlowTable Flows { get; }
 
-    public TcpHarness(Action<TcpStack>? configure = null, int maxPayload = 1480)
+    public TcpHarness(Action<TcpStack>? configure = null, int maxPayload = 1480, long bufferBudget = BufferBudget.DefaultLimit)
     {
         Sender = new RecordingSender { MaxPayload = maxPayload };
         Microsoft.Extensions.Logging.ILogger logger = Environment.GetEnvironmentVariable("EMUNET_TEST_LOG") is null ? NullLogger.Instance : new ConsoleErrorLogger();
-        Flows = new FlowTable(Loop, Counters);
+        Flows = new FlowTable(Loop, Counters, new BufferBudget(bufferBudget));
         Tcp = new TcpStack(Loop, Sender, Flows, Config, new AddressMap(Config), Counters, logger);
         // The handshake's RTO before any RTT sample; longer than the RFC's 1 s so a loaded test machine does not see
         // SYN retransmissions where a test does not expect them (tests that exercise them set it lower).

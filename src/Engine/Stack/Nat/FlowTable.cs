@@ -29,15 +29,19 @@ internal sealed class FlowTable : ITimerClient
     private long _nextId;
 
     /// <summary>Registers itself with <paramref name="loop"/> as a timer client.</summary>
-    public FlowTable(EventLoop loop, Counters counters)
+    public FlowTable(EventLoop loop, Counters counters, BufferBudget? budget = null)
     {
         _loop = loop;
         _counters = counters;
+        Budget = budget ?? new BufferBudget();
         _limits[(int)FlowProtocol.Tcp] = MaxTcpFlows;
         _limits[(int)FlowProtocol.Udp] = MaxUdpFlows;
         _limits[(int)FlowProtocol.Icmp] = MaxIcmpFlows;
         loop.AddTimerClient(this);
     }
+
+    /// <summary>The byte budget every flow's buffers draw from.</summary>
+    public BufferBudget Budget { get; }
 
     /// <summary>Flows of every protocol.</summary>
     public int Count => _all.Count;

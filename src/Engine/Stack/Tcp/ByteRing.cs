@@ -1,48 +1,92 @@
-using System.Buffers;
+using Emunet.Engine.Stack.Nat;
 
 namespace Emunet.Engine.Stack.Tcp;
 
 /// <summary>
-/// A bounded byte ring over a pooled array: one per direction per connection, so the memory a connection holds is
-/// fixed whatever its peers do. Bytes are appended at the tail and consumed from the head; the send direction also
-/// reads at an offset from the head (unacknowledged data is kept for retransmission). Owner thread only.
+/// A bounded byte ring, one per direction per connection. <see cref="Capacity"/> is what the connection may hold at
+/// most; the array behind it starts at <see cref="BufferBudget.MinChunk"/> on first use and doubles, when it is full,
+/// only while the engine's <see cref="BufferBudget"/> has room (a growth copies the bytes once; nothing per packet).
+/// Bytes are appended at the tail and consumed from the head; the send direction also reads at an offset from the
+/// head (unacknowledged data is kept for retransmission). <see cref="Release"/> gives the memory back. Owner thread
+/// only.
 /// </summary>
 internal sealed class ByteRing
 {
+    private readonly BufferBudget _budget;
     private byte[]? _buffer;
     private int _head;
     private int _count;
 
-    public ByteRing(int capacity) => Capacity = capacity;
+    public ByteRing(int capacity, BufferBudget budget)
+    {
+        Capacity = capacity;
+        _budget = budget;
+    }
 
+    /// <summary>The most the ring may hold.</summary>
     public int Capacity { get; }
     public int Count => _count;
+    /// <summary>Room before <see cref="Capacity"/> (what a window may promise).</summary>
     public int Free => Capacity - _count;
     public bool IsEmpty => _count == 0;
 
-    /// <summary>Rents the array on first use; returned by <see cref="Release"/>.</summary>
-    private byte[] Buffer => _buffer ??= ArrayPool<byte>.Shared.Rent(Capacity);
+    /// <summary>The array's size now (0 before first use).</summary>
+    public int Allocated => _buffer?.Length ?? 0;
 
-    /// <summary>The contiguous free space at the tail (may be shorter than <see cref="Free"/> when it wraps).</summary>
+    /// <summary>What the ring can hold now without passing the budget: its array, plus the growth the budget allows.</summary>
+    public int StorableCapacity => Allocated == 0 ? Math.Min(Capacity, BufferBudget.MinChunk + (int)Math.Min(int.MaxValue, _budget.Available))
+        : Allocated + (int)Math.Min(Capacity - Allocated, _budget.Available);
+
+    /// <summary>Room now without passing the budget.</summary>
+    public int StorableFree => StorableCapacity - _count;
+
+    /// <summary>Makes the array at least as large as <paramref name="wanted"/> bytes of data need, as far as the budget allows.</summary>
+    private void Grow(int wanted)
+    {
+        int size = Allocated;
+        if (size == 0)
+        {
+            int first = Math.Min(BufferBudget.MinChunk, Capacity);
+            _budget.ReserveFloor(first);
+            _buffer = GC.AllocateUninitializedArray<byte>(first);
+            size = _buffer.Length;
+        }
+        int target = size;
+        while (target < wanted && target < Capacity) target = (int)Math.Min((long)target * 2, Capacity);
+        if (target == size || !_budget.TryReserve(target - size)) return;
+        var grown = GC.AllocateUninitializedArray<byte>(target);
+        // Linearise: the head moves to 0.
+        int part = Math.Min(_count, size - _head);
+        _buffer!.AsSpan(_head, part).CopyTo(grown);
+        _buffer.AsSpan(0, _count - part).CopyTo(grown.AsSpan(part));
+        _buffer = grown; // the budget already holds the old size; TryReserve took the difference
+        _head = 0;
+    }
+
+    /// <summary>The contiguous free space at the tail, growing the array first when it is full and may grow.</summary>
     public Span<byte> WritableSpan()
     {
         if (_count == Capacity) return Span<byte>.Empty;
-        var buf = Buffer;
-        int tail = (_head + _count) % Capacity;
-        int len = tail >= _head ? Capacity - tail : _head - tail;
-        if (_count == 0) { _head = 0; tail = 0; len = Capacity; }
-        return buf.AsSpan(tail, Math.Min(len, Capacity - _count));
+        if (_buffer is null || _count == _buffer.Length) Grow(_count + 1);
+        var buf = _buffer!;
+        int size = buf.Length;
+        if (_count == size) return Span<byte>.Empty;
+        if (_count == 0) _head = 0;
+        int tail = (_head + _count) % size;
+        int len = tail >= _head ? size - tail : _head - tail;
+        return buf.AsSpan(tail, len);
     }
 
     /// <summary>Marks <paramref name="n"/> bytes written into <see cref="WritableSpan"/> as data.</summary>
     public void Commit(int n) => _count += n;
 
-    /// <summary>Appends as much of <paramref name="data"/> as fits; returns the number appended.</summary>
+    /// <summary>Appends as much of <paramref name="data"/> as fits (capacity and budget); returns the number appended.</summary>
     public int Write(ReadOnlySpan<byte> data)
     {
         int total = 0;
         while (total < data.Length)
         {
+            if (_buffer is not null && _buffer.Length - _count < data.Length - total) Grow(_count + data.Length - total);
             var span = WritableSpan();
             if (span.IsEmpty) break;
             int n = Math.Min(span.Length, data.Length - total);
@@ -57,8 +101,9 @@ internal sealed class ByteRing
     public ReadOnlySpan<byte> ReadableSpan(int offset)
     {
         if (offset >= _count || _buffer is null) return ReadOnlySpan<byte>.Empty;
-        int start = (_head + offset) % Capacity;
-        int len = Math.Min(_count - offset, Capacity - start);
+        int size = _buffer.Length;
+        int start = (_head + offset) % size;
+        int len = Math.Min(_count - offset, size - start);
         return _buffer.AsSpan(start, len);
     }
 
@@ -79,15 +124,16 @@ internal sealed class ByteRing
     /// <summary>Drops <paramref name="n"/> bytes from the head.</summary>
     public void Consume(int n)
     {
-        _head = (_head + n) % Capacity;
+        if (n == 0) return;
+        _head = (_head + n) % _buffer!.Length;
         _count -= n;
         if (_count == 0) _head = 0;
     }
 
-    /// <summary>Returns the array to the pool.</summary>
+    /// <summary>Gives the array back to the budget (and to the GC).</summary>
     public void Release()
     {
-        if (_buffer is not null) ArrayPool<byte>.Shared.Return(_buffer);
+        if (_buffer is not null) _budget.Release(_buffer.Length);
         _buffer = null;
         _head = 0;
         _count = 0;

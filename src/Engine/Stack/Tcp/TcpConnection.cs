@@ -32,11 +32,11 @@ internal sealed class TcpConnection : Flow
 {
     private readonly TcpStack _stack;
 
-    public TcpConnection(TcpStack stack, int sendBuffer, int receiveBuffer)
+    public TcpConnection(TcpStack stack, int sendBuffer, int receiveBuffer, BufferBudget budget)
     {
         _stack = stack;
-        SendRing = new ByteRing(sendBuffer);
-        ReceiveRing = new ByteRing(receiveBuffer);
+        SendRing = new ByteRing(sendBuffer, budget);
+        ReceiveRing = new ByteRing(receiveBuffer, budget);
     }
 
     // Identity (the key holds the same; these are the IPv4 values the hot path uses).

@@ -150,7 +150,8 @@ internal sealed partial class TcpStack
         {
             want = 0;
             // Hysteresis: read again once a useful amount is free, not for every acknowledged byte.
-            if (!c.HostEof && c.SendRing.Free >= Math.Min(c.Mss, c.SendRing.Capacity / 4)) want |= Libc.EPOLLIN;
+            // Room means room the budget allows now: a spent budget stops the read (back-pressure), it never spins.
+            if (!c.HostEof && c.SendRing.StorableFree >= Math.Min(c.Mss, c.SendRing.StorableCapacity / 4)) want |= Libc.EPOLLIN;
             if (!c.ReceiveRing.IsEmpty) want |= Libc.EPOLLOUT;
         }
         if (want == c.HostEvents) return;

@@ -171,7 +171,10 @@ internal sealed partial class TcpStack
             int take = Math.Min(fresh.Length, c.ReceiveRing.Free);
             if (take > 0)
             {
-                if (!DeliverToHost(c, fresh[..take])) return;
+                int taken = DeliverToHost(c, fresh[..take]);
+                if (taken < 0) return;
+                if (taken < take) _counters.Drop(DropReason.TcpBufferBudget); // not stored, so not acknowledged: resent later
+                take = taken;
                 c.RcvNxt = Seq.Add(c.RcvNxt, take);
                 c.BytesFromGuest += take;
             }
@@ -329,10 +332,12 @@ internal sealed partial class TcpStack
 
     /// <summary>
     /// Writes guest data to the host socket at once when nothing waits before it; what the socket does not take waits in
-    /// the receive ring (the caller made sure it fits). False when the host socket failed and the connection was reset.
+    /// the receive ring as far as the buffer budget allows. Returns the bytes taken (what may be acknowledged), or -1
+    /// when the host socket failed and the connection was reset.
     /// </summary>
-    private bool DeliverToHost(TcpConnection c, ReadOnlySpan<byte> data)
+    private int DeliverToHost(TcpConnection c, ReadOnlySpan<byte> data)
     {
+        int offered = data.Length;
         if (c.ReceiveRing.IsEmpty && c.HostSocket is not null)
         {
             int n = c.HostSocket.Send(data, SocketFlags.None, out var error);
@@ -340,14 +345,12 @@ internal sealed partial class TcpStack
             else if (error != SocketError.WouldBlock)
             {
                 OnHostError(c, error);
-                return false;
+                return -1;
             }
         }
-        if (!data.IsEmpty)
-        {
-            c.ReceiveRing.Write(data);
-            UpdateHostInterest(c);
-        }
-        return true;
+        if (data.IsEmpty) return offered;
+        int stored = c.ReceiveRing.Write(data);
+        UpdateHostInterest(c);
+        return offered - data.Length + stored;
     }
 }

@@ -325,7 +325,7 @@ internal sealed partial class TcpStack : ITcpHandler
     private TcpConnection NewConnection(IPv4Address guest, ushort guestPort, IPv4Address peer, ushort peerPort,
         FlowDirection direction, ForwardBinding? forward)
     {
-        var c = new TcpConnection(this, SendBufferSize, ReceiveBufferSize)
+        var c = new TcpConnection(this, SendBufferSize, ReceiveBufferSize, _flows.Budget)
         {
             Key = FlowKey.IPv4(FlowProtocol.Tcp, guest, guestPort, peer, peerPort),
             GuestAddress = guest,

@@ -1,0 +1,117 @@
+using Emunet.Engine.Diagnostics;
+using Emunet.Engine.Stack.Nat;
+using Emunet.Engine.Stack.Tcp;
+
+namespace Emunet.Engine.Tests.Tcp;
+
+/// <summary>Rings start small and grow under one engine-wide budget; memory goes back when they are released.</summary>
+public class BufferBudgetTests
+{
+    [Fact]
+    public void A_ring_starts_at_the_floor_and_doubles_while_the_budget_allows()
+    {
+        var budget = new BufferBudget(64 * 1024);
+        var ring = new ByteRing(1 << 20, budget);
+        Assert.Equal(0, ring.Allocated);
+        var data = HostSide.Pattern(40_000);
+        Assert.Equal(40_000, ring.Write(data));
+        Assert.Equal(65536, ring.Allocated);          // 4 KiB doubled to cover 40,000 bytes
+        Assert.Equal(65536, budget.Used);
+        // The budget is spent: the ring keeps what it has and stores only what fits.
+        Assert.Equal(65536 - 40_000, ring.Write(HostSide.Pattern(100_000)));
+        Assert.True(budget.Refusals >= 1);
+        Assert.Equal(0, ring.StorableFree);
+        Assert.Equal(1 << 20, ring.Capacity);        // what a window may still promise
+        var back = new byte[40_000];
+        ring.CopyTo(0, back);
+        Assert.Equal(data, back);
+        ring.Release();
+        Assert.Equal(0, budget.Used);
+    }
+
+    [Fact]
+    public void Growth_keeps_wrapped_bytes_in_order()
+    {
+        var budget = new BufferBudget(1 << 20);
+        var ring = new ByteRing(1 << 16, budget);
+        ring.Write(HostSide.Pattern(4000, 1));
+        ring.Consume(3000);                             // head near the end of the 4 KiB array
+        ring.Write(HostSide.Pattern(3000, 2));          // wraps, then grows
+        var expected = HostSide.Pattern(4000, 1)[3000..].Concat(HostSide.Pattern(3000, 2)).ToArray();
+        var got = new byte[expected.Length];
+        ring.CopyTo(0, got);
+        Assert.Equal(expected, got);
+    }
+
+    [Fact]
+    public void Every_ring_gets_its_floor_even_with_the_budget_spent()
+    {
+        var budget = new BufferBudget(BufferBudget.MinChunk);
+        var a = new ByteRing(1 << 20, budget);
+        var b = new ByteRing(1 << 20, budget);
+        Assert.Equal(BufferBudget.MinChunk, a.Write(new byte[100_000]));
+        Assert.Equal(BufferBudget.MinChunk, b.Write(new byte[100_000])); // no connection stalls for want of memory
+        Assert.Equal(2 * BufferBudget.MinChunk, budget.Used);
+    }
+
+    [Fact]
+    public async Task Host_data_flows_through_a_tiny_budget_by_back_pressure()
+    {
+        using var h = new TcpHarness(bufferBudget: 64 * 1024);
+        using var server = HostSide.Listen();
+        var flow = h.Connect(HostSide.Port(server));
+        using var host = HostSide.Accept(server);
+        var data = HostSide.Pattern(2 << 20, 3);
+        var sender = Task.Run(() => host.Send(data));
+        Assert.Equal(data, h.Receive(flow, data.Length));
+        await sender.WaitAsync(TcpHarness.Timeout);
+        long peak = h.Invoke(_ => h.Flows.Budget.Used);
+        Assert.True(peak <= h.Flows.Budget.Limit + 2 * BufferBudget.MinChunk, $"{peak} bytes held");
+        Assert.Equal(0, h.Counters.Drops(DropReason.TcpBufferBudget));
+    }
+}
+
+/// <summary>Many connections pushing into a guest that never reads: the buffers stay within the budget and go back.</summary>
+public class BufferBudgetLoadTests
+{
+    [Fact]
+    public void Two_hundred_stalled_connections_hold_no_more_than_the_budget_and_release_it()
+    {
+        const long budget = 8 << 20;
+        using var h = new TcpHarness(bufferBudget: budget);
+        using var server = HostSide.Listen(backlog: 256);
+        var hosts = new List<System.Net.Sockets.Socket>();
+        var chunk = HostSide.Pattern(256 * 1024, 5);
+        try
+        {
+            for (int i = 0; i < 200; i++)
+            {
+                h.Connect(HostSide.Port(server), window: 0); // the guest app never reads: its window stays shut
+                var host = HostSide.Accept(server);
+                host.Blocking = false;
+                hosts.Add(host);
+            }
+            h.Sender.Discard = true;
+            // Each host peer pushes until its socket buffers fill (the engine stops reading when its ring is full).
+            foreach (var host in hosts)
+                for (int k = 0; k < 8; k++)
+                    if (host.Send(chunk, 0, chunk.Length, System.Net.Sockets.SocketFlags.None, out var e) <= 0 || e != System.Net.Sockets.SocketError.Success) break;
+            long used = 0;
+            var deadline = DateTime.UtcNow.AddSeconds(10);
+            while (DateTime.UtcNow < deadline)
+            {
+                used = h.Invoke(_ => h.Flows.Budget.Used);
+                if (used >= budget) break;
+                Thread.Sleep(20);
+            }
+            Assert.True(used >= budget / 2, $"only {used} bytes buffered: the test did not load the engine");
+            Assert.True(used <= budget + 400 * BufferBudget.MinChunk, $"{used} bytes held against a budget of {budget}");
+        }
+        finally
+        {
+            foreach (var host in hosts) host.Dispose();
+        }
+        h.Invoke(t => t.OnGuestGone());
+        Assert.Equal(0, h.Invoke(_ => h.Flows.Budget.Used));
+    }
+}
