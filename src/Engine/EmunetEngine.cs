@@ -5,6 +5,7 @@ using Emunet.Engine.Capture;
 using Emunet.Engine.Control;
 using Emunet.Engine.Devices;
 using Emunet.Engine.Forwarding;
+using Emunet.Engine.Interop;
 using Emunet.Engine.Runtime;
 using Emunet.Engine.Stack;
 using Emunet.Engine.Stack.Nat;
@@ -53,6 +54,9 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         var map = new AddressMap(options.Network);
         _stack = new NetStack(_loop, _device, options.Network, map, _counters, loggerFactory);
         _forwards = new ForwardTable(_loop, _stack, loggerFactory.CreateLogger("Emunet.Forward"));
+        if (Libc.OpenFileLimit() is long nofile && _stack.Flows.FitTo(nofile))
+            _logger.LogWarning("The open-file limit is {Limit}: the flow table holds at most {Tcp} TCP, {Udp} UDP and {Icmp} ICMP flows. Raise it (ulimit -n) for more.",
+                nofile, _stack.Flows.LimitOf(FlowProtocol.Tcp), _stack.Flows.LimitOf(FlowProtocol.Udp), _stack.Flows.LimitOf(FlowProtocol.Icmp));
         _device.Handler = _stack;
         _guestView = new GuestViewPublisher(this);
         _loop.AddEndOfBatch(_guestView);

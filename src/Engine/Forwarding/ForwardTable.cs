@@ -12,7 +12,7 @@ namespace Emunet.Engine.Forwarding;
 /// rule: every forward delivers to the guest's address as the stack knows it (what the guest announced in ARP, else
 /// the configured one). Owner thread only.
 /// </summary>
-internal sealed class ForwardTable
+internal sealed class ForwardTable : ITimerClient
 {
     /// <summary>Forwards at once (each holds one host socket).</summary>
     public const int MaxForwards = 1024;
@@ -29,6 +29,20 @@ internal sealed class ForwardTable
         _stack = stack;
         _logger = logger;
         _target = () => _stack.GuestAddress;
+        loop.AddTimerClient(this);
+    }
+
+    /// <summary>Puts forwards paused for want of file descriptors back in the loop when their pause is over.</summary>
+    public long OnTimer(long nowMs)
+    {
+        long next = long.MaxValue;
+        foreach (var f in _forwards.Values)
+        {
+            if (f.PausedUntil == 0) continue;
+            if (f.PausedUntil <= nowMs) f.Resume();
+            else next = Math.Min(next, f.PausedUntil);
+        }
+        return next;
     }
 
     public int Count => _forwards.Count;

@@ -112,7 +112,7 @@ internal abstract class Forwarder : IPollable
     {
         if (_socket is not null)
         {
-            _loop.Unregister(_token, _fd);
+            if (_token >= 0) _loop.Unregister(_token, _fd);
             OnStopping(resetConnections);
             _socket.Dispose();
             _socket = null;
@@ -131,4 +131,37 @@ internal abstract class Forwarder : IPollable
     public abstract void OnPoll(uint events);
 
     protected Socket? Socket => _socket;
+
+    /// <summary>Until when (loop ms) the socket is out of the loop, after the process ran out of descriptors; 0 when not paused.</summary>
+    public long PausedUntil { get; private set; }
+
+    private int _pauseMs;
+
+    /// <summary>
+    /// The process is out of file descriptors (EMFILE/ENFILE): the waiting client cannot be accepted, and a
+    /// level-triggered listener would wake the loop again at once. Take the socket out of the loop for a while,
+    /// doubling from 50 ms to 2 s while it keeps happening; <see cref="ForwardTable"/> puts it back.
+    /// </summary>
+    protected void PauseForDescriptors()
+    {
+        if (_socket is null || PausedUntil != 0) return;
+        _pauseMs = _pauseMs == 0 ? 50 : Math.Min(_pauseMs * 2, 2000);
+        _loop.Unregister(_token, _fd);
+        _token = -1;
+        PausedUntil = _loop.NowMs + _pauseMs;
+        _loop.WakeAt(PausedUntil);
+        if (Logger.IsEnabled(LogLevel.Warning))
+            Logger.LogWarning("forward {Forward}: the process is out of file descriptors; not accepting for {Ms} ms. Raise the limit (ulimit -n) or close connections.", Spec, _pauseMs);
+    }
+
+    /// <summary>The pause is over: back in the loop (the backoff resets once a client is accepted again).</summary>
+    public void Resume()
+    {
+        if (PausedUntil == 0 || _socket is null) return;
+        PausedUntil = 0;
+        _token = _loop.Register(_fd, Libc.EPOLLIN, this);
+    }
+
+    /// <summary>A client was accepted: descriptors are available again.</summary>
+    protected void Accepted() => _pauseMs = 0;
 }

@@ -34,12 +34,18 @@ internal sealed class TcpForwarder(EventLoop loop, TcpStack tcp, Func<IPv4Addres
                 if (!listener.Poll(0, SelectMode.SelectRead)) return;
                 client = listener.Accept();
             }
+            catch (SocketException e) when (e.SocketErrorCode == SocketError.TooManyOpenSockets)
+            {
+                PauseForDescriptors(); // EMFILE/ENFILE: retrying at once would spin
+                return;
+            }
             catch (SocketException e)
             {
                 // The client went away between readiness and accept (ECONNABORTED), or the backlog is empty.
                 if (Logger.IsEnabled(LogLevel.Debug)) Logger.LogDebug("forward {Forward}: accept: {Error}", Spec, e.SocketErrorCode);
                 return;
             }
+            Accepted();
             if (!tcp.OpenToGuest(client, Target, Spec.GuestPort, Binding))
             {
                 if (Logger.IsEnabled(LogLevel.Warning)) Logger.LogWarning("forward {Forward}: connection table full; client reset", Spec);

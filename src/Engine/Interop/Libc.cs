@@ -23,6 +23,20 @@ internal static unsafe partial class Libc
     [LibraryImport("libc", SetLastError = true)]
     public static partial int epoll_create1(int flags);
 
+    public const int RLIMIT_NOFILE = 7;
+
+    /// <summary>struct rlimit { rlim_t rlim_cur, rlim_max; } (64-bit Linux).</summary>
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int getrlimit(int resource, ulong* limits);
+
+    /// <summary>The soft limit on open file descriptors (RLIMIT_NOFILE), or null when it cannot be read or is unlimited.</summary>
+    public static long? OpenFileLimit()
+    {
+        ulong* limits = stackalloc ulong[2];
+        if (getrlimit(RLIMIT_NOFILE, limits) != 0 || limits[0] >= int.MaxValue) return null;
+        return (long)limits[0];
+    }
+
     [LibraryImport("libc", SetLastError = true)]
     public static partial int epoll_ctl(int epfd, int op, int fd, byte* ev);
 

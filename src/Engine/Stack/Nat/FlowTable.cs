@@ -40,6 +40,27 @@ internal sealed class FlowTable : ITimerClient
         loop.AddTimerClient(this);
     }
 
+    /// <summary>Descriptors kept apart from flows: the runtime, epoll, the device, listeners, the control socket.</summary>
+    public const int ReservedDescriptors = 64;
+
+    /// <summary>
+    /// Lowers the limits so the flows fit the process's open-file limit (each flow holds one descriptor): three
+    /// quarters of what is left after <see cref="ReservedDescriptors"/> for TCP, an eighth for UDP, a sixteenth for
+    /// ICMP. Returns false when the named limits already fit.
+    /// </summary>
+    public bool FitTo(long openFileLimit)
+    {
+        long usable = Math.Max(16, openFileLimit - ReservedDescriptors);
+        int tcp = (int)Math.Min(MaxTcpFlows, usable * 3 / 4);
+        int udp = (int)Math.Min(MaxUdpFlows, Math.Max(4, usable / 8));
+        int icmp = (int)Math.Min(MaxIcmpFlows, Math.Max(2, usable / 16));
+        if (tcp == MaxTcpFlows && udp == MaxUdpFlows && icmp == MaxIcmpFlows) return false;
+        SetLimit(FlowProtocol.Tcp, tcp);
+        SetLimit(FlowProtocol.Udp, udp);
+        SetLimit(FlowProtocol.Icmp, icmp);
+        return true;
+    }
+
     /// <summary>The byte budget every flow's buffers draw from.</summary>
     public BufferBudget Budget { get; }
 
