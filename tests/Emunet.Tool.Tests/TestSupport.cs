@@ -178,3 +178,20 @@ internal sealed class RawClient : IDisposable
         _socket.Dispose();
     }
 }
+
+/// <summary>A <see cref="FakeEngine"/> served as instance <paramref name="name"/> of the current runtime folder.</summary>
+internal sealed class FakeInstance : IAsyncDisposable
+{
+    private readonly ControlServer _server;
+
+    public FakeInstance(string name)
+    {
+        RuntimeDirectory.Ensure();
+        _server = new ControlServer(Engine, RuntimeDirectory.SocketPathFor(name), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        _server.Start();
+    }
+
+    public FakeEngine Engine { get; } = new();
+
+    public ValueTask DisposeAsync() => _server.DisposeAsync();
+}

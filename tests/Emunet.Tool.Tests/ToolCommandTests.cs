@@ -210,6 +210,24 @@ public sealed class ToolCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task Connections_and_forward_list_read_replies_of_ten_thousand_flows()
+    {
+        await using var fake = new FakeInstance("big");
+        for (int i = 1; i <= 10_000; i++) fake.Engine.Connections.Add(ControlServerTests.ManyFlow(i));
+        for (int i = 1; i <= 1000; i++) fake.Engine.Added.Add(Emunet.Engine.Forwarding.ForwardSpec.Create(Emunet.Engine.Forwarding.ForwardProtocol.Tcp, 20000 + i));
+
+        var json = await Cli("connections", "--json");
+        Assert.True(json.Code == 0, json.Err);
+        Assert.Equal(10_000, JsonDocument.Parse(json.Out).RootElement.GetArrayLength());
+        var table = await Cli("connections");
+        Assert.True(table.Code == 0, table.Err);
+        Assert.Equal(10_000 + 2, table.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        var forwards = await Cli("forward", "list", "--json");
+        Assert.True(forwards.Code == 0, forwards.Err);
+        Assert.Equal(1000, JsonDocument.Parse(forwards.Out).RootElement.GetArrayLength());
+    }
+
+    [Fact]
     public async Task Run_serves_a_tcp_stream_socket()
     {
         int port = FreePort();

@@ -19,8 +19,14 @@ public sealed class ControlClient : IDisposable
 {
     public static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(15);
 
+    /// <summary>The reply buffer's first size; it doubles as a reply needs (10 000 flows take about 4 MiB).</summary>
+    public const int InitialReplyBytes = 64 * 1024;
+
+    /// <summary>The longest reply line read; a longer one is a protocol error (no engine sends one: 1 million flows fit).</summary>
+    public const int MaxReplyBytes = 512 * 1024 * 1024;
+
     private readonly Socket _socket;
-    private readonly byte[] _buffer = new byte[64 * 1024];
+    private byte[] _buffer = new byte[InitialReplyBytes];
     private int _start, _filled;
     private long _nextId = 1;
 
@@ -107,7 +113,11 @@ public sealed class ControlClient : IDisposable
                 _start = 0;
             }
             if (_filled == _buffer.Length)
-                throw new ControlException(ControlErrorCodes.ProtocolError, "The engine's reply is too long.");
+            {
+                if (_buffer.Length >= MaxReplyBytes)
+                    throw new ControlException(ControlErrorCodes.ProtocolError, $"The engine's reply is longer than {MaxReplyBytes / (1024 * 1024)} MiB.");
+                Array.Resize(ref _buffer, Math.Min(_buffer.Length * 2, MaxReplyBytes));
+            }
             int n;
             try { n = _socket.Receive(_buffer, _filled, _buffer.Length - _filled, SocketFlags.None); }
             catch (SocketException e) { throw Failed(e); }
