@@ -20,6 +20,9 @@
         'Get-EmuForward'
         'Remove-EmuForward'
         'Get-EmuConnection'
+        'Get-EmuStat'
+        'Start-EmuCapture'
+        'Stop-EmuCapture'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

@@ -18,18 +18,30 @@ public static class ErrorIds
     public const string StartFailed = "Emunet.StartFailed";
     public const string StopTimeout = "Emunet.StopTimeout";
     public const string ToolNotFound = "Emunet.ToolNotFound";
+    public const string CaptureFailed = "Emunet.CaptureFailed";
+    public const string CaptureRunning = "Emunet.CaptureRunning";
     public const string ControlError = "Emunet.ControlError";
 }
 
 /// <summary>What every Emunet cmdlet shares: reaching an instance and turning control failures into error records.</summary>
 public abstract class EmunetCmdlet : PSCmdlet
 {
+    internal const string InstanceHelp = "The instance to use; may be left out when exactly one runs (when several run, the error Emunet.AmbiguousInstance names them). Tab completion offers the running instances.";
+
     /// <summary>Resolves <paramref name="instance"/> (or the only one running) and connects to it.</summary>
     /// <exception cref="ControlException">No such instance, several, or it does not answer.</exception>
     internal static ControlClient Connect(string? instance, out string name)
     {
         name = RuntimeDirectory.ResolveInstance(instance);
         return ControlClient.Connect(RuntimeDirectory.SocketPathFor(name));
+    }
+
+    /// <summary>Connects as <see cref="Connect"/> does and says which instance and socket with -Verbose.</summary>
+    internal ControlClient ConnectVerbose(string? instance, out string name)
+    {
+        var client = Connect(instance, out name);
+        WriteVerbose($"Instance '{name}' (control socket {client.SocketPath}).");
+        return client;
     }
 
     internal static ErrorRecord ToErrorRecord(ControlException e, object? target)
@@ -44,6 +56,7 @@ public abstract class EmunetCmdlet : PSCmdlet
             ControlErrorCodes.Conflict => (ErrorIds.ForwardConflict, ErrorCategory.ResourceExists),
             ControlErrorCodes.BadRequest => (ErrorIds.InvalidArgument, ErrorCategory.InvalidArgument),
             ControlErrorCodes.Unreachable or ControlErrorCodes.Timeout or ControlErrorCodes.ProtocolError => (ErrorIds.Unreachable, ErrorCategory.ConnectionError),
+            ControlErrorCodes.CaptureFailed => (ErrorIds.CaptureFailed, ErrorCategory.WriteError),
             _ => (ErrorIds.ControlError, ErrorCategory.NotSpecified),
         };
         return new ErrorRecord(e, id, category, target);

@@ -4,20 +4,20 @@ using Emunet.Engine.Forwarding;
 
 namespace Emunet.Module;
 
-/// <summary>Lists an instance's forwards.</summary>
+/// <summary>Lists an instance's forwards; takes instances (Get-EmuNet) from the pipeline.</summary>
 [Cmdlet(VerbsCommon.Get, "EmuForward")]
 [OutputType(typeof(EmuForward))]
 public sealed class GetEmuForwardCommand : EmunetCmdlet
 {
-    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
+    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true, HelpMessage = "Only forwards on these host ports.")]
     [ArgumentCompleter(typeof(ForwardPortCompleter))]
     [Alias("HostPort")]
     public int[]? Port { get; set; }
 
-    [Parameter]
+    [Parameter(HelpMessage = "Only Tcp or only Udp forwards.")]
     public ForwardProtocol? Protocol { get; set; }
 
-    [Parameter(ValueFromPipelineByPropertyName = true)]
+    [Parameter(ValueFromPipelineByPropertyName = true, HelpMessage = InstanceHelp)]
     [ArgumentCompleter(typeof(InstanceNameCompleter))]
     [Alias("Name")]
     public string? Instance { get; set; }
@@ -26,8 +26,10 @@ public sealed class GetEmuForwardCommand : EmunetCmdlet
     {
         try
         {
-            using var client = Connect(Instance, out string name);
-            foreach (var f in client.ListForwards())
+            using var client = ConnectVerbose(Instance, out string name);
+            var forwards = client.ListForwards();
+            WriteVerbose($"Instance '{name}' has {forwards.Count} forward(s).");
+            foreach (var f in forwards)
             {
                 var forward = EmuForward.From(name, f);
                 if (Protocol is { } p && forward.Protocol != p) continue;
@@ -35,6 +37,6 @@ public sealed class GetEmuForwardCommand : EmunetCmdlet
                 WriteObject(forward);
             }
         }
-        catch (ControlException e) { ThrowTerminatingError(ToErrorRecord(e, Instance)); }
+        catch (ControlException e) { WriteError(ToErrorRecord(e, Instance)); }
     }
 }

@@ -11,26 +11,23 @@ namespace Emunet.Module;
 [OutputType(typeof(EmuForward))]
 public sealed class NewEmuForwardCommand : EmunetCmdlet
 {
-    /// <summary>The host port; 0 takes any free one.</summary>
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true, HelpMessage = "The host port; 0 takes any free port (then give -GuestPort).")]
     [ValidateRange(0, 65535)]
     [Alias("HostPort")]
     public int Port { get; set; }
 
-    /// <summary>The guest's port; defaults to <see cref="Port"/>.</summary>
-    [Parameter(Position = 1, ValueFromPipelineByPropertyName = true)]
+    [Parameter(Position = 1, ValueFromPipelineByPropertyName = true, HelpMessage = "The guest's port; left out, the same as -Port.")]
     [ValidateRange(1, 65535)]
     public int? GuestPort { get; set; }
 
-    [Parameter(ValueFromPipelineByPropertyName = true)]
+    [Parameter(ValueFromPipelineByPropertyName = true, HelpMessage = "Tcp or Udp.")]
     public ForwardProtocol Protocol { get; set; } = ForwardProtocol.Tcp;
 
-    /// <summary>The host address to listen on; 127.0.0.1 unless given.</summary>
-    [Parameter(ValueFromPipelineByPropertyName = true)]
+    [Parameter(ValueFromPipelineByPropertyName = true, HelpMessage = "The host IPv4 address to listen on (0.0.0.0 for every interface).")]
     [ValidateNotNullOrEmpty]
     public string Address { get; set; } = "127.0.0.1";
 
-    [Parameter(ValueFromPipelineByPropertyName = true)]
+    [Parameter(ValueFromPipelineByPropertyName = true, HelpMessage = InstanceHelp)]
     [ArgumentCompleter(typeof(InstanceNameCompleter))]
     public string? Instance { get; set; }
 
@@ -50,7 +47,7 @@ public sealed class NewEmuForwardCommand : EmunetCmdlet
         string spec = string.Create(CultureInfo.InvariantCulture, $"{(Protocol == ForwardProtocol.Udp ? "udp" : "tcp")}:{address}:{Port}:{guest}");
         try
         {
-            using var client = Connect(Instance, out string name);
+            using var client = ConnectVerbose(Instance, out string name);
             if (!ShouldProcess($"{name}: {spec}", "Add forward")) return;
             WriteObject(EmuForward.From(name, client.AddForward(spec)));
         }

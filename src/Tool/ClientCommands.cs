@@ -150,7 +150,7 @@ internal static partial class EmunetCli
             foreach (var c in connections)
             {
                 table.Add(c.Protocol, c.Direction == "forwarded" ? "fwd" : "out", c.Guest, c.GuestPeer, c.HostLocal, c.HostRemote, c.State,
-                    FormatBytes(c.BytesToGuest), FormatBytes(c.BytesFromGuest), FormatAge(now - c.Started));
+                    DisplayText.Bytes(c.BytesToGuest), DisplayText.Bytes(c.BytesFromGuest), DisplayText.Age(now - c.Started));
             }
             table.WriteTo(r.InvocationConfiguration.Output);
             return 0;
@@ -239,19 +239,4 @@ internal static partial class EmunetCli
         r.InvocationConfiguration.Output.WriteLine(JsonSerializer.Serialize(value, type));
         return 0;
     }
-
-    internal static string FormatBytes(long bytes) => bytes switch
-    {
-        < 10_000 => bytes.ToString(CultureInfo.InvariantCulture) + " B",
-        < 10_000_000 => (bytes / 1024).ToString(CultureInfo.InvariantCulture) + " KiB",
-        _ => (bytes / (1024 * 1024)).ToString(CultureInfo.InvariantCulture) + " MiB",
-    };
-
-    internal static string FormatAge(TimeSpan age) => age.TotalSeconds switch
-    {
-        < 0 => "0s",
-        < 120 => ((int)age.TotalSeconds).ToString(CultureInfo.InvariantCulture) + "s",
-        < 7200 => ((int)age.TotalMinutes).ToString(CultureInfo.InvariantCulture) + "m",
-        _ => ((int)age.TotalHours).ToString(CultureInfo.InvariantCulture) + "h",
-    };
 }

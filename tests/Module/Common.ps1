@@ -21,3 +21,25 @@ function Remove-TestRunDir {
     Remove-Item -Recurse -Force $RunDir -ErrorAction SilentlyContinue
     Remove-Item Env:EMUNET_RUNTIME_DIR -ErrorAction SilentlyContinue
 }
+
+# True once process $Id has exited (a zombie waiting to be reaped counts as exited).
+function Test-ProcessGone([int] $Id) {
+    $status = Get-Content "/proc/$Id/status" -ErrorAction SilentlyContinue
+    -not $status -or ($status -match '^State:\s+Z')
+}
+
+# Waits until $Condition is true, or fails after $TimeoutSeconds naming $What.
+function Wait-Until([scriptblock] $Condition, [string] $What, [int] $TimeoutSeconds = 10) {
+    $deadline = [DateTime]::UtcNow.AddSeconds($TimeoutSeconds)
+    while (-not (& $Condition)) {
+        if ([DateTime]::UtcNow -gt $deadline) { throw "Timed out after $TimeoutSeconds s waiting for: $What" }
+        Start-Sleep -Milliseconds 20
+    }
+}
+
+# Opens a TCP connection to 127.0.0.1:$Port (a forward); the caller disposes it.
+function Connect-Tcp([int] $Port) {
+    $c = [System.Net.Sockets.TcpClient]::new([System.Net.Sockets.AddressFamily]::InterNetwork)
+    $c.Connect('127.0.0.1', $Port)
+    $c
+}

@@ -4,7 +4,8 @@ Describe 'Emunet module' -Tag CI {
 
     It 'exports exactly its cmdlets' {
         (Get-Command -Module Emunet).Name | Sort-Object | Should -Be @(
-            'Get-EmuConnection', 'Get-EmuForward', 'Get-EmuNet', 'New-EmuForward', 'Remove-EmuForward', 'Start-EmuNet', 'Stop-EmuNet')
+            'Get-EmuConnection', 'Get-EmuForward', 'Get-EmuNet', 'Get-EmuStat', 'New-EmuForward', 'Remove-EmuForward',
+            'Start-EmuCapture', 'Start-EmuNet', 'Stop-EmuCapture', 'Stop-EmuNet')
     }
 
     It 'uses approved verbs' {
@@ -13,7 +14,8 @@ Describe 'Emunet module' -Tag CI {
     }
 
     It 'has help with examples and described parameters for <_>' -ForEach @(
-        'Start-EmuNet', 'Stop-EmuNet', 'Get-EmuNet', 'New-EmuForward', 'Get-EmuForward', 'Remove-EmuForward', 'Get-EmuConnection') {
+        'Start-EmuNet', 'Stop-EmuNet', 'Get-EmuNet', 'New-EmuForward', 'Get-EmuForward', 'Remove-EmuForward', 'Get-EmuConnection',
+        'Get-EmuStat', 'Start-EmuCapture', 'Stop-EmuCapture') {
         $help = Get-Help $_ -Full
         $help.Synopsis | Should -Not -BeNullOrEmpty
         # Without a MAML entry the synopsis would be the generated syntax line.

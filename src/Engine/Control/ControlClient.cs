@@ -134,6 +134,8 @@ public sealed class ControlClient : IDisposable
     public List<ForwardDto> ListForwards() =>
         Send(new ControlRequest { Op = ControlProtocol.Ops.ForwardList }).Forwards ?? throw Missing("forwards");
 
+    /// <summary>Removes the forward on <paramref name="protocol"/> <paramref name="address"/>:<paramref name="port"/>; a null
+    /// address finds the forward on that port whatever its address (an error names them when several share it).</summary>
     public ForwardDto RemoveForward(string protocol, string? address, int port, bool force) =>
         Send(new ControlRequest { Op = ControlProtocol.Ops.ForwardRemove, Protocol = protocol, Address = address, Port = port, Force = force }).Forward
         ?? throw Missing("forward");
@@ -151,6 +153,37 @@ public sealed class ControlClient : IDisposable
 
     /// <summary>Asks the instance to stop; returns once it has acknowledged.</summary>
     public void Shutdown() => Send(new ControlRequest { Op = ControlProtocol.Ops.Shutdown });
+
+    /// <summary>
+    /// Asks the instance to stop and waits until it is gone: its control socket removed (the engine removes it last,
+    /// after its listeners and device socket) and its process exited, when that is another process than this one.
+    /// </summary>
+    /// <returns>False when the instance was still there after <paramref name="timeout"/>.</returns>
+    public bool ShutdownAndWait(TimeSpan timeout)
+    {
+        int pid = Info().ProcessId;
+        Shutdown();
+        var wait = System.Diagnostics.Stopwatch.StartNew();
+        while (File.Exists(SocketPath) || (pid != Environment.ProcessId && IsProcessAlive(pid)))
+        {
+            if (wait.Elapsed > timeout) return false;
+            Thread.Sleep(20);
+        }
+        return true;
+    }
+
+    /// <summary>True while process <paramref name="pid"/> exists and is not a zombie (Linux /proc).</summary>
+    public static bool IsProcessAlive(int pid)
+    {
+        try
+        {
+            string stat = File.ReadAllText($"/proc/{pid}/stat");
+            int close = stat.LastIndexOf(')');
+            return close > 0 && close + 2 < stat.Length && stat[close + 2] != 'Z';
+        }
+        catch (IOException) { return false; }
+        catch (UnauthorizedAccessException) { return true; }
+    }
 
     private static ControlException Missing(string member) =>
         new(ControlErrorCodes.ProtocolError, $"The engine's reply has no '{member}' member.");

@@ -237,15 +237,28 @@ public sealed class ControlServer : IAsyncDisposable
             {
                 if (!EndPointText.TryParseForwardProtocol(r.Protocol ?? "tcp", out var protocol))
                     return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, $"protocol '{r.Protocol}' is not tcp or udp.");
-                if (!EndPointText.TryParseAddress(r.Address, out var address))
-                    return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, $"address '{r.Address}' is not an IPv4 address.");
                 if (r.Port is not { } port || port < 1 || port > 65535)
                     return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, "port is required, between 1 and 65535.");
+                System.Net.IPAddress address;
+                if (r.Address is null)
+                {
+                    // No address: the forward on that port, whatever address it listens on.
+                    var onPort = (await _engine.ListForwardsAsync(token).WaitAsync(token).ConfigureAwait(false))
+                        .Where(f => f.Spec.Protocol == protocol && f.BoundPort == port).ToList();
+                    if (onPort.Count > 1)
+                    {
+                        return ControlResponse.Failure(null, ControlErrorCodes.BadRequest,
+                            $"Several {ForwardDto.ProtocolName(protocol)} forwards listen on port {port}: {string.Join(", ", onPort.Select(f => ForwardDto.From(f).Spec))}. Give the address too (e.g. {ForwardDto.ProtocolName(protocol)}:{onPort[0].Spec.HostAddress}:{port}).");
+                    }
+                    address = onPort.Count == 1 ? onPort[0].Spec.HostAddress : System.Net.IPAddress.Loopback;
+                }
+                else if (!EndPointText.TryParseAddress(r.Address, out address))
+                    return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, $"address '{r.Address}' is not an IPv4 address.");
                 var removed = await _engine.RemoveForwardAsync(protocol, address, port, r.Force, token).WaitAsync(token).ConfigureAwait(false);
                 if (removed is null)
                 {
                     return ControlResponse.Failure(null, ControlErrorCodes.NotFound,
-                        $"No {ForwardDto.ProtocolName(protocol)} forward listens on {address}:{port}. List them with 'emunet forward list'.");
+                        $"No {ForwardDto.ProtocolName(protocol)} forward listens on {(r.Address is null ? "port " : $"{address}:")}{port}. List them with 'emunet forward list' (Get-EmuForward).");
                 }
                 return new ControlResponse { Ok = true, Forward = ForwardDto.From(removed) };
             }

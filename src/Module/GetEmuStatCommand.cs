@@ -1,0 +1,25 @@
+using System.Management.Automation;
+using Emunet.Engine.Control;
+
+namespace Emunet.Module;
+
+/// <summary>An instance's frame, byte, flow and drop counters; takes instances (Get-EmuNet) from the pipeline.</summary>
+[Cmdlet(VerbsCommon.Get, "EmuStat")]
+[OutputType(typeof(EmuStat))]
+public sealed class GetEmuStatCommand : EmunetCmdlet
+{
+    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true, HelpMessage = InstanceHelp)]
+    [ArgumentCompleter(typeof(InstanceNameCompleter))]
+    [Alias("Name")]
+    public string? Instance { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        try
+        {
+            using var client = ConnectVerbose(Instance, out string name);
+            WriteObject(EmuStat.From(name, client.Stats()));
+        }
+        catch (ControlException e) { WriteError(ToErrorRecord(e, Instance)); }
+    }
+}
