@@ -19,9 +19,16 @@ internal static partial class EmunetCli
         Description = "The forward to remove: its host port (8080), or PROTO:[ADDR:]PORT (udp:5353, tcp:127.0.0.1:8080).",
     };
 
-    private static readonly Option<bool> ForceOption = new("--force", "-f")
+    private static readonly Option<bool> ResetConnectionsOption = new("--reset-connections")
     {
-        Description = "Also reset the connections that came in through the forward.",
+        Description = "Also reset the connections that came in through the forward (without it they run on until they close).",
+    };
+
+    private static readonly Option<int> StopTimeoutOption = new("--timeout")
+    {
+        Description = "How long to wait, in seconds, for the instance to be gone (control socket removed, process exited).",
+        HelpName = "SECONDS",
+        DefaultValueFactory = _ => 15,
     };
 
     private static readonly Option<string?> ProtocolFilterOption = new("--protocol", "-p")
@@ -56,11 +63,17 @@ internal static partial class EmunetCli
         ProtocolFilterOption.AcceptOnlyFromAmong("tcp", "udp", "icmp");
     }
 
-    private static Command ClientCommand(string name, string description, Func<ParseResult, ControlClient, int> action)
+    /// <summary>
+    /// A command that talks to one instance. <paramref name="validate"/> checks the command line first (null: valid),
+    /// so a bad value is a usage error whether or not an instance runs; then the instance is resolved and connected.
+    /// </summary>
+    private static Command ClientCommand(string name, string description, Func<ParseResult, ControlClient, int> action,
+        Func<ParseResult, string?>? validate = null)
     {
         var command = new Command(name, description) { InstanceOption, JsonOption };
         command.SetAction(parseResult =>
         {
+            if (validate?.Invoke(parseResult) is { } invalid) return Fail(parseResult, ExitCode.UsageError, invalid);
             try
             {
                 using var client = ControlClient.ConnectInstance(parseResult.GetValue(InstanceOption));
@@ -78,13 +91,11 @@ internal static partial class EmunetCli
 
         var add = ClientCommand("add", "Listen on a host port and send its connections straight into the guest's port.", (r, client) =>
         {
-            string text = r.GetValue(ForwardSpecArgument)!;
-            if (!ForwardSpec.TryParse(text, out _, out string? error)) return Fail(r, ExitCode.UsageError, error!);
-            var f = client.AddForward(text);
+            var f = client.AddForward(r.GetValue(ForwardSpecArgument)!);
             if (r.GetValue(JsonOption)) return WriteJson(r, f, ControlJsonContext.Indented.ForwardDto);
             r.InvocationConfiguration.Output.WriteLine($"Forwarding {f.Protocol} {f.Address}:{f.HostPort} -> guest port {f.GuestPort}");
             return 0;
-        });
+        }, r => ForwardSpec.TryParse(r.GetValue(ForwardSpecArgument), out _, out string? error) ? null : error);
         add.Add(ForwardSpecArgument);
 
         var list = ClientCommand("list", "List the forwards.", (r, client) =>
@@ -102,17 +113,16 @@ internal static partial class EmunetCli
             return 0;
         });
 
-        var remove = ClientCommand("remove", "Stop a forward's host listener.", (r, client) =>
+        var remove = ClientCommand("remove", "Stop a forward's host listener (its open connections run on unless --reset-connections).", (r, client) =>
         {
-            if (!TryParseForwardKey(r.GetValue(ForwardRemoveArgument)!, out string protocol, out string? address, out int port, out string? error))
-                return Fail(r, ExitCode.UsageError, error!);
-            var f = client.RemoveForward(protocol, address, port, r.GetValue(ForceOption));
+            TryParseForwardKey(r.GetValue(ForwardRemoveArgument)!, out string protocol, out string? address, out int port, out _);
+            var f = client.RemoveForward(protocol, address, port, r.GetValue(ResetConnectionsOption));
             if (r.GetValue(JsonOption)) return WriteJson(r, f, ControlJsonContext.Indented.ForwardDto);
             r.InvocationConfiguration.Output.WriteLine($"Removed {f.Protocol} {f.Address}:{f.HostPort} -> guest port {f.GuestPort}");
             return 0;
-        });
+        }, r => TryParseForwardKey(r.GetValue(ForwardRemoveArgument)!, out _, out _, out _, out string? error) ? null : error);
         remove.Add(ForwardRemoveArgument);
-        remove.Add(ForceOption);
+        remove.Add(ResetConnectionsOption);
 
         forward.Add(add);
         forward.Add(list);
@@ -120,7 +130,10 @@ internal static partial class EmunetCli
         return forward;
     }
 
-    /// <summary>Reads "8080", "udp:5353", "tcp:127.0.0.1:8080" or a full spec (its host side is used).</summary>
+    /// <summary>
+    /// Reads "8080", "udp:5353", "tcp:127.0.0.1:8080" or a full spec (its host side is used). The address is null when
+    /// the text names none: the server then finds the forward on that port whatever its address.
+    /// </summary>
     internal static bool TryParseForwardKey(string text, out string protocol, out string? address, out int port, out string? error)
     {
         protocol = "tcp";
@@ -134,8 +147,19 @@ internal static partial class EmunetCli
         }
         if (!ForwardSpec.TryParse(text, out var spec, out error)) return false;
         protocol = spec!.Protocol == ForwardProtocol.Udp ? "udp" : "tcp";
-        address = spec.HostAddress.ToString();
         port = spec.HostPort;
+        if (port == 0)
+        {
+            error = "Give the forward's bound host port (see 'emunet forward list'), not 0.";
+            return false;
+        }
+        // The host side is what comes after "PROTO:" (and before QEMU's "-"); its first part is an address if it has dots.
+        string hostSide = text.Trim();
+        if (hostSide.StartsWith("hostfwd=", StringComparison.OrdinalIgnoreCase)) hostSide = hostSide["hostfwd=".Length..];
+        hostSide = hostSide[(hostSide.IndexOf(':') + 1)..];
+        if (hostSide.IndexOf('-') is var dash and >= 0) hostSide = hostSide[..dash];
+        string first = hostSide.Split(':')[0];
+        if (first.Contains('.') || first == "*") address = spec.HostAddress.ToString();
         return true;
     }
 
@@ -154,7 +178,7 @@ internal static partial class EmunetCli
             }
             table.WriteTo(r.InvocationConfiguration.Output);
             return 0;
-        });
+        }, r => r.GetValue(PortFilterOption) is null or (>= 0 and <= 65535) ? null : $"--port {r.GetValue(PortFilterOption)} is not between 0 and 65535.");
         command.Add(ProtocolFilterOption);
         command.Add(PortFilterOption);
         command.Add(StateFilterOption);
@@ -209,6 +233,23 @@ internal static partial class EmunetCli
                 o.WriteLine(string.Create(inv, $"  {reason,-24}{count,14:N0}"));
             return 0;
         });
+
+    private static Command BuildStopCommand()
+    {
+        var command = ClientCommand("stop", "Stop the instance cleanly (listeners closed, connections reset, sockets removed) and wait until it is gone.", (r, client) =>
+        {
+            string name = Path.GetFileNameWithoutExtension(client.SocketPath);
+            if (!client.ShutdownAndWait(TimeSpan.FromSeconds(r.GetValue(StopTimeoutOption))))
+            {
+                return Fail(r, ExitCode.StopTimeout,
+                    $"instance '{name}' acknowledged the stop but was still there after {r.GetValue(StopTimeoutOption)} s. Its log, if Start-EmuNet started it: {RuntimeDirectory.LogPathFor(name)}.");
+            }
+            if (!r.GetValue(JsonOption)) r.InvocationConfiguration.Output.WriteLine($"Stopped instance '{name}'.");
+            return 0;
+        }, r => r.GetValue(StopTimeoutOption) is >= 1 and <= 600 ? null : "--timeout must be between 1 and 600 seconds.");
+        command.Add(StopTimeoutOption);
+        return command;
+    }
 
     private static Command BuildCaptureCommand()
     {

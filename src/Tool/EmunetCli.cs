@@ -25,6 +25,8 @@ internal static partial class EmunetCli
           7  StartFailed        the engine could not start (device or control socket, name taken)
           8  Unreachable        the instance did not answer
           9  CaptureFailed      the capture file could not be written
+         10  Conflict           it exists already: a forward on that port, or a running capture
+         11  StopTimeout        the instance acknowledged the stop but was still there after --timeout
           emunet launch exits with the emulator's own exit code once the emulator has run.
 
         Instances keep their control sockets in $EMUNET_RUNTIME_DIR, else $XDG_RUNTIME_DIR/emunet, else ~/.emunet/run.
@@ -56,6 +58,7 @@ internal static partial class EmunetCli
         root.Add(BuildInstancesCommand());
         root.Add(BuildStatsCommand());
         root.Add(BuildCaptureCommand());
+        root.Add(BuildStopCommand());
 
         foreach (var option in root.Options)
         {
@@ -134,6 +137,7 @@ internal static partial class EmunetCli
         ControlErrorCodes.BadRequest => ExitCode.UsageError,
         ControlErrorCodes.Unreachable or ControlErrorCodes.Timeout or ControlErrorCodes.ProtocolError => ExitCode.Unreachable,
         ControlErrorCodes.CaptureFailed => ExitCode.CaptureFailed,
+        ControlErrorCodes.Conflict => ExitCode.Conflict,
         _ => ExitCode.Failure,
     };
 }

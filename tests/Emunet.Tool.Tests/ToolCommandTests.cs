@@ -227,6 +227,81 @@ public sealed class ToolCommandTests : IDisposable
         Assert.Equal(1000, JsonDocument.Parse(forwards.Out).RootElement.GetArrayLength());
     }
 
+    [Theory]
+    [InlineData("forward", "add", "tcp:99999")]
+    [InlineData("forward", "remove", "0")]
+    [InlineData("connections", "--port", "70000")]
+    [InlineData("stop", "--timeout", "0")]
+    public async Task Invalid_values_are_usage_errors_with_or_without_an_instance(params string[] args)
+    {
+        var none = await Cli(args);
+        Assert.Equal((int)ExitCode.UsageError, none.Code);
+        await using (new RunningTool("valid", "--socket", DeviceSocket("valid")))
+        {
+            var one = await Cli(args);
+            Assert.Equal((int)ExitCode.UsageError, one.Code);
+            Assert.Equal(none.Err, one.Err);
+        }
+    }
+
+    [Fact]
+    public async Task A_duplicate_forward_exits_with_Conflict()
+    {
+        await using var run = new RunningTool("dup", "--socket", DeviceSocket("dup"));
+        var first = await Cli("forward", "add", "tcp:0:80", "--json");
+        int port = JsonDocument.Parse(first.Out).RootElement.GetProperty("hostPort").GetInt32();
+        var second = await Cli("forward", "add", $"tcp:{port}:81");
+        Assert.Equal((int)ExitCode.Conflict, second.Code);
+        Assert.Contains($"{port}", second.Err);
+    }
+
+    [Fact]
+    public async Task Forward_remove_by_port_finds_a_forward_on_another_address()
+    {
+        await using var run = new RunningTool("anyaddr", "--socket", DeviceSocket("anyaddr"));
+        var add = await Cli("forward", "add", "tcp:127.0.0.2:0:80", "--json");
+        Assert.True(add.Code == 0, add.Err);
+        int port = JsonDocument.Parse(add.Out).RootElement.GetProperty("hostPort").GetInt32();
+        var remove = await Cli("forward", "remove", port.ToString());
+        Assert.True(remove.Code == 0, remove.Err);
+        Assert.Contains($"Removed tcp 127.0.0.2:{port}", remove.Out);
+        Assert.Equal((int)ExitCode.NotFound, (await Cli("forward", "remove", port.ToString())).Code);
+    }
+
+    [Fact]
+    public async Task Forward_remove_resets_connections_only_with_reset_connections()
+    {
+        await using var run = new RunningTool("reset", "--socket", DeviceSocket("reset"));
+        int Add() => JsonDocument.Parse(Cli("forward", "add", "tcp:0:80", "--json").Result.Out).RootElement.GetProperty("hostPort").GetInt32();
+        int kept = Add(), reset = Add();
+        using var c1 = new TcpClient(); c1.Connect(IPAddress.Loopback, kept);
+        using var c2 = new TcpClient(); c2.Connect(IPAddress.Loopback, reset);
+        int Flows(int port) => JsonDocument.Parse(Cli("connections", "--port", port.ToString(), "--json").Result.Out).RootElement.GetArrayLength();
+        Wait.Until(() => Flows(kept) == 1 && Flows(reset) == 1, "a flow on each forward");
+
+        Assert.Equal(0, (await Cli("forward", "remove", kept.ToString())).Code);
+        Assert.Equal(1, Flows(kept));
+        Assert.Equal(0, (await Cli("forward", "remove", reset.ToString(), "--reset-connections")).Code);
+        Assert.Equal(0, Flows(reset));
+        Assert.Equal(1, Flows(kept));
+    }
+
+    [Fact]
+    public async Task Stop_returns_once_the_instance_is_gone()
+    {
+        var run = new RunningTool("stopme", "--socket", DeviceSocket("stopme"));
+        await using (run)
+        {
+            var (code, output, err) = await Cli("stop", "--instance", "stopme");
+            Assert.True(code == 0, err);
+            Assert.Contains("Stopped instance 'stopme'", output);
+            Assert.False(File.Exists(RuntimeDirectory.SocketPathFor("stopme")));
+            Assert.False(File.Exists(DeviceSocket("stopme")));
+            Assert.Equal(0, await run.Exit.WaitAsync(TimeSpan.FromSeconds(15)));
+        }
+        Assert.Equal((int)ExitCode.NoInstance, (await Cli("stop", "--instance", "stopme")).Code);
+    }
+
     [Fact]
     public async Task Run_serves_a_tcp_stream_socket()
     {
@@ -252,7 +327,8 @@ public sealed class ToolCommandTests : IDisposable
             var stats = JsonDocument.Parse((await Cli("stats", "--json")).Out).RootElement;
             Assert.Equal(pcap, stats.GetProperty("captureFile").GetString());
             var twice = await Cli("capture", "start", pcap);
-            Assert.NotEqual(0, twice.Code);
+            Assert.Equal((int)ExitCode.Conflict, twice.Code);
+            Assert.Contains("already running", twice.Err);
             var stop = await Cli("capture", "stop", "--json");
             Assert.Equal(0, stop.Code);
             Assert.Equal(pcap, JsonDocument.Parse(stop.Out).RootElement.GetProperty("file").GetString());
@@ -359,7 +435,9 @@ public sealed class ToolCommandTests : IDisposable
 
     [Theory]
     [InlineData("8080", "tcp", null, 8080)]
-    [InlineData("udp:5353", "udp", "127.0.0.1", 5353)]
+    [InlineData("udp:5353", "udp", null, 5353)]
+    [InlineData("tcp:8080:80", "tcp", null, 8080)]
+    [InlineData("hostfwd=tcp::8080-:80", "tcp", null, 8080)]
     [InlineData("tcp:127.0.0.2:8080", "tcp", "127.0.0.2", 8080)]
     [InlineData("hostfwd=udp:127.0.0.1:5353-:53", "udp", "127.0.0.1", 5353)]
     public void Forward_remove_reads_a_port_or_a_spec(string text, string protocol, string? address, int port)
@@ -372,6 +450,7 @@ public sealed class ToolCommandTests : IDisposable
     [InlineData("0")]
     [InlineData("70000")]
     [InlineData("icmp:1")]
+    [InlineData("tcp:0:22")]
     public void Forward_remove_refuses_what_is_not_a_forward(string text) =>
         Assert.False(EmunetCli.TryParseForwardKey(text, out _, out _, out _, out string? error) || error is null);
 }
