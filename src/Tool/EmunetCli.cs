@@ -32,6 +32,9 @@ internal static partial class EmunetCli
         Instances keep their control sockets in $EMUNET_RUNTIME_DIR, else $XDG_RUNTIME_DIR/emunet, else ~/.emunet/run.
         """;
 
+    /// <summary>The command users type (the package's ToolCommandName).</summary>
+    internal const string ToolName = "emunet";
+
     internal static readonly Option<string?> InstanceOption = new("--instance", "-i")
     {
         Description = "The instance to talk to (see 'emunet instances'); may be left out when exactly one runs.",
@@ -44,13 +47,11 @@ internal static partial class EmunetCli
     };
 
     /// <summary>The root is a plain command named <c>emunet</c>, so help shows the tool's name whatever host runs it.</summary>
-    public static Command BuildRoot()
+    public static RootCommand BuildRoot()
     {
-        var root = new Command("emunet", "Emunet: a network backend for QEMU and the Android Emulator (user-mode NAT, direct host-to-guest forwards).")
-        {
-            new HelpOption(),
-            new VersionOption { Action = new PrintVersionAction() },
-        };
+        var root = new RootCommand("Emunet: a network backend for QEMU and the Android Emulator (user-mode NAT, direct host-to-guest forwards).");
+        foreach (var option in root.Options)
+            if (option is VersionOption version) version.Action = new PrintVersionAction();
         root.Add(BuildRunCommand());
         root.Add(BuildLaunchCommand());
         root.Add(BuildForwardCommand());
@@ -59,6 +60,7 @@ internal static partial class EmunetCli
         root.Add(BuildStatsCommand());
         root.Add(BuildCaptureCommand());
         root.Add(BuildStopCommand());
+        root.Add(BuildCompletionCommand());
 
         foreach (var option in root.Options)
         {
@@ -103,14 +105,25 @@ internal static partial class EmunetCli
         }
     }
 
-    /// <summary>The default help, then the exit codes under the root command's help.</summary>
+    /// <summary>
+    /// The default help with the tool's own name in its usage lines (a <see cref="RootCommand"/> is named after the
+    /// entry assembly, "Emunet.Tool", or the test host), then the exit codes under the root command's help.
+    /// </summary>
     private sealed class EpilogHelpAction(HelpAction inner) : SynchronousCommandLineAction
     {
         public override int Invoke(ParseResult parseResult)
         {
-            int rc = inner.Invoke(parseResult);
-            if (parseResult.CommandResult.Command.Name == "emunet")
-                parseResult.InvocationConfiguration.Output.WriteLine(ExitCodesEpilog);
+            var config = parseResult.InvocationConfiguration;
+            var output = config.Output;
+            var help = new StringWriter();
+            config.Output = help;
+            int rc;
+            try { rc = inner.Invoke(parseResult); }
+            finally { config.Output = output; }
+            string rootName = parseResult.RootCommandResult.Command.Name;
+            output.Write(help.ToString().Replace("\n  " + rootName + " ", "\n  " + ToolName + " ", StringComparison.Ordinal));
+            if (parseResult.CommandResult.Command is RootCommand)
+                output.WriteLine(ExitCodesEpilog);
             return rc;
         }
     }

@@ -11,7 +11,7 @@ public sealed class PackageTests
     private const string Configuration = "Release";
 #endif
 
-    private static string RepoRoot()
+    internal static string RepoRoot()
     {
         for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
             if (File.Exists(Path.Combine(d.FullName, "Emunet.sln"))) return d.FullName;
