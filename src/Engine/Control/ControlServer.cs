@@ -18,6 +18,16 @@ namespace Emunet.Engine.Control;
 /// </summary>
 public sealed class ControlServer : IAsyncDisposable
 {
+    /// <summary>The event IDs of the control server's log messages (2xx; the tool's own are 1xx).</summary>
+    public static class Events
+    {
+        public static readonly EventId Listening = new(201, "ControlListening");
+        public static readonly EventId AcceptFailed = new(202, "ControlAcceptFailed");
+        public static readonly EventId ClientFailed = new(203, "ControlClientFailed");
+        public static readonly EventId RequestFailed = new(204, "ControlRequestFailed");
+        public static readonly EventId ClientsLingered = new(205, "ControlClientsLingered");
+    }
+
     /// <summary>Clients served at once; one more is told <c>too_many_clients</c> and closed.</summary>
     public const int MaxClients = 32;
 
@@ -65,7 +75,7 @@ public sealed class ControlServer : IAsyncDisposable
         }
         _listener = listener;
         _acceptTask = Task.Run(AcceptLoopAsync);
-        if (_logger.IsEnabled(LogLevel.Debug)) _logger.LogDebug("Control API listening on {Path}", SocketPath);
+        if (_logger.IsEnabled(LogLevel.Debug)) _logger.LogDebug(Events.Listening, "Control API listening on {Path}", SocketPath);
     }
 
     private async Task AcceptLoopAsync()
@@ -80,7 +90,7 @@ public sealed class ControlServer : IAsyncDisposable
             catch (SocketException e)
             {
                 if (token.IsCancellationRequested) return;
-                _logger.LogWarning("Control socket accept failed: {Message}", e.Message);
+                _logger.LogWarning(Events.AcceptFailed, "Control socket accept failed: {Message}", e.Message);
                 continue;
             }
 
@@ -160,7 +170,7 @@ public sealed class ControlServer : IAsyncDisposable
         catch (ObjectDisposedException) { }
         catch (Exception e)
         {
-            _logger.LogWarning(e, "Control client failed");
+            _logger.LogWarning(Events.ClientFailed, e, "Control client failed");
         }
         finally
         {
@@ -205,7 +215,7 @@ public sealed class ControlServer : IAsyncDisposable
         catch (Exception e)
         {
             var (code, message) = Classify(e);
-            if (code == ControlErrorCodes.Internal) _logger.LogWarning(e, "Control request {Op} failed", request.Op);
+            if (code == ControlErrorCodes.Internal) _logger.LogWarning(Events.RequestFailed, e, "Control request {Op} failed", request.Op);
             return ControlResponse.Failure(request.Id, code, message);
         }
     }
@@ -354,7 +364,7 @@ public sealed class ControlServer : IAsyncDisposable
         Task[] tasks;
         lock (_clientTasks) tasks = _clientTasks.ToArray();
         try { await Task.WhenAll(tasks).WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false); }
-        catch (TimeoutException) { _logger.LogWarning("Control clients did not finish within 5 s"); }
+        catch (TimeoutException) { _logger.LogWarning(Events.ClientsLingered, "Control clients did not finish within 5 s"); }
         if (_listener is not null)
         {
             try { File.Delete(SocketPath); } catch (IOException) { }
