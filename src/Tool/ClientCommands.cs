@@ -11,12 +11,24 @@ internal static partial class EmunetCli
 {
     private static readonly Argument<string> ForwardSpecArgument = new("spec")
     {
-        Description = "PROTO:[ADDR:]HOSTPORT[:GUESTPORT] (tcp:10977, tcp:127.0.0.1:8080:80, udp:5353:53) or QEMU's hostfwd=tcp:127.0.0.1:8080-:80. Host port 0 takes any free port.",
+        Description = "PROTO:[ADDR:]HOSTPORT[:GUESTPORT] (tcp:10977, tcp:127.0.0.1:8080:80, udp:5353:53), a range (tcp:8000-8010, tcp:8000-8010:9000-9010), a comma list (tcp:80,443,udp:53) or QEMU's hostfwd=tcp:127.0.0.1:8080-:80. Host port 0 takes any free port.",
     };
 
-    private static readonly Argument<string> ForwardRemoveArgument = new("forward")
+    private static readonly Argument<string?> ForwardGuestArgument = new("guest")
     {
-        Description = "The forward to remove: its host port (8080), or PROTO:[ADDR:]PORT (udp:5353, tcp:127.0.0.1:8080).",
+        Description = "adb's form: the guest side as PROTO:PORT (emunet forward add tcp:10990 tcp:10990); the first argument is then the host side.",
+        Arity = ArgumentArity.ZeroOrOne,
+    };
+
+    private static readonly Argument<string?> ForwardRemoveArgument = new("forward")
+    {
+        Description = "The forward to remove: its host port (8080, whatever its address), or PROTO:[ADDR:]PORT (udp:5353, tcp:127.0.0.1:8080).",
+        Arity = ArgumentArity.ZeroOrOne,
+    };
+
+    private static readonly Option<bool> RemoveAllOption = new("--all", "-a")
+    {
+        Description = "Remove every forward of the instance.",
     };
 
     private static readonly Option<bool> ResetConnectionsOption = new("--reset-connections")
@@ -89,14 +101,20 @@ internal static partial class EmunetCli
     {
         var forward = new Command("forward", "Add, list and remove direct host-to-guest forwards of a running instance.");
 
-        var add = ClientCommand("add", "Listen on a host port and send its connections straight into the guest's port.", (r, client) =>
+        var add = ClientCommand("add", "Listen on host ports and send their connections straight into the guest's ports (all of a list or range, or none).", (r, client) =>
         {
-            var f = client.AddForward(r.GetValue(ForwardSpecArgument)!);
-            if (r.GetValue(JsonOption)) return WriteJson(r, f, ControlJsonContext.Indented.ForwardDto);
-            r.InvocationConfiguration.Output.WriteLine($"Forwarding {f.Protocol} {f.Address}:{f.HostPort} -> guest port {f.GuestPort}");
+            CombineForwardSpec(r.GetValue(ForwardSpecArgument)!, r.GetValue(ForwardGuestArgument), out string spec);
+            var added = client.AddForwards(spec);
+            if (r.GetValue(JsonOption))
+                return added.Count == 1 ? WriteJson(r, added[0], ControlJsonContext.Indented.ForwardDto) : WriteJson(r, added, ControlJsonContext.Indented.ListForwardDto);
+            foreach (var f in added)
+                r.InvocationConfiguration.Output.WriteLine($"Forwarding {f.Protocol} {f.Address}:{f.HostPort} -> guest port {f.GuestPort}");
             return 0;
-        }, r => ForwardSpec.TryParse(r.GetValue(ForwardSpecArgument), out _, out string? error) ? null : error);
+        }, r => CombineForwardSpec(r.GetValue(ForwardSpecArgument)!, r.GetValue(ForwardGuestArgument), out string spec)
+            ? ForwardSpec.TryParseMany(spec, out _, out string? error) ? null : error
+            : $"The guest side '{r.GetValue(ForwardGuestArgument)}' is not PROTO:PORT with the host side's protocol (adb's form: forward add tcp:10990 tcp:10990).");
         add.Add(ForwardSpecArgument);
+        add.Add(ForwardGuestArgument);
 
         var list = ClientCommand("list", "List the forwards.", (r, client) =>
         {
@@ -113,21 +131,54 @@ internal static partial class EmunetCli
             return 0;
         });
 
-        var remove = ClientCommand("remove", "Stop a forward's host listener (its open connections run on unless --reset-connections).", (r, client) =>
+        var remove = ClientCommand("remove", "Stop forwards' host listeners (their open connections run on unless --reset-connections).", (r, client) =>
         {
-            TryParseForwardKey(r.GetValue(ForwardRemoveArgument)!, out string protocol, out string? address, out int port, out _);
-            var f = client.RemoveForward(protocol, address, port, r.GetValue(ResetConnectionsOption));
-            if (r.GetValue(JsonOption)) return WriteJson(r, f, ControlJsonContext.Indented.ForwardDto);
-            r.InvocationConfiguration.Output.WriteLine($"Removed {f.Protocol} {f.Address}:{f.HostPort} -> guest port {f.GuestPort}");
+            bool reset = r.GetValue(ResetConnectionsOption);
+            var removed = new List<ForwardDto>();
+            if (r.GetValue(RemoveAllOption))
+            {
+                foreach (var f in client.ListForwards()) removed.Add(client.RemoveForward(f.Protocol, f.Address, f.HostPort, reset));
+            }
+            else
+            {
+                TryParseForwardKey(r.GetValue(ForwardRemoveArgument)!, out string protocol, out string? address, out int port, out _);
+                removed.Add(client.RemoveForward(protocol, address, port, reset));
+            }
+            if (r.GetValue(JsonOption))
+                return r.GetValue(RemoveAllOption) ? WriteJson(r, removed, ControlJsonContext.Indented.ListForwardDto) : WriteJson(r, removed[0], ControlJsonContext.Indented.ForwardDto);
+            foreach (var f in removed)
+                r.InvocationConfiguration.Output.WriteLine($"Removed {f.Protocol} {f.Address}:{f.HostPort} -> guest port {f.GuestPort}");
             return 0;
-        }, r => TryParseForwardKey(r.GetValue(ForwardRemoveArgument)!, out _, out _, out _, out string? error) ? null : error);
+        }, r => (r.GetValue(ForwardRemoveArgument), r.GetValue(RemoveAllOption)) switch
+        {
+            (null, false) => "Name the forward to remove (its host port, or PROTO:[ADDR:]PORT), or give --all.",
+            (not null, true) => "Give either a forward or --all, not both.",
+            (null, true) => null,
+            ({ } key, false) => TryParseForwardKey(key, out _, out _, out _, out string? error) ? null : error,
+        });
         remove.Add(ForwardRemoveArgument);
+        remove.Add(RemoveAllOption);
         remove.Add(ResetConnectionsOption);
 
         forward.Add(add);
         forward.Add(list);
         forward.Add(remove);
         return forward;
+    }
+
+    /// <summary>
+    /// adb's two-argument form: host side <c>tcp:10990</c> (or <c>tcp:127.0.0.1:8000-8010</c>) and guest side
+    /// <c>tcp:10990</c> make <c>tcp:10990:10990</c>. Without a guest side the spec is <paramref name="host"/> as it is.
+    /// </summary>
+    internal static bool CombineForwardSpec(string host, string? guest, out string spec)
+    {
+        spec = host;
+        if (guest is null) return true;
+        int hc = host.IndexOf(':'), gc = guest.IndexOf(':');
+        if (hc < 0 || gc < 0 || !string.Equals(host[..hc], guest[..gc], StringComparison.OrdinalIgnoreCase) || guest[(gc + 1)..].Contains(':'))
+            return false;
+        spec = host + ":" + guest[(gc + 1)..];
+        return true;
     }
 
     /// <summary>

@@ -38,7 +38,7 @@ internal static partial class EmunetCli
 
     private static readonly Option<string[]> ForwardOption = new("--forward", "-f")
     {
-        Description = "A host-to-guest forward, repeatable: tcp:10977, tcp:127.0.0.1:8080:80, udp:5353:53 or hostfwd=tcp:127.0.0.1:8080-:80.",
+        Description = "Host-to-guest forwards, repeatable: tcp:10977, tcp:127.0.0.1:8080:80, udp:5353:53, a range (tcp:8000-8010, tcp:8000-8010:9000-9010), a comma list (tcp:80,443) or hostfwd=tcp:127.0.0.1:8080-:80.",
         HelpName = "SPEC",
         Arity = ArgumentArity.OneOrMore,
         DefaultValueFactory = _ => [],
@@ -117,8 +117,8 @@ internal static partial class EmunetCli
         var forwards = new List<ForwardSpec>();
         foreach (string text in r.GetValue(ForwardOption) ?? [])
         {
-            if (!ForwardSpec.TryParse(text, out var spec, out error)) return null;
-            forwards.Add(spec!);
+            if (!ForwardSpec.TryParseMany(text, out var specs, out error)) return null;
+            forwards.AddRange(specs);
         }
         var dns = new List<IPEndPoint>();
         foreach (string text in r.GetValue(DnsUpstreamOption) ?? [])

@@ -302,6 +302,81 @@ public sealed class ToolCommandTests : IDisposable
         Assert.Equal((int)ExitCode.NoInstance, (await Cli("stop", "--instance", "stopme")).Code);
     }
 
+    /// <summary>The first of <paramref name="count"/> consecutive free loopback TCP ports.</summary>
+    private static int FreeRange(int count)
+    {
+        for (int attempt = 0; attempt < 100; attempt++)
+        {
+            int first = FreePort();
+            if (first + count - 1 <= 65535 && Enumerable.Range(first, count).All(PortFree)) return first;
+        }
+        throw new InvalidOperationException($"No {count} consecutive free ports found.");
+    }
+
+    private static int[] HostPorts(string json) =>
+        JsonDocument.Parse(json).RootElement.EnumerateArray().Select(f => f.GetProperty("hostPort").GetInt32()).Order().ToArray();
+
+    [Fact]
+    public async Task Forward_add_takes_a_range_and_remove_all_removes_every_forward()
+    {
+        await using var run = new RunningTool("range", "--socket", DeviceSocket("range"));
+        int p = FreeRange(3);
+        var add = await Cli("forward", "add", $"tcp:{p}-{p + 2}:9000-9002");
+        Assert.True(add.Code == 0, add.Err);
+        Assert.Contains($"Forwarding tcp 127.0.0.1:{p + 2} -> guest port 9002", add.Out);
+        var list = await Cli("forward", "list", "--json");
+        Assert.Equal([p, p + 1, p + 2], HostPorts(list.Out));
+        Assert.All(Enumerable.Range(p, 3), port => Assert.False(PortFree(port)));
+
+        var all = await Cli("forward", "remove", "--all", "--json");
+        Assert.True(all.Code == 0, all.Err);
+        Assert.Equal([p, p + 1, p + 2], HostPorts(all.Out));
+        Assert.Empty(HostPorts((await Cli("forward", "list", "--json")).Out));
+        Assert.All(Enumerable.Range(p, 3), port => Assert.True(PortFree(port)));
+    }
+
+    [Fact]
+    public async Task A_range_is_added_whole_or_not_at_all()
+    {
+        await using var run = new RunningTool("whole", "--socket", DeviceSocket("whole"));
+        int p = FreeRange(3);
+        var holder = new TcpListener(IPAddress.Loopback, p + 1);
+        holder.Start();
+        try
+        {
+            var add = await Cli("forward", "add", $"tcp:{p}-{p + 2}");
+            Assert.Equal((int)ExitCode.PortInUse, add.Code);
+            Assert.Contains($"tcp:127.0.0.1:{p + 1}:{p + 1}", add.Err);
+            Assert.Empty(HostPorts((await Cli("forward", "list", "--json")).Out));
+            Assert.True(PortFree(p));
+        }
+        finally { holder.Stop(); }
+    }
+
+    [Fact]
+    public async Task Forward_add_takes_adbs_two_argument_form_and_run_takes_lists()
+    {
+        int p = FreeRange(2);
+        await using var run = new RunningTool("adb", "--socket", DeviceSocket("adb"), "--forward", $"tcp:{p},{p + 1}");
+        Assert.Equal([p, p + 1], HostPorts((await Cli("forward", "list", "--json")).Out));
+        var add = await Cli("forward", "add", "tcp:0", "tcp:10990", "--json");
+        Assert.True(add.Code == 0, add.Err);
+        Assert.Equal(10990, JsonDocument.Parse(add.Out).RootElement.GetProperty("guestPort").GetInt32());
+        Assert.Equal((int)ExitCode.UsageError, (await Cli("forward", "add", "tcp:0", "udp:53")).Code);
+    }
+
+    [Theory]
+    [InlineData("forward", "remove")]
+    [InlineData("forward", "remove", "8080", "--all")]
+    [InlineData("forward", "add", "tcp:8000-8010:9000")]
+    [InlineData("forward", "add", "tcp:8000", "tcp:1:2")]
+    public async Task Forward_commands_refuse_what_they_cannot_mean(params string[] args)
+    {
+        var (code, _, err) = await Cli(args);
+        Assert.Equal((int)ExitCode.UsageError, code);
+        Assert.StartsWith("emunet: ", err);
+    }
+
     [Fact]
     public async Task Run_serves_a_tcp_stream_socket()
     {

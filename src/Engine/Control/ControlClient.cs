@@ -131,6 +131,13 @@ public sealed class ControlClient : IDisposable
     public ForwardDto AddForward(string spec) =>
         Send(new ControlRequest { Op = ControlProtocol.Ops.ForwardAdd, Spec = spec }).Forward ?? throw Missing("forward");
 
+    /// <summary>Adds every forward a list or range spec stands for (all or none); one for a plain spec.</summary>
+    public List<ForwardDto> AddForwards(string spec)
+    {
+        var reply = Send(new ControlRequest { Op = ControlProtocol.Ops.ForwardAdd, Spec = spec });
+        return reply.Forwards ?? [reply.Forward ?? throw Missing("forward")];
+    }
+
     public List<ForwardDto> ListForwards() =>
         Send(new ControlRequest { Op = ControlProtocol.Ops.ForwardList }).Forwards ?? throw Missing("forwards");
 

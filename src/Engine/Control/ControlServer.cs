@@ -229,10 +229,14 @@ public sealed class ControlServer : IAsyncDisposable
 
             case ControlProtocol.Ops.ForwardAdd:
             {
-                if (!ForwardSpec.TryParse(r.Spec, out var spec, out string? error))
+                if (!ForwardSpec.TryParseMany(r.Spec, out var specs, out string? error))
                     return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, error!);
-                var added = await _engine.AddForwardAsync(spec!, token).WaitAsync(token).ConfigureAwait(false);
-                return new ControlResponse { Ok = true, Forward = ForwardDto.From(added) };
+                if (specs.Count == 1)
+                {
+                    var added = await _engine.AddForwardAsync(specs[0], token).WaitAsync(token).ConfigureAwait(false);
+                    return new ControlResponse { Ok = true, Forward = ForwardDto.From(added) };
+                }
+                return await AddAllAsync(specs, token).ConfigureAwait(false);
             }
 
             case ControlProtocol.Ops.ForwardList:
@@ -324,6 +328,31 @@ public sealed class ControlServer : IAsyncDisposable
                 return ControlResponse.Failure(null, ControlErrorCodes.UnknownOp,
                     $"Unknown op '{r.Op}'. Known ops: {string.Join(", ", ControlProtocol.Ops.All)}.");
         }
+    }
+
+    /// <summary>
+    /// A list or range: every forward, or none. On the first failure the ones added are removed again and the error
+    /// names the forward that failed.
+    /// </summary>
+    private async Task<ControlResponse> AddAllAsync(IReadOnlyList<ForwardSpec> specs, CancellationToken token)
+    {
+        var added = new List<ForwardInfo>(specs.Count);
+        foreach (var spec in specs)
+        {
+            try
+            {
+                added.Add(await _engine.AddForwardAsync(spec, token).WaitAsync(token).ConfigureAwait(false));
+            }
+            catch (Exception e) when (e is not OperationCanceledException || !token.IsCancellationRequested)
+            {
+                foreach (var f in added)
+                    await _engine.RemoveForwardAsync(f.Spec.Protocol, f.Spec.HostAddress, f.BoundPort, force: false, token).WaitAsync(token).ConfigureAwait(false);
+                var (code, message) = Classify(e);
+                return ControlResponse.Failure(null, code, $"{spec}: {message} None of the {specs.Count} forwards was added.");
+            }
+        }
+        var dtos = added.ConvertAll(ForwardDto.From);
+        return new ControlResponse { Ok = true, Forward = dtos[0], Forwards = dtos };
     }
 
     /// <summary>Maps an engine failure onto a stable code and a message that names the fix.</summary>
