@@ -44,16 +44,11 @@ public sealed class StopEmuCaptureCommand : EmunetCmdlet
     [Alias("Name")]
     public string? Instance { get; set; }
 
-    protected override void ProcessRecord()
+    protected override void ProcessRecord() => WithInstance(Instance, Instance, (client, name) =>
     {
-        try
-        {
-            using var client = ConnectVerbose(Instance, out string name);
-            if (!ShouldProcess(name, "Stop capture")) return;
-            var c = client.StopCapture();
-            WriteVerbose(c.File is null ? $"No capture was running on instance '{name}'." : $"Capture written to {c.File}.");
-            WriteObject(EmuCapture.From(name, c));
-        }
-        catch (ControlException e) { WriteError(ToErrorRecord(e, Instance)); }
-    }
+        if (!ShouldProcess(name, "Stop capture")) return;
+        var c = client.StopCapture();
+        WriteVerbose(c.File is null ? $"No capture was running on instance '{name}'." : $"Capture written to {c.File}.");
+        WriteObject(EmuCapture.From(name, c));
+    });
 }

@@ -44,6 +44,21 @@ public abstract class EmunetCmdlet : PSCmdlet
         return client;
     }
 
+    /// <summary>
+    /// Connects to <paramref name="instance"/> and runs <paramref name="action"/> with the client and the instance's
+    /// name; a control failure becomes a non-terminating error for this item (<paramref name="target"/>), so the
+    /// pipeline goes on with the next.
+    /// </summary>
+    internal void WithInstance(string? instance, object? target, Action<ControlClient, string> action)
+    {
+        try
+        {
+            using var client = ConnectVerbose(instance, out string name);
+            action(client, name);
+        }
+        catch (ControlException e) { WriteError(ToErrorRecord(e, target)); }
+    }
+
     internal static ErrorRecord ToErrorRecord(ControlException e, object? target)
     {
         var (id, category) = e.Code switch

@@ -49,16 +49,12 @@ public sealed class GetEmuConnectionCommand : EmunetCmdlet
         List(Instance, Protocol?.ToString().ToLowerInvariant(), Port, null, Instance);
     }
 
-    private void List(string? instance, string? protocol, int? port, Func<ConnectionDto, bool>? keep, object? target)
-    {
-        try
+    private void List(string? instance, string? protocol, int? port, Func<ConnectionDto, bool>? keep, object? target) =>
+        WithInstance(instance, target, (client, name) =>
         {
-            using var client = ConnectVerbose(instance, out string name);
             var flows = client.ListConnections(protocol, port, State);
             WriteVerbose($"Instance '{name}' returned {flows.Count} flow(s).");
             foreach (var c in flows)
                 if (keep is null || keep(c)) WriteObject(EmuConnection.From(name, c));
-        }
-        catch (ControlException e) { WriteError(ToErrorRecord(e, target)); }
-    }
+        });
 }

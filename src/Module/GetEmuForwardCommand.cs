@@ -22,21 +22,16 @@ public sealed class GetEmuForwardCommand : EmunetCmdlet
     [Alias("Name")]
     public string? Instance { get; set; }
 
-    protected override void ProcessRecord()
+    protected override void ProcessRecord() => WithInstance(Instance, Instance, (client, name) =>
     {
-        try
+        var forwards = client.ListForwards();
+        WriteVerbose($"Instance '{name}' has {forwards.Count} forward(s).");
+        foreach (var f in forwards)
         {
-            using var client = ConnectVerbose(Instance, out string name);
-            var forwards = client.ListForwards();
-            WriteVerbose($"Instance '{name}' has {forwards.Count} forward(s).");
-            foreach (var f in forwards)
-            {
-                var forward = EmuForward.From(name, f);
-                if (Protocol is { } p && forward.Protocol != p) continue;
-                if (Port is { Length: > 0 } && !Port.Contains(forward.HostPort)) continue;
-                WriteObject(forward);
-            }
+            var forward = EmuForward.From(name, f);
+            if (Protocol is { } p && forward.Protocol != p) continue;
+            if (Port is { Length: > 0 } && !Port.Contains(forward.HostPort)) continue;
+            WriteObject(forward);
         }
-        catch (ControlException e) { WriteError(ToErrorRecord(e, Instance)); }
-    }
+    });
 }

@@ -13,13 +13,6 @@ public sealed class GetEmuStatCommand : EmunetCmdlet
     [Alias("Name")]
     public string? Instance { get; set; }
 
-    protected override void ProcessRecord()
-    {
-        try
-        {
-            using var client = ConnectVerbose(Instance, out string name);
-            WriteObject(EmuStat.From(name, client.Stats()));
-        }
-        catch (ControlException e) { WriteError(ToErrorRecord(e, Instance)); }
-    }
+    protected override void ProcessRecord() =>
+        WithInstance(Instance, Instance, (client, name) => WriteObject(EmuStat.From(name, client.Stats())));
 }

@@ -68,14 +68,9 @@ public sealed class NewEmuForwardCommand : EmunetCmdlet
         Add(string.Create(CultureInfo.InvariantCulture, $"{(Protocol == ForwardProtocol.Udp ? "udp" : "tcp")}:{address}:{Port}:{guest}"));
     }
 
-    private void Add(string spec)
+    private void Add(string spec) => WithInstance(Instance, spec, (client, name) =>
     {
-        try
-        {
-            using var client = ConnectVerbose(Instance, out string name);
-            if (!ShouldProcess($"{name}: {spec}", "Add forward")) return;
-            foreach (var f in client.AddForwards(spec)) WriteObject(EmuForward.From(name, f));
-        }
-        catch (ControlException e) { WriteError(ToErrorRecord(e, spec)); }
-    }
+        if (!ShouldProcess($"{name}: {spec}", "Add forward")) return;
+        foreach (var f in client.AddForwards(spec)) WriteObject(EmuForward.From(name, f));
+    });
 }

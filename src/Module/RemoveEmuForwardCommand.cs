@@ -61,15 +61,13 @@ public sealed class RemoveEmuForwardCommand : EmunetCmdlet
     {
         string proto = protocol == ForwardProtocol.Udp ? "udp" : "tcp";
         string target = address is null ? $"{proto} port {port}" : $"{proto}:{address}:{port}";
-        try
+        WithInstance(instance, target, (client, name) =>
         {
-            using var client = ConnectVerbose(instance, out string name);
             if (!ShouldRemove($"{name}: {target}", ResetConnections ? "Remove forward and reset its connections" : "Remove forward")) return;
             var removed = client.RemoveForward(proto, address, port, ResetConnections);
             WriteVerbose($"Removed {removed.Spec} from instance '{name}'.");
             if (PassThru) WriteObject(EmuForward.From(name, removed));
-        }
-        catch (ControlException e) { WriteError(ToErrorRecord(e, target)); }
+        });
     }
 
     /// <summary>ShouldProcess, except that -Force answers the confirmation; never -WhatIf, nor an explicit -Confirm.</summary>

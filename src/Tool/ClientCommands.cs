@@ -80,16 +80,20 @@ internal static partial class EmunetCli
     /// so a bad value is a usage error whether or not an instance runs; then the instance is resolved and connected.
     /// </summary>
     private static Command ClientCommand(string name, string description, Func<ParseResult, ControlClient, int> action,
+        Func<ParseResult, string?>? validate = null) =>
+        ClientCommand(name, description, (r, client, _) => Task.FromResult(action(r, client)), validate);
+
+    private static Command ClientCommand(string name, string description, Func<ParseResult, ControlClient, CancellationToken, Task<int>> action,
         Func<ParseResult, string?>? validate = null)
     {
         var command = new Command(name, description) { InstanceOption, JsonOption };
-        command.SetAction(parseResult =>
+        command.SetAction(async (parseResult, token) =>
         {
             if (validate?.Invoke(parseResult) is { } invalid) return Fail(parseResult, ExitCode.UsageError, invalid);
             try
             {
                 using var client = ControlClient.ConnectInstance(parseResult.GetValue(InstanceOption));
-                return action(parseResult, client);
+                return await action(parseResult, client, token).ConfigureAwait(false);
             }
             catch (ControlException e) { return Fail(parseResult, e); }
             catch (ArgumentException e) { return Fail(parseResult, ExitCode.UsageError, e.Message); }
@@ -216,10 +220,11 @@ internal static partial class EmunetCli
 
     private static Command BuildConnectionsCommand()
     {
-        var command = ClientCommand("connections", "List the guest's connections (NAT flows) and forwarded ones.", (r, client) =>
+        var command = ClientCommand("connections", "List the guest's connections (NAT flows) and forwarded ones; --watch redraws them with bytes per second.", (r, client, token) =>
         {
+            if (r.GetValue(WatchOption)) return WatchConnectionsAsync(r, client, token);
             var connections = client.ListConnections(r.GetValue(ProtocolFilterOption), r.GetValue(PortFilterOption), r.GetValue(StateFilterOption));
-            if (r.GetValue(JsonOption)) return WriteJson(r, connections, ControlJsonContext.Indented.ListConnectionDto);
+            if (r.GetValue(JsonOption)) return Task.FromResult(WriteJson(r, connections, ControlJsonContext.Indented.ListConnectionDto));
             var table = new TableWriter("PROTO", "DIR", "GUEST", "PEER (AS GUEST SEES IT)", "HOST LOCAL", "HOST REMOTE", "STATE", "TO GUEST", "FROM GUEST", "AGE");
             var now = DateTimeOffset.UtcNow;
             foreach (var c in connections)
@@ -228,11 +233,13 @@ internal static partial class EmunetCli
                     DisplayText.Bytes(c.BytesToGuest), DisplayText.Bytes(c.BytesFromGuest), DisplayText.Age(now - c.Started));
             }
             table.WriteTo(r.InvocationConfiguration.Output);
-            return 0;
-        }, r => r.GetValue(PortFilterOption) is null or (>= 0 and <= 65535) ? null : $"--port {r.GetValue(PortFilterOption)} is not between 0 and 65535.");
+            return Task.FromResult(0);
+        }, r => r.GetValue(PortFilterOption) is null or (>= 0 and <= 65535) ? ValidateWatch(r) : $"--port {r.GetValue(PortFilterOption)} is not between 0 and 65535.");
         command.Add(ProtocolFilterOption);
         command.Add(PortFilterOption);
         command.Add(StateFilterOption);
+        command.Add(WatchOption);
+        command.Add(IntervalOption);
         return command;
     }
 
@@ -268,11 +275,13 @@ internal static partial class EmunetCli
         return command;
     }
 
-    private static Command BuildStatsCommand() =>
-        ClientCommand("stats", "Show frame, byte, flow and drop counters.", (r, client) =>
+    private static Command BuildStatsCommand()
+    {
+        var command = ClientCommand("stats", "Show frame, byte, flow and drop counters; --watch redraws bytes per second for the instance and each forward.", (r, client, token) =>
         {
+            if (r.GetValue(WatchOption)) return WatchStatsAsync(r, client, token);
             var s = client.Stats();
-            if (r.GetValue(JsonOption)) return WriteJson(r, s, ControlJsonContext.Indented.StatsDto);
+            if (r.GetValue(JsonOption)) return Task.FromResult(WriteJson(r, s, ControlJsonContext.Indented.StatsDto));
             var o = r.InvocationConfiguration.Output;
             var inv = CultureInfo.InvariantCulture;
             o.WriteLine(string.Create(inv, $"Frames from guest  {s.FramesFromGuest,14:N0}   bytes {s.BytesFromGuest,16:N0}"));
@@ -282,8 +291,12 @@ internal static partial class EmunetCli
             o.WriteLine(string.Create(inv, $"Drops              {s.TotalDrops:N0}"));
             foreach (var (reason, count) in s.DropsByReason.OrderBy(kv => kv.Key, StringComparer.Ordinal))
                 o.WriteLine(string.Create(inv, $"  {reason,-24}{count,14:N0}"));
-            return 0;
-        });
+            return Task.FromResult(0);
+        }, ValidateWatch);
+        command.Add(WatchOption);
+        command.Add(IntervalOption);
+        return command;
+    }
 
     private static Command BuildStopCommand()
     {

@@ -120,7 +120,7 @@ internal sealed class FakeEngine : IEngineControl
     public Task<IReadOnlyList<ConnectionInfo>> ListConnectionsAsync(CancellationToken cancellationToken = default)
     {
         Interlocked.Increment(ref Calls);
-        return Task.FromResult<IReadOnlyList<ConnectionInfo>>(Connections.ToList());
+        lock (Connections) return Task.FromResult<IReadOnlyList<ConnectionInfo>>(Connections.ToList());
     }
 
     public async Task<EngineStatistics> GetStatisticsAsync(CancellationToken cancellationToken = default)
