@@ -59,6 +59,24 @@ public abstract class EmunetCmdlet : PSCmdlet
         catch (ControlException e) { WriteError(ToErrorRecord(e, target)); }
     }
 
+    private readonly ManualResetEventSlim _stopping = new();
+
+    /// <summary>Ctrl+C (or a pipeline that needs no more) ends a -Watch at once.</summary>
+    protected override void StopProcessing() => _stopping.Set();
+
+    /// <summary>
+    /// -Watch: calls <paramref name="sample"/> now and every <paramref name="intervalSeconds"/> until Ctrl+C or
+    /// <paramref name="maxSamples"/> samples.
+    /// </summary>
+    internal void Repeat(double intervalSeconds, int? maxSamples, Action<DateTimeOffset> sample)
+    {
+        for (int n = 1; ; n++)
+        {
+            sample(DateTimeOffset.UtcNow);
+            if (n == maxSamples || _stopping.Wait(TimeSpan.FromSeconds(intervalSeconds))) return;
+        }
+    }
+
     internal static ErrorRecord ToErrorRecord(ControlException e, object? target)
     {
         var (id, category) = e.Code switch

@@ -35,6 +35,17 @@ public sealed class GetEmuConnectionCommand : EmunetCmdlet
     [Parameter(HelpMessage = "Only flows in this state, e.g. Established (case-insensitive).")]
     public string? State { get; set; }
 
+    [Parameter(HelpMessage = "Write the flows every -IntervalSeconds, with bytes per second each way, until Ctrl+C (or -MaxSamples).")]
+    public SwitchParameter Watch { get; set; }
+
+    [Parameter(HelpMessage = "Seconds between samples with -Watch.")]
+    [ValidateRange(0.1, 3600)]
+    public double IntervalSeconds { get; set; } = 1;
+
+    [Parameter(HelpMessage = "With -Watch, stop after this many samples.")]
+    [ValidateRange(1, int.MaxValue)]
+    public int? MaxSamples { get; set; }
+
     protected override void ProcessRecord()
     {
         if (ParameterSetName == ForwardSet)
@@ -52,9 +63,14 @@ public sealed class GetEmuConnectionCommand : EmunetCmdlet
     private void List(string? instance, string? protocol, int? port, Func<ConnectionDto, bool>? keep, object? target) =>
         WithInstance(instance, target, (client, name) =>
         {
-            var flows = client.ListConnections(protocol, port, State);
-            WriteVerbose($"Instance '{name}' returned {flows.Count} flow(s).");
-            foreach (var c in flows)
-                if (keep is null || keep(c)) WriteObject(EmuConnection.From(name, c));
+            var rates = new TrafficRates<long>();
+            Repeat(IntervalSeconds, Watch ? MaxSamples : 1, now =>
+            {
+                var flows = client.ListConnections(protocol, port, State);
+                WriteVerbose($"Instance '{name}' returned {flows.Count} flow(s).");
+                var perFlow = rates.Sample(now, flows.Select(c => (c.Id, c.BytesToGuest, c.BytesFromGuest)));
+                foreach (var c in flows)
+                    if (keep is null || keep(c)) WriteObject(EmuConnection.From(name, c, perFlow.TryGetValue(c.Id, out var r) ? r : null));
+            });
         });
 }

@@ -62,6 +62,7 @@
             @{ Code = 'Get-EmuConnection'; Remarks = 'Lists every flow of the only running instance.' }
             @{ Code = 'Get-EmuConnection -Instance pixel -Protocol Tcp -State Established'; Remarks = "Lists the established TCP flows of instance 'pixel'." }
             @{ Code = 'Get-EmuForward -Port 8080 | Get-EmuConnection | Sort-Object BytesToGuest -Descending'; Remarks = 'Shows the flows that came in through the forward on port 8080, busiest first.' }
+            @{ Code = 'Get-EmuConnection -Watch -IntervalSeconds 5 | Where-Object BytesToGuestPerSecond -gt 1MB'; Remarks = 'Every 5 s, the flows taking more than 1 MiB/s into the guest, until Ctrl+C.' }
         )
     }
     'Get-EmuStat' = @{
@@ -70,6 +71,7 @@
         Examples    = @(
             @{ Code = 'Get-EmuStat'; Remarks = 'The counters of the only running instance.' }
             @{ Code = '(Get-EmuStat -Instance pixel).DropsByReason'; Remarks = "Why instance 'pixel' dropped frames, and how many." }
+            @{ Code = 'Get-EmuStat -Watch | Format-Table Timestamp, BytesToGuestPerSecond, BytesFromGuestPerSecond'; Remarks = 'Bytes per second each way, every second, until Ctrl+C.' }
         )
     }
     'Start-EmuCapture' = @{

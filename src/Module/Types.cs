@@ -74,8 +74,12 @@ public sealed class EmuConnection
     public TimeSpan Age => DateTimeOffset.Now - Started;
     /// <summary>The forward it came in through, for forwarded flows.</summary>
     public string? Forward { get; init; }
+    /// <summary>-Watch: bytes per second to the guest since the previous sample (null on a flow's first).</summary>
+    public double? BytesToGuestPerSecond { get; init; }
+    /// <summary>-Watch: bytes per second from the guest since the previous sample (null on a flow's first).</summary>
+    public double? BytesFromGuestPerSecond { get; init; }
 
-    internal static EmuConnection From(string instance, ConnectionDto d) => new()
+    internal static EmuConnection From(string instance, ConnectionDto d, (double ToGuest, double FromGuest)? rate = null) => new()
     {
         Instance = instance, Id = d.Id,
         Protocol = d.Protocol switch { "udp" => FlowProtocol.Udp, "icmp" => FlowProtocol.Icmp, _ => FlowProtocol.Tcp },
@@ -83,6 +87,7 @@ public sealed class EmuConnection
         GuestEndPoint = Parse(d.Guest), GuestPeerEndPoint = Parse(d.GuestPeer),
         HostLocalEndPoint = Parse(d.HostLocal), HostRemoteEndPoint = Parse(d.HostRemote),
         State = d.State, BytesFromGuest = d.BytesFromGuest, BytesToGuest = d.BytesToGuest, Started = d.Started, Forward = d.Forward,
+        BytesToGuestPerSecond = rate?.ToGuest, BytesFromGuestPerSecond = rate?.FromGuest,
     };
 
     /// <summary>For the table view: "9999 B", "9999 K", "9999 M".</summary>
@@ -110,12 +115,18 @@ public sealed class EmuStat
     public int Forwards { get; init; }
     /// <summary>The pcap file being written, or null.</summary>
     public string? CaptureFile { get; init; }
+    public DateTimeOffset Timestamp { get; init; }
+    /// <summary>-Watch: bytes per second to the guest since the previous sample (null on the first).</summary>
+    public double? BytesToGuestPerSecond { get; init; }
+    /// <summary>-Watch: bytes per second from the guest since the previous sample (null on the first).</summary>
+    public double? BytesFromGuestPerSecond { get; init; }
 
-    internal static EmuStat From(string instance, StatsDto s) => new()
+    internal static EmuStat From(string instance, StatsDto s, (double ToGuest, double FromGuest)? rate) => new()
     {
         Instance = instance, FramesFromGuest = s.FramesFromGuest, FramesToGuest = s.FramesToGuest, BytesFromGuest = s.BytesFromGuest,
         BytesToGuest = s.BytesToGuest, TotalDrops = s.TotalDrops, DropsByReason = s.DropsByReason, TcpFlows = s.TcpFlows,
-        UdpFlows = s.UdpFlows, Forwards = s.Forwards, CaptureFile = s.CaptureFile,
+        UdpFlows = s.UdpFlows, Forwards = s.Forwards, CaptureFile = s.CaptureFile, Timestamp = DateTimeOffset.Now,
+        BytesToGuestPerSecond = rate?.ToGuest, BytesFromGuestPerSecond = rate?.FromGuest,
     };
 }
 

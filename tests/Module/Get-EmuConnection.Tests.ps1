@@ -68,6 +68,13 @@ Describe 'Get-EmuConnection' -Tag CI {
             ($text -split "`n" | Where-Object { $_.TrimEnd().Length -gt 80 }) | Should -BeNullOrEmpty
         }
 
+        It 'writes the flows every interval with -Watch, with rates from the second sample' {
+            $samples = Get-EmuConnection -Instance conn1 -Watch -IntervalSeconds 0.1 -MaxSamples 2
+            $samples | Should -HaveCount 4
+            $samples[0].BytesToGuestPerSecond | Should -BeNullOrEmpty
+            $samples[3].BytesToGuestPerSecond | Should -Be 0
+        }
+
         It 'says how many flows it got with -Verbose' {
             $verbose = Get-EmuConnection -Instance conn1 -Verbose 4>&1 | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] }
             $verbose.Message | Should -Contain "Instance 'conn1' returned 2 flow(s)."

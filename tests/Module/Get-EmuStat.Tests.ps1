@@ -22,4 +22,13 @@ Describe 'Get-EmuStat' -Tag CI {
         Get-EmuStat -Instance nosuch -ErrorAction SilentlyContinue -ErrorVariable errs | Should -BeNullOrEmpty
         $errs[0].FullyQualifiedErrorId | Should -BeLike 'Emunet.InstanceNotFound,*'
     }
+
+    It 'writes a sample every interval with -Watch, rates from the second on' {
+        $samples = Get-EmuStat -Watch -IntervalSeconds 0.1 -MaxSamples 3
+        $samples | Should -HaveCount 3
+        $samples[0].BytesToGuestPerSecond | Should -BeNullOrEmpty
+        $samples[1].BytesToGuestPerSecond | Should -Be 0
+        $samples[2].BytesFromGuestPerSecond | Should -Be 0
+        ($samples[2].Timestamp - $samples[0].Timestamp).TotalSeconds | Should -BeGreaterOrEqual 0.2
+    }
 }
