@@ -3,7 +3,9 @@
 $RepoRoot = (Resolve-Path (Join-Path $PSScriptRoot '../..')).Path
 $RunDir = Join-Path ([IO.Path]::GetTempPath()) ("emunet-pester-" + [Guid]::NewGuid().ToString('N').Substring(0, 8))
 $env:EMUNET_RUNTIME_DIR = $RunDir
-Import-Module (Join-Path $RepoRoot 'build/module/Emunet/Emunet.psd1') -Force
+# EMUNET_TEST_MODULE runs the tests against another layout (an installed module, or an older build to compare with).
+$ModuleManifest = if ($env:EMUNET_TEST_MODULE) { $env:EMUNET_TEST_MODULE } else { Join-Path $RepoRoot 'build/module/Emunet/Emunet.psd1' }
+Import-Module $ModuleManifest -Force
 
 function Get-FreeTcpPort {
     $l = [System.Net.Sockets.TcpListener]::new([System.Net.IPAddress]::Loopback, 0)

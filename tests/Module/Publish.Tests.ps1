@@ -3,7 +3,7 @@
 Describe 'Publishing the module' -Tag CI {
     BeforeAll {
         . (Join-Path $PSScriptRoot 'Common.ps1')
-        $moduleDir = Join-Path $RepoRoot 'build/module/Emunet'
+        $moduleDir = Split-Path -Parent $ModuleManifest
         $feed = Join-Path $RunDir 'feed'
         $saved = Join-Path $RunDir 'saved'
         $null = New-Item -ItemType Directory -Force -Path $feed, $saved
