@@ -99,6 +99,24 @@ public abstract class EmunetCmdlet : PSCmdlet
         new(new InvalidOperationException(message), id, category, target);
 }
 
+/// <summary>A cmdlet that can sample again and again: -Watch, -IntervalSeconds, -MaxSamples.</summary>
+public abstract class EmunetWatchCmdlet : EmunetCmdlet
+{
+    [Parameter(HelpMessage = "Write a sample every -IntervalSeconds, with bytes per second each way from the second one on, until Ctrl+C (or -MaxSamples).")]
+    public SwitchParameter Watch { get; set; }
+
+    [Parameter(HelpMessage = "Seconds between samples with -Watch.")]
+    [ValidateRange(0.1, 3600)]
+    public double IntervalSeconds { get; set; } = 1;
+
+    [Parameter(HelpMessage = "With -Watch, stop after this many samples.")]
+    [ValidateRange(1, int.MaxValue)]
+    public int? MaxSamples { get; set; }
+
+    /// <summary>One sample, or with -Watch one every -IntervalSeconds until Ctrl+C or -MaxSamples.</summary>
+    internal void RepeatWatch(Action<DateTimeOffset> sample) => Repeat(IntervalSeconds, Watch ? MaxSamples : 1, sample);
+}
+
 /// <summary>Completes instance names from the runtime folder.</summary>
 public sealed class InstanceNameCompleter : IArgumentCompleter
 {

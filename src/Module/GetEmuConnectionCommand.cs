@@ -10,7 +10,7 @@ namespace Emunet.Module;
 /// </summary>
 [Cmdlet(VerbsCommon.Get, "EmuConnection", DefaultParameterSetName = FilterSet)]
 [OutputType(typeof(EmuConnection))]
-public sealed class GetEmuConnectionCommand : EmunetCmdlet
+public sealed class GetEmuConnectionCommand : EmunetWatchCmdlet
 {
     private const string FilterSet = "Filter";
     private const string ForwardSet = "Forward";
@@ -35,16 +35,6 @@ public sealed class GetEmuConnectionCommand : EmunetCmdlet
     [Parameter(HelpMessage = "Only flows in this state, e.g. Established (case-insensitive).")]
     public string? State { get; set; }
 
-    [Parameter(HelpMessage = "Write the flows every -IntervalSeconds, with bytes per second each way, until Ctrl+C (or -MaxSamples).")]
-    public SwitchParameter Watch { get; set; }
-
-    [Parameter(HelpMessage = "Seconds between samples with -Watch.")]
-    [ValidateRange(0.1, 3600)]
-    public double IntervalSeconds { get; set; } = 1;
-
-    [Parameter(HelpMessage = "With -Watch, stop after this many samples.")]
-    [ValidateRange(1, int.MaxValue)]
-    public int? MaxSamples { get; set; }
 
     protected override void ProcessRecord()
     {
@@ -64,7 +54,7 @@ public sealed class GetEmuConnectionCommand : EmunetCmdlet
         WithInstance(instance, target, (client, name) =>
         {
             var rates = new TrafficRates<long>();
-            Repeat(IntervalSeconds, Watch ? MaxSamples : 1, now =>
+            RepeatWatch(now =>
             {
                 var flows = client.ListConnections(protocol, port, State);
                 WriteVerbose($"Instance '{name}' returned {flows.Count} flow(s).");
