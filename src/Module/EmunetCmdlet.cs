@@ -88,7 +88,9 @@ public abstract class EmunetCmdlet : PSCmdlet
             ControlErrorCodes.NotFound => (ErrorIds.ForwardNotFound, ErrorCategory.ObjectNotFound),
             ControlErrorCodes.Conflict => (ErrorIds.ForwardConflict, ErrorCategory.ResourceExists),
             ControlErrorCodes.BadRequest => (ErrorIds.InvalidArgument, ErrorCategory.InvalidArgument),
-            ControlErrorCodes.Unreachable or ControlErrorCodes.Timeout or ControlErrorCodes.ProtocolError => (ErrorIds.Unreachable, ErrorCategory.ConnectionError),
+            ControlErrorCodes.Unreachable or ControlErrorCodes.Timeout or ControlErrorCodes.ProtocolError or ControlErrorCodes.TooManyClients
+                or ControlErrorCodes.UnknownOp or ControlErrorCodes.UnsupportedVersion or ControlErrorCodes.BadJson or ControlErrorCodes.LineTooLong
+                => (ErrorIds.Unreachable, ErrorCategory.ConnectionError),
             ControlErrorCodes.CaptureFailed => (ErrorIds.CaptureFailed, ErrorCategory.WriteError),
             _ => (ErrorIds.ControlError, ErrorCategory.NotSpecified),
         };

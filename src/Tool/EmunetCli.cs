@@ -23,7 +23,7 @@ internal static partial class EmunetCli
           5  NotFound           the forward named does not exist
           6  PortInUse          the host port is taken, or binding it was refused
           7  StartFailed        the engine could not start (device or control socket, name taken)
-          8  Unreachable        the instance did not answer
+          8  Unreachable        the instance did not answer (or refused this client, or speaks another protocol version)
           9  CaptureFailed      the capture file could not be written
          10  Conflict           it exists already: a forward on that port, or a running capture
          11  StopTimeout        the instance acknowledged the stop but was still there after --timeout
@@ -148,7 +148,9 @@ internal static partial class EmunetCli
         ControlErrorCodes.NotFound => ExitCode.NotFound,
         ControlErrorCodes.PortInUse or ControlErrorCodes.PermissionDenied => ExitCode.PortInUse,
         ControlErrorCodes.BadRequest => ExitCode.UsageError,
-        ControlErrorCodes.Unreachable or ControlErrorCodes.Timeout or ControlErrorCodes.ProtocolError => ExitCode.Unreachable,
+        // Refused, or answered outside this version of the protocol: the instance cannot serve this client.
+        ControlErrorCodes.Unreachable or ControlErrorCodes.Timeout or ControlErrorCodes.ProtocolError or ControlErrorCodes.TooManyClients
+            or ControlErrorCodes.UnknownOp or ControlErrorCodes.UnsupportedVersion or ControlErrorCodes.BadJson or ControlErrorCodes.LineTooLong => ExitCode.Unreachable,
         ControlErrorCodes.CaptureFailed => ExitCode.CaptureFailed,
         ControlErrorCodes.Conflict => ExitCode.Conflict,
         _ => ExitCode.Failure,

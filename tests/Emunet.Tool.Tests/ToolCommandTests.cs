@@ -508,6 +508,15 @@ public sealed class ToolCommandTests : IDisposable
         Assert.Contains("cannot start the emulator", err);
     }
 
+    [Fact]
+    public void Every_expected_control_failure_has_its_own_exit_code()
+    {
+        var codes = typeof(ControlErrorCodes).GetFields().Select(f => (string)f.GetValue(null)!).ToList();
+        Assert.Contains(ControlErrorCodes.Conflict, codes);
+        foreach (string code in codes.Except([ControlErrorCodes.Internal, ControlErrorCodes.NotSupported]))
+            Assert.True(EmunetCli.ToExitCode(code) != ExitCode.Failure, $"'{code}' exits with 1 (unexpected failure)");
+    }
+
     [Theory]
     [InlineData("8080", "tcp", null, 8080)]
     [InlineData("udp:5353", "udp", null, 5353)]
