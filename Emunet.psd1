@@ -9,7 +9,8 @@
     CompanyName          = 'Emunet'
     Copyright            = '(c) Emunet'
     Description          = 'Emunet: a network backend for QEMU and the Android Emulator. Start engines, open host-to-guest forwards, watch connections.'
-    PowerShellVersion    = '7.4'
+    # Emunet.Module.dll targets .NET 10, which PowerShell 7.6 runs on (7.4 and 7.5 run on .NET 8 and 9 and cannot load it).
+    PowerShellVersion    = '7.6'
     CompatiblePSEditions = @('Core')
     FormatsToProcess     = @('Emunet.format.ps1xml')
     CmdletsToExport      = @(
@@ -20,14 +21,19 @@
         'Get-EmuForward'
         'Remove-EmuForward'
         'Get-EmuConnection'
+        'Get-EmuStat'
+        'Start-EmuCapture'
+        'Stop-EmuCapture'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()
     AliasesToExport      = @()
     PrivateData          = @{
         PSData = @{
-            Tags       = @('QEMU', 'Android', 'Emulator', 'Network', 'NAT', 'Linux')
-            ProjectUri = ''
+            Tags         = @('QEMU', 'Android', 'Emulator', 'Network', 'NAT', 'virtio-net', 'vhost-user', 'PortForwarding', 'Linux', 'PSEdition_Core')
+            ProjectUri   = 'https://github.com/emunet/emunet'
+            LicenseUri   = 'https://github.com/emunet/emunet/blob/main/LICENSE'
+            ReleaseNotes = '0.1.0: first release. A user-mode NAT stack, QEMU stream-socket and vhost-user virtio-net devices, direct host-to-guest forwards, connection listing, statistics and pcap capture; the emunet tool and the Emunet module.'
         }
     }
 }

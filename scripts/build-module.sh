@@ -13,6 +13,9 @@ dotnet publish src/Tool -c "$config" -o "$out" -nologo -v q -clp:ErrorsOnly
 dotnet publish src/Module -c "$config" -o "$out" -nologo -v q -clp:ErrorsOnly
 sed "s#RootModule *= *'[^']*'#RootModule           = 'Emunet.Module.dll'#" Emunet.psd1 > "$out/Emunet.psd1"
 cp Emunet.format.ps1xml "$out/"
+# The help the module build generated from the cmdlets (src/Module/Emunet.Module.csproj, scripts/gen-module-help.ps1).
+mkdir -p "$out/en-US"
+cp en-US/Emunet.Module.dll-Help.xml "$out/en-US/"
 # The tool's published apphost and debug symbols are not part of the module.
 rm -f "$out/Emunet.Tool" "$out"/*.pdb
 test -f "$out/en-US/Emunet.Module.dll-Help.xml"

@@ -18,18 +18,63 @@ public static class ErrorIds
     public const string StartFailed = "Emunet.StartFailed";
     public const string StopTimeout = "Emunet.StopTimeout";
     public const string ToolNotFound = "Emunet.ToolNotFound";
+    public const string CaptureFailed = "Emunet.CaptureFailed";
+    public const string CaptureRunning = "Emunet.CaptureRunning";
     public const string ControlError = "Emunet.ControlError";
 }
 
 /// <summary>What every Emunet cmdlet shares: reaching an instance and turning control failures into error records.</summary>
 public abstract class EmunetCmdlet : PSCmdlet
 {
+    internal const string InstanceHelp = "The instance to use; may be left out when exactly one runs (when several run, the error Emunet.AmbiguousInstance names them). Tab completion offers the running instances.";
+
     /// <summary>Resolves <paramref name="instance"/> (or the only one running) and connects to it.</summary>
     /// <exception cref="ControlException">No such instance, several, or it does not answer.</exception>
     internal static ControlClient Connect(string? instance, out string name)
     {
         name = RuntimeDirectory.ResolveInstance(instance);
         return ControlClient.Connect(RuntimeDirectory.SocketPathFor(name));
+    }
+
+    /// <summary>Connects as <see cref="Connect"/> does and says which instance and socket with -Verbose.</summary>
+    internal ControlClient ConnectVerbose(string? instance, out string name)
+    {
+        var client = Connect(instance, out name);
+        WriteVerbose($"Instance '{name}' (control socket {client.SocketPath}).");
+        return client;
+    }
+
+    /// <summary>
+    /// Connects to <paramref name="instance"/> and runs <paramref name="action"/> with the client and the instance's
+    /// name; a control failure becomes a non-terminating error for this item (<paramref name="target"/>), so the
+    /// pipeline goes on with the next.
+    /// </summary>
+    internal void WithInstance(string? instance, object? target, Action<ControlClient, string> action)
+    {
+        try
+        {
+            using var client = ConnectVerbose(instance, out string name);
+            action(client, name);
+        }
+        catch (ControlException e) { WriteError(ToErrorRecord(e, target)); }
+    }
+
+    private readonly ManualResetEventSlim _stopping = new();
+
+    /// <summary>Ctrl+C (or a pipeline that needs no more) ends a -Watch at once.</summary>
+    protected override void StopProcessing() => _stopping.Set();
+
+    /// <summary>
+    /// -Watch: calls <paramref name="sample"/> now and every <paramref name="intervalSeconds"/> until Ctrl+C or
+    /// <paramref name="maxSamples"/> samples.
+    /// </summary>
+    internal void Repeat(double intervalSeconds, int? maxSamples, Action<DateTimeOffset> sample)
+    {
+        for (int n = 1; ; n++)
+        {
+            sample(DateTimeOffset.UtcNow);
+            if (n == maxSamples || _stopping.Wait(TimeSpan.FromSeconds(intervalSeconds))) return;
+        }
     }
 
     internal static ErrorRecord ToErrorRecord(ControlException e, object? target)
@@ -43,7 +88,10 @@ public abstract class EmunetCmdlet : PSCmdlet
             ControlErrorCodes.NotFound => (ErrorIds.ForwardNotFound, ErrorCategory.ObjectNotFound),
             ControlErrorCodes.Conflict => (ErrorIds.ForwardConflict, ErrorCategory.ResourceExists),
             ControlErrorCodes.BadRequest => (ErrorIds.InvalidArgument, ErrorCategory.InvalidArgument),
-            ControlErrorCodes.Unreachable or ControlErrorCodes.Timeout or ControlErrorCodes.ProtocolError => (ErrorIds.Unreachable, ErrorCategory.ConnectionError),
+            ControlErrorCodes.Unreachable or ControlErrorCodes.Timeout or ControlErrorCodes.ProtocolError or ControlErrorCodes.TooManyClients
+                or ControlErrorCodes.UnknownOp or ControlErrorCodes.UnsupportedVersion or ControlErrorCodes.BadJson or ControlErrorCodes.LineTooLong
+                => (ErrorIds.Unreachable, ErrorCategory.ConnectionError),
+            ControlErrorCodes.CaptureFailed => (ErrorIds.CaptureFailed, ErrorCategory.WriteError),
             _ => (ErrorIds.ControlError, ErrorCategory.NotSpecified),
         };
         return new ErrorRecord(e, id, category, target);
@@ -51,6 +99,24 @@ public abstract class EmunetCmdlet : PSCmdlet
 
     internal static ErrorRecord Error(string id, ErrorCategory category, string message, object? target) =>
         new(new InvalidOperationException(message), id, category, target);
+}
+
+/// <summary>A cmdlet that can sample again and again: -Watch, -IntervalSeconds, -MaxSamples.</summary>
+public abstract class EmunetWatchCmdlet : EmunetCmdlet
+{
+    [Parameter(HelpMessage = "Write a sample every -IntervalSeconds, with bytes per second each way from the second one on, until Ctrl+C (or -MaxSamples).")]
+    public SwitchParameter Watch { get; set; }
+
+    [Parameter(HelpMessage = "Seconds between samples with -Watch.")]
+    [ValidateRange(0.1, 3600)]
+    public double IntervalSeconds { get; set; } = 1;
+
+    [Parameter(HelpMessage = "With -Watch, stop after this many samples.")]
+    [ValidateRange(1, int.MaxValue)]
+    public int? MaxSamples { get; set; }
+
+    /// <summary>One sample, or with -Watch one every -IntervalSeconds until Ctrl+C or -MaxSamples.</summary>
+    internal void RepeatWatch(Action<DateTimeOffset> sample) => Repeat(IntervalSeconds, Watch ? MaxSamples : 1, sample);
 }
 
 /// <summary>Completes instance names from the runtime folder.</summary>

@@ -4,37 +4,34 @@ using Emunet.Engine.Forwarding;
 
 namespace Emunet.Module;
 
-/// <summary>Lists an instance's forwards.</summary>
+/// <summary>Lists an instance's forwards; takes instances (Get-EmuNet) from the pipeline.</summary>
 [Cmdlet(VerbsCommon.Get, "EmuForward")]
 [OutputType(typeof(EmuForward))]
 public sealed class GetEmuForwardCommand : EmunetCmdlet
 {
-    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
+    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true, HelpMessage = "Only forwards on these host ports.")]
     [ArgumentCompleter(typeof(ForwardPortCompleter))]
     [Alias("HostPort")]
     public int[]? Port { get; set; }
 
-    [Parameter]
+    [Parameter(HelpMessage = "Only Tcp or only Udp forwards.")]
     public ForwardProtocol? Protocol { get; set; }
 
-    [Parameter(ValueFromPipelineByPropertyName = true)]
+    [Parameter(ValueFromPipelineByPropertyName = true, HelpMessage = InstanceHelp)]
     [ArgumentCompleter(typeof(InstanceNameCompleter))]
     [Alias("Name")]
     public string? Instance { get; set; }
 
-    protected override void ProcessRecord()
+    protected override void ProcessRecord() => WithInstance(Instance, Instance, (client, name) =>
     {
-        try
+        var forwards = client.ListForwards();
+        WriteVerbose($"Instance '{name}' has {forwards.Count} forward(s).");
+        foreach (var f in forwards)
         {
-            using var client = Connect(Instance, out string name);
-            foreach (var f in client.ListForwards())
-            {
-                var forward = EmuForward.From(name, f);
-                if (Protocol is { } p && forward.Protocol != p) continue;
-                if (Port is { Length: > 0 } && !Port.Contains(forward.HostPort)) continue;
-                WriteObject(forward);
-            }
+            var forward = EmuForward.From(name, f);
+            if (Protocol is { } p && forward.Protocol != p) continue;
+            if (Port is { Length: > 0 } && !Port.Contains(forward.HostPort)) continue;
+            WriteObject(forward);
         }
-        catch (ControlException e) { ThrowTerminatingError(ToErrorRecord(e, Instance)); }
-    }
+    });
 }

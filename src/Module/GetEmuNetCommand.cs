@@ -8,7 +8,7 @@ namespace Emunet.Module;
 [OutputType(typeof(EmuInstance))]
 public sealed class GetEmuNetCommand : EmunetCmdlet
 {
-    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
+    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true, HelpMessage = "Only these instances; wildcards are allowed.")]
     [ArgumentCompleter(typeof(InstanceNameCompleter))]
     [SupportsWildcards]
     [Alias("Instance")]
@@ -17,6 +17,7 @@ public sealed class GetEmuNetCommand : EmunetCmdlet
     protected override void ProcessRecord()
     {
         var running = RuntimeDirectory.ListInstances();
+        WriteVerbose($"{running.Count} instance(s) answer in {RuntimeDirectory.GetPath()}.");
         var patterns = Name?.Select(n => new WildcardPattern(n, WildcardOptions.IgnoreCase)).ToArray();
         foreach (string name in running)
         {

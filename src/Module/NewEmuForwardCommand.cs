@@ -7,35 +7,53 @@ using Emunet.Engine.Forwarding;
 namespace Emunet.Module;
 
 /// <summary>Opens a host port straight into the guest's port through the instance's stack.</summary>
-[Cmdlet(VerbsCommon.New, "EmuForward", SupportsShouldProcess = true)]
+[Cmdlet(VerbsCommon.New, "EmuForward", DefaultParameterSetName = PortSet, SupportsShouldProcess = true)]
 [OutputType(typeof(EmuForward))]
 public sealed class NewEmuForwardCommand : EmunetCmdlet
 {
-    /// <summary>The host port; 0 takes any free one.</summary>
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
+    private const string PortSet = "Port";
+    private const string SpecSet = "Spec";
+
+    [Parameter(Mandatory = true, ParameterSetName = SpecSet,
+        HelpMessage = "Forwards as the emunet tool writes them: tcp:8080:80, udp:5353:53, a range (tcp:8000-8010, tcp:8000-8010:9000-9010), a comma list (tcp:80,443) or hostfwd=tcp:127.0.0.1:8080-:80. Each spec is added whole or not at all.")]
+    [ValidateNotNullOrEmpty]
+    public string[]? Spec { get; set; }
+
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true, ParameterSetName = PortSet, HelpMessage = "The host port; 0 takes any free port (then give -GuestPort).")]
     [ValidateRange(0, 65535)]
     [Alias("HostPort")]
     public int Port { get; set; }
 
-    /// <summary>The guest's port; defaults to <see cref="Port"/>.</summary>
-    [Parameter(Position = 1, ValueFromPipelineByPropertyName = true)]
+    [Parameter(Position = 1, ValueFromPipelineByPropertyName = true, ParameterSetName = PortSet, HelpMessage = "The guest's port; left out, the same as -Port.")]
     [ValidateRange(1, 65535)]
     public int? GuestPort { get; set; }
 
-    [Parameter(ValueFromPipelineByPropertyName = true)]
+    [Parameter(ValueFromPipelineByPropertyName = true, ParameterSetName = PortSet, HelpMessage = "Tcp or Udp.")]
     public ForwardProtocol Protocol { get; set; } = ForwardProtocol.Tcp;
 
-    /// <summary>The host address to listen on; 127.0.0.1 unless given.</summary>
-    [Parameter(ValueFromPipelineByPropertyName = true)]
+    [Parameter(ValueFromPipelineByPropertyName = true, ParameterSetName = PortSet, HelpMessage = "The host IPv4 address to listen on (0.0.0.0 for every interface).")]
     [ValidateNotNullOrEmpty]
     public string Address { get; set; } = "127.0.0.1";
 
-    [Parameter(ValueFromPipelineByPropertyName = true)]
+    [Parameter(ValueFromPipelineByPropertyName = true, HelpMessage = InstanceHelp)]
     [ArgumentCompleter(typeof(InstanceNameCompleter))]
     public string? Instance { get; set; }
 
     protected override void ProcessRecord()
     {
+        if (ParameterSetName == SpecSet)
+        {
+            foreach (string text in Spec ?? [])
+            {
+                if (!ForwardSpec.TryParseMany(text, out _, out string? error))
+                {
+                    WriteError(Error(ErrorIds.InvalidArgument, ErrorCategory.InvalidArgument, error!, text));
+                    continue;
+                }
+                Add(text);
+            }
+            return;
+        }
         if (Address.Count(c => c == '.') != 3 || !IPAddress.TryParse(Address, out var address) || address.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
         {
             WriteError(Error(ErrorIds.InvalidArgument, ErrorCategory.InvalidArgument, $"'{Address}' is not an IPv4 address.", Address));
@@ -47,13 +65,12 @@ public sealed class NewEmuForwardCommand : EmunetCmdlet
             WriteError(Error(ErrorIds.InvalidArgument, ErrorCategory.InvalidArgument, "With -Port 0 (any free port), give -GuestPort.", Port));
             return;
         }
-        string spec = string.Create(CultureInfo.InvariantCulture, $"{(Protocol == ForwardProtocol.Udp ? "udp" : "tcp")}:{address}:{Port}:{guest}");
-        try
-        {
-            using var client = Connect(Instance, out string name);
-            if (!ShouldProcess($"{name}: {spec}", "Add forward")) return;
-            WriteObject(EmuForward.From(name, client.AddForward(spec)));
-        }
-        catch (ControlException e) { WriteError(ToErrorRecord(e, spec)); }
+        Add(string.Create(CultureInfo.InvariantCulture, $"{(Protocol == ForwardProtocol.Udp ? "udp" : "tcp")}:{address}:{Port}:{guest}"));
     }
+
+    private void Add(string spec) => WithInstance(Instance, spec, (client, name) =>
+    {
+        if (!ShouldProcess($"{name}: {spec}", "Add forward")) return;
+        foreach (var f in client.AddForwards(spec)) WriteObject(EmuForward.From(name, f));
+    });
 }

@@ -16,32 +16,41 @@ public sealed class StartEmuNetCommand : EmunetCmdlet
     private const string SocketSet = "Socket";
     private const string VhostUserSet = "VhostUser";
 
-    [Parameter(Position = 0)]
+    [Parameter(Position = 0, HelpMessage = "The instance name; its control socket is NAME.sock in the runtime folder.")]
     [ValidateNotNullOrEmpty]
     public string Name { get; set; } = "default";
 
-    /// <summary>The QEMU stream socket: a Unix path or tcp:127.0.0.1:PORT. Default: net/NAME.sock in the runtime folder.</summary>
-    [Parameter(ParameterSetName = SocketSet)]
+    [Parameter(ParameterSetName = SocketSet,
+        HelpMessage = "The QEMU stream socket to serve: a Unix socket path or tcp:127.0.0.1:PORT. Left out: net/NAME.sock in the runtime folder.")]
     [ValidateNotNullOrEmpty]
     public string? Socket { get; set; }
 
-    [Parameter(Mandatory = true, ParameterSetName = VhostUserSet)]
+    [Parameter(Mandatory = true, ParameterSetName = VhostUserSet,
+        HelpMessage = "Serve a vhost-user virtio-net device on this Unix socket path instead of a stream socket (the guest's RAM must be a shared memory backend).")]
     [ValidateNotNullOrEmpty]
     public string? VhostUser { get; set; }
 
-    [Parameter]
+    [Parameter(HelpMessage = "Forwards to open at start: tcp:10977, tcp:127.0.0.1:8080:80, udp:5353:53 or hostfwd=tcp:127.0.0.1:8080-:80.")]
     public string[] Forward { get; set; } = [];
 
-    [Parameter]
+    [Parameter(HelpMessage = "Capture every frame to and from the guest into this pcap file from the start.")]
     public string? Capture { get; set; }
 
-    /// <summary>Least severe messages written to the instance's log.</summary>
-    [Parameter]
+    [Parameter(HelpMessage = "Upstream DNS servers (ADDR[:PORT]) for the relay at 10.0.2.3; left out, those of /etc/resolv.conf.")]
+    public string[] DnsUpstream { get; set; } = [];
+
+    [Parameter(HelpMessage = "The MTU offered to the guest by DHCP (576-65520); left out, 65520.")]
+    [ValidateRange(576, 65520)]
+    public int? Mtu { get; set; }
+
+    [Parameter(HelpMessage = "Do not map the gateway 10.0.2.2 onto the host's 127.0.0.1.")]
+    public SwitchParameter NoHostLoopback { get; set; }
+
+    [Parameter(HelpMessage = "Least severe messages written to the instance's log NAME.log in the runtime folder.")]
     [ValidateSet("Trace", "Debug", "Information", "Warning", "Error", "Critical", "None")]
     public string LogLevel { get; set; } = "Information";
 
-    /// <summary>How long to wait for the control socket to answer.</summary>
-    [Parameter]
+    [Parameter(HelpMessage = "How long to wait for the engine's control socket to answer.")]
     [ValidateRange(1, 600)]
     public int TimeoutSeconds { get; set; } = 30;
 
@@ -76,6 +85,9 @@ public sealed class StartEmuNetCommand : EmunetCmdlet
         }
         foreach (string f in Forward) { args.Add("--forward"); args.Add(f); }
         if (Capture is not null) { args.Add("--capture"); args.Add(GetUnresolvedProviderPathFromPSPath(Capture)); }
+        foreach (string d in DnsUpstream) { args.Add("--dns-upstream"); args.Add(d); }
+        if (Mtu is { } mtu) { args.Add("--mtu"); args.Add(mtu.ToString(System.Globalization.CultureInfo.InvariantCulture)); }
+        if (NoHostLoopback) args.Add("--no-host-loopback");
         args.Add("--log-level"); args.Add(LogLevel);
 
         if (!ShouldProcess(Name, "Start Emunet instance")) return;
@@ -98,7 +110,7 @@ public sealed class StartEmuNetCommand : EmunetCmdlet
                 }
                 catch (ControlException e) { WriteVerbose($"Not answering yet: {e.Message}"); }
             }
-            if (!IsAlive(pid))
+            if (!ControlClient.IsProcessAlive(pid))
             {
                 ThrowTerminatingError(Error(ErrorIds.StartFailed, ErrorCategory.OpenError,
                     $"Emunet instance '{Name}' did not start: {LastLines(log)}", Name));
@@ -145,19 +157,6 @@ public sealed class StartEmuNetCommand : EmunetCmdlet
         string output = sh.StandardOutput.ReadToEnd();
         sh.WaitForExit();
         return int.TryParse(output.Trim(), out int pid) ? pid : throw new InvalidOperationException($"Cannot start the engine: {output}");
-    }
-
-    /// <summary>True while the process exists and is not a zombie.</summary>
-    internal static bool IsAlive(int pid)
-    {
-        try
-        {
-            string stat = File.ReadAllText($"/proc/{pid}/stat");
-            int close = stat.LastIndexOf(')');
-            return close > 0 && close + 2 < stat.Length && stat[close + 2] != 'Z';
-        }
-        catch (IOException) { return false; }
-        catch (UnauthorizedAccessException) { return true; }
     }
 
     private static string LastLines(string log)

@@ -16,11 +16,14 @@ public sealed class EmuInstance
     public DateTimeOffset Started { get; init; }
     public bool GuestConnected { get; init; }
     public string? GuestMac { get; init; }
+    /// <summary>The QEMU arguments that attach a guest to this instance's device (for vhost-user, replace &lt;RAM&gt; with -m's size).</summary>
+    public required string[] EmulatorArguments { get; init; }
 
     internal static EmuInstance From(InstanceDto d) => new()
     {
         Name = d.Name, ProcessId = d.ProcessId, Version = d.Version, Device = d.Device, ControlSocket = d.ControlSocket,
         Started = d.Started, GuestConnected = d.GuestConnected, GuestMac = d.GuestMac,
+        EmulatorArguments = Engine.Control.EmulatorArguments.For(d.Device),
     };
 
     public override string ToString() => Name;
@@ -71,8 +74,12 @@ public sealed class EmuConnection
     public TimeSpan Age => DateTimeOffset.Now - Started;
     /// <summary>The forward it came in through, for forwarded flows.</summary>
     public string? Forward { get; init; }
+    /// <summary>-Watch: bytes per second to the guest since the previous sample (null on a flow's first).</summary>
+    public double? BytesToGuestPerSecond { get; init; }
+    /// <summary>-Watch: bytes per second from the guest since the previous sample (null on a flow's first).</summary>
+    public double? BytesFromGuestPerSecond { get; init; }
 
-    internal static EmuConnection From(string instance, ConnectionDto d) => new()
+    internal static EmuConnection From(string instance, ConnectionDto d, (double ToGuest, double FromGuest)? rate = null) => new()
     {
         Instance = instance, Id = d.Id,
         Protocol = d.Protocol switch { "udp" => FlowProtocol.Udp, "icmp" => FlowProtocol.Icmp, _ => FlowProtocol.Tcp },
@@ -80,7 +87,56 @@ public sealed class EmuConnection
         GuestEndPoint = Parse(d.Guest), GuestPeerEndPoint = Parse(d.GuestPeer),
         HostLocalEndPoint = Parse(d.HostLocal), HostRemoteEndPoint = Parse(d.HostRemote),
         State = d.State, BytesFromGuest = d.BytesFromGuest, BytesToGuest = d.BytesToGuest, Started = d.Started, Forward = d.Forward,
+        BytesToGuestPerSecond = rate?.ToGuest, BytesFromGuestPerSecond = rate?.FromGuest,
     };
 
+    /// <summary>For the table view: "9999 B", "9999 K", "9999 M".</summary>
+    public static string FormatBytes(long bytes) => DisplayText.Bytes(bytes);
+
+    /// <summary>For the table view: "59s", "119m", "26h".</summary>
+    public static string FormatAge(TimeSpan age) => DisplayText.Age(age);
+
     private static IPEndPoint? Parse(string? text) => text is not null && IPEndPoint.TryParse(text, out var ep) ? ep : null;
+}
+
+/// <summary>An instance's counters (Get-EmuStat).</summary>
+public sealed class EmuStat
+{
+    public required string Instance { get; init; }
+    public long FramesFromGuest { get; init; }
+    public long FramesToGuest { get; init; }
+    public long BytesFromGuest { get; init; }
+    public long BytesToGuest { get; init; }
+    public long TotalDrops { get; init; }
+    /// <summary>Drop reason → count, non-zero ones only.</summary>
+    public required IReadOnlyDictionary<string, long> DropsByReason { get; init; }
+    public int TcpFlows { get; init; }
+    public int UdpFlows { get; init; }
+    public int Forwards { get; init; }
+    /// <summary>The pcap file being written, or null.</summary>
+    public string? CaptureFile { get; init; }
+    public DateTimeOffset Timestamp { get; init; }
+    /// <summary>-Watch: bytes per second to the guest since the previous sample (null on the first).</summary>
+    public double? BytesToGuestPerSecond { get; init; }
+    /// <summary>-Watch: bytes per second from the guest since the previous sample (null on the first).</summary>
+    public double? BytesFromGuestPerSecond { get; init; }
+
+    internal static EmuStat From(string instance, StatsDto s, (double ToGuest, double FromGuest)? rate) => new()
+    {
+        Instance = instance, FramesFromGuest = s.FramesFromGuest, FramesToGuest = s.FramesToGuest, BytesFromGuest = s.BytesFromGuest,
+        BytesToGuest = s.BytesToGuest, TotalDrops = s.TotalDrops, DropsByReason = s.DropsByReason, TcpFlows = s.TcpFlows,
+        UdpFlows = s.UdpFlows, Forwards = s.Forwards, CaptureFile = s.CaptureFile, Timestamp = DateTimeOffset.Now,
+        BytesToGuestPerSecond = rate?.ToGuest, BytesFromGuestPerSecond = rate?.FromGuest,
+    };
+}
+
+/// <summary>An instance's capture (Start-EmuCapture, Stop-EmuCapture).</summary>
+public sealed class EmuCapture
+{
+    public required string Instance { get; init; }
+    /// <summary>The file being written (Start-EmuCapture) or just closed (Stop-EmuCapture); null when none was running.</summary>
+    public string? File { get; init; }
+    public bool Running { get; init; }
+
+    internal static EmuCapture From(string instance, CaptureDto c) => new() { Instance = instance, File = c.File, Running = c.Running };
 }

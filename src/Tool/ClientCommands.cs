@@ -11,17 +11,36 @@ internal static partial class EmunetCli
 {
     private static readonly Argument<string> ForwardSpecArgument = new("spec")
     {
-        Description = "PROTO:[ADDR:]HOSTPORT[:GUESTPORT] (tcp:10977, tcp:127.0.0.1:8080:80, udp:5353:53) or QEMU's hostfwd=tcp:127.0.0.1:8080-:80. Host port 0 takes any free port.",
+        Description = "PROTO:[ADDR:]HOSTPORT[:GUESTPORT] (tcp:10977, tcp:127.0.0.1:8080:80, udp:5353:53), a range (tcp:8000-8010, tcp:8000-8010:9000-9010), a comma list (tcp:80,443,udp:53) or QEMU's hostfwd=tcp:127.0.0.1:8080-:80. Host port 0 takes any free port.",
     };
 
-    private static readonly Argument<string> ForwardRemoveArgument = new("forward")
+    private static readonly Argument<string?> ForwardGuestArgument = new("guest")
     {
-        Description = "The forward to remove: its host port (8080), or PROTO:[ADDR:]PORT (udp:5353, tcp:127.0.0.1:8080).",
+        Description = "adb's form: the guest side as PROTO:PORT (emunet forward add tcp:10990 tcp:10990); the first argument is then the host side.",
+        Arity = ArgumentArity.ZeroOrOne,
     };
 
-    private static readonly Option<bool> ForceOption = new("--force", "-f")
+    private static readonly Argument<string?> ForwardRemoveArgument = new("forward")
     {
-        Description = "Also reset the connections that came in through the forward.",
+        Description = "The forward to remove: its host port (8080, whatever its address), or PROTO:[ADDR:]PORT (udp:5353, tcp:127.0.0.1:8080).",
+        Arity = ArgumentArity.ZeroOrOne,
+    };
+
+    private static readonly Option<bool> RemoveAllOption = new("--all", "-a")
+    {
+        Description = "Remove every forward of the instance.",
+    };
+
+    private static readonly Option<bool> ResetConnectionsOption = new("--reset-connections")
+    {
+        Description = "Also reset the connections that came in through the forward (without it they run on until they close).",
+    };
+
+    private static readonly Option<int> StopTimeoutOption = new("--timeout")
+    {
+        Description = "How long to wait, in seconds, for the instance to be gone (control socket removed, process exited).",
+        HelpName = "SECONDS",
+        DefaultValueFactory = _ => 15,
     };
 
     private static readonly Option<string?> ProtocolFilterOption = new("--protocol", "-p")
@@ -56,15 +75,25 @@ internal static partial class EmunetCli
         ProtocolFilterOption.AcceptOnlyFromAmong("tcp", "udp", "icmp");
     }
 
-    private static Command ClientCommand(string name, string description, Func<ParseResult, ControlClient, int> action)
+    /// <summary>
+    /// A command that talks to one instance. <paramref name="validate"/> checks the command line first (null: valid),
+    /// so a bad value is a usage error whether or not an instance runs; then the instance is resolved and connected.
+    /// </summary>
+    private static Command ClientCommand(string name, string description, Func<ParseResult, ControlClient, int> action,
+        Func<ParseResult, string?>? validate = null) =>
+        ClientCommand(name, description, (r, client, _) => Task.FromResult(action(r, client)), validate);
+
+    private static Command ClientCommand(string name, string description, Func<ParseResult, ControlClient, CancellationToken, Task<int>> action,
+        Func<ParseResult, string?>? validate = null)
     {
         var command = new Command(name, description) { InstanceOption, JsonOption };
-        command.SetAction(parseResult =>
+        command.SetAction(async (parseResult, token) =>
         {
+            if (validate?.Invoke(parseResult) is { } invalid) return Fail(parseResult, ExitCode.UsageError, invalid);
             try
             {
                 using var client = ControlClient.ConnectInstance(parseResult.GetValue(InstanceOption));
-                return action(parseResult, client);
+                return await action(parseResult, client, token).ConfigureAwait(false);
             }
             catch (ControlException e) { return Fail(parseResult, e); }
             catch (ArgumentException e) { return Fail(parseResult, ExitCode.UsageError, e.Message); }
@@ -76,16 +105,20 @@ internal static partial class EmunetCli
     {
         var forward = new Command("forward", "Add, list and remove direct host-to-guest forwards of a running instance.");
 
-        var add = ClientCommand("add", "Listen on a host port and send its connections straight into the guest's port.", (r, client) =>
+        var add = ClientCommand("add", "Listen on host ports and send their connections straight into the guest's ports (all of a list or range, or none).", (r, client) =>
         {
-            string text = r.GetValue(ForwardSpecArgument)!;
-            if (!ForwardSpec.TryParse(text, out _, out string? error)) return Fail(r, ExitCode.UsageError, error!);
-            var f = client.AddForward(text);
-            if (r.GetValue(JsonOption)) return WriteJson(r, f, ControlJsonContext.Indented.ForwardDto);
-            r.InvocationConfiguration.Output.WriteLine($"Forwarding {f.Protocol} {f.Address}:{f.HostPort} -> guest port {f.GuestPort}");
+            CombineForwardSpec(r.GetValue(ForwardSpecArgument)!, r.GetValue(ForwardGuestArgument), out string spec);
+            var added = client.AddForwards(spec);
+            if (r.GetValue(JsonOption))
+                return added.Count == 1 ? WriteJson(r, added[0], ControlJsonContext.Indented.ForwardDto) : WriteJson(r, added, ControlJsonContext.Indented.ListForwardDto);
+            foreach (var f in added)
+                r.InvocationConfiguration.Output.WriteLine($"Forwarding {f.Protocol} {f.Address}:{f.HostPort} -> guest port {f.GuestPort}");
             return 0;
-        });
+        }, r => CombineForwardSpec(r.GetValue(ForwardSpecArgument)!, r.GetValue(ForwardGuestArgument), out string spec)
+            ? ForwardSpec.TryParseMany(spec, out _, out string? error) ? null : error
+            : $"The guest side '{r.GetValue(ForwardGuestArgument)}' is not PROTO:PORT with the host side's protocol (adb's form: forward add tcp:10990 tcp:10990).");
         add.Add(ForwardSpecArgument);
+        add.Add(ForwardGuestArgument);
 
         var list = ClientCommand("list", "List the forwards.", (r, client) =>
         {
@@ -102,17 +135,34 @@ internal static partial class EmunetCli
             return 0;
         });
 
-        var remove = ClientCommand("remove", "Stop a forward's host listener.", (r, client) =>
+        var remove = ClientCommand("remove", "Stop forwards' host listeners (their open connections run on unless --reset-connections).", (r, client) =>
         {
-            if (!TryParseForwardKey(r.GetValue(ForwardRemoveArgument)!, out string protocol, out string? address, out int port, out string? error))
-                return Fail(r, ExitCode.UsageError, error!);
-            var f = client.RemoveForward(protocol, address, port, r.GetValue(ForceOption));
-            if (r.GetValue(JsonOption)) return WriteJson(r, f, ControlJsonContext.Indented.ForwardDto);
-            r.InvocationConfiguration.Output.WriteLine($"Removed {f.Protocol} {f.Address}:{f.HostPort} -> guest port {f.GuestPort}");
+            bool reset = r.GetValue(ResetConnectionsOption);
+            var removed = new List<ForwardDto>();
+            if (r.GetValue(RemoveAllOption))
+            {
+                foreach (var f in client.ListForwards()) removed.Add(client.RemoveForward(f.Protocol, f.Address, f.HostPort, reset));
+            }
+            else
+            {
+                TryParseForwardKey(r.GetValue(ForwardRemoveArgument)!, out string protocol, out string? address, out int port, out _);
+                removed.Add(client.RemoveForward(protocol, address, port, reset));
+            }
+            if (r.GetValue(JsonOption))
+                return r.GetValue(RemoveAllOption) ? WriteJson(r, removed, ControlJsonContext.Indented.ListForwardDto) : WriteJson(r, removed[0], ControlJsonContext.Indented.ForwardDto);
+            foreach (var f in removed)
+                r.InvocationConfiguration.Output.WriteLine($"Removed {f.Protocol} {f.Address}:{f.HostPort} -> guest port {f.GuestPort}");
             return 0;
+        }, r => (r.GetValue(ForwardRemoveArgument), r.GetValue(RemoveAllOption)) switch
+        {
+            (null, false) => "Name the forward to remove (its host port, or PROTO:[ADDR:]PORT), or give --all.",
+            (not null, true) => "Give either a forward or --all, not both.",
+            (null, true) => null,
+            ({ } key, false) => TryParseForwardKey(key, out _, out _, out _, out string? error) ? null : error,
         });
         remove.Add(ForwardRemoveArgument);
-        remove.Add(ForceOption);
+        remove.Add(RemoveAllOption);
+        remove.Add(ResetConnectionsOption);
 
         forward.Add(add);
         forward.Add(list);
@@ -120,7 +170,25 @@ internal static partial class EmunetCli
         return forward;
     }
 
-    /// <summary>Reads "8080", "udp:5353", "tcp:127.0.0.1:8080" or a full spec (its host side is used).</summary>
+    /// <summary>
+    /// adb's two-argument form: host side <c>tcp:10990</c> (or <c>tcp:127.0.0.1:8000-8010</c>) and guest side
+    /// <c>tcp:10990</c> make <c>tcp:10990:10990</c>. Without a guest side the spec is <paramref name="host"/> as it is.
+    /// </summary>
+    internal static bool CombineForwardSpec(string host, string? guest, out string spec)
+    {
+        spec = host;
+        if (guest is null) return true;
+        int hc = host.IndexOf(':'), gc = guest.IndexOf(':');
+        if (hc < 0 || gc < 0 || !string.Equals(host[..hc], guest[..gc], StringComparison.OrdinalIgnoreCase) || guest[(gc + 1)..].Contains(':'))
+            return false;
+        spec = host + ":" + guest[(gc + 1)..];
+        return true;
+    }
+
+    /// <summary>
+    /// Reads "8080", "udp:5353", "tcp:127.0.0.1:8080" or a full spec (its host side is used). The address is null when
+    /// the text names none: the server then finds the forward on that port whatever its address.
+    /// </summary>
     internal static bool TryParseForwardKey(string text, out string protocol, out string? address, out int port, out string? error)
     {
         protocol = "tcp";
@@ -134,30 +202,44 @@ internal static partial class EmunetCli
         }
         if (!ForwardSpec.TryParse(text, out var spec, out error)) return false;
         protocol = spec!.Protocol == ForwardProtocol.Udp ? "udp" : "tcp";
-        address = spec.HostAddress.ToString();
         port = spec.HostPort;
+        if (port == 0)
+        {
+            error = "Give the forward's bound host port (see 'emunet forward list'), not 0.";
+            return false;
+        }
+        // The host side is what comes after "PROTO:" (and before QEMU's "-"); its first part is an address if it has dots.
+        string hostSide = text.Trim();
+        if (hostSide.StartsWith("hostfwd=", StringComparison.OrdinalIgnoreCase)) hostSide = hostSide["hostfwd=".Length..];
+        hostSide = hostSide[(hostSide.IndexOf(':') + 1)..];
+        if (hostSide.IndexOf('-') is var dash and >= 0) hostSide = hostSide[..dash];
+        string first = hostSide.Split(':')[0];
+        if (first.Contains('.') || first == "*") address = spec.HostAddress.ToString();
         return true;
     }
 
     private static Command BuildConnectionsCommand()
     {
-        var command = ClientCommand("connections", "List the guest's connections (NAT flows) and forwarded ones.", (r, client) =>
+        var command = ClientCommand("connections", "List the guest's connections (NAT flows) and forwarded ones; --watch redraws them with bytes per second.", (r, client, token) =>
         {
+            if (r.GetValue(WatchOption)) return WatchConnectionsAsync(r, client, token);
             var connections = client.ListConnections(r.GetValue(ProtocolFilterOption), r.GetValue(PortFilterOption), r.GetValue(StateFilterOption));
-            if (r.GetValue(JsonOption)) return WriteJson(r, connections, ControlJsonContext.Indented.ListConnectionDto);
+            if (r.GetValue(JsonOption)) return Task.FromResult(WriteJson(r, connections, ControlJsonContext.Indented.ListConnectionDto));
             var table = new TableWriter("PROTO", "DIR", "GUEST", "PEER (AS GUEST SEES IT)", "HOST LOCAL", "HOST REMOTE", "STATE", "TO GUEST", "FROM GUEST", "AGE");
             var now = DateTimeOffset.UtcNow;
             foreach (var c in connections)
             {
                 table.Add(c.Protocol, c.Direction == "forwarded" ? "fwd" : "out", c.Guest, c.GuestPeer, c.HostLocal, c.HostRemote, c.State,
-                    FormatBytes(c.BytesToGuest), FormatBytes(c.BytesFromGuest), FormatAge(now - c.Started));
+                    DisplayText.Bytes(c.BytesToGuest), DisplayText.Bytes(c.BytesFromGuest), DisplayText.Age(now - c.Started));
             }
             table.WriteTo(r.InvocationConfiguration.Output);
-            return 0;
-        });
+            return Task.FromResult(0);
+        }, r => r.GetValue(PortFilterOption) is null or (>= 0 and <= 65535) ? ValidateWatch(r) : $"--port {r.GetValue(PortFilterOption)} is not between 0 and 65535.");
         command.Add(ProtocolFilterOption);
         command.Add(PortFilterOption);
         command.Add(StateFilterOption);
+        command.Add(WatchOption);
+        command.Add(IntervalOption);
         return command;
     }
 
@@ -193,11 +275,13 @@ internal static partial class EmunetCli
         return command;
     }
 
-    private static Command BuildStatsCommand() =>
-        ClientCommand("stats", "Show frame, byte, flow and drop counters.", (r, client) =>
+    private static Command BuildStatsCommand()
+    {
+        var command = ClientCommand("stats", "Show frame, byte, flow and drop counters; --watch redraws bytes per second for the instance and each forward.", (r, client, token) =>
         {
+            if (r.GetValue(WatchOption)) return WatchStatsAsync(r, client, token);
             var s = client.Stats();
-            if (r.GetValue(JsonOption)) return WriteJson(r, s, ControlJsonContext.Indented.StatsDto);
+            if (r.GetValue(JsonOption)) return Task.FromResult(WriteJson(r, s, ControlJsonContext.Indented.StatsDto));
             var o = r.InvocationConfiguration.Output;
             var inv = CultureInfo.InvariantCulture;
             o.WriteLine(string.Create(inv, $"Frames from guest  {s.FramesFromGuest,14:N0}   bytes {s.BytesFromGuest,16:N0}"));
@@ -207,8 +291,29 @@ internal static partial class EmunetCli
             o.WriteLine(string.Create(inv, $"Drops              {s.TotalDrops:N0}"));
             foreach (var (reason, count) in s.DropsByReason.OrderBy(kv => kv.Key, StringComparer.Ordinal))
                 o.WriteLine(string.Create(inv, $"  {reason,-24}{count,14:N0}"));
+            return Task.FromResult(0);
+        }, ValidateWatch);
+        command.Add(WatchOption);
+        command.Add(IntervalOption);
+        return command;
+    }
+
+    private static Command BuildStopCommand()
+    {
+        var command = ClientCommand("stop", "Stop the instance cleanly (listeners closed, connections reset, sockets removed) and wait until it is gone.", (r, client) =>
+        {
+            string name = Path.GetFileNameWithoutExtension(client.SocketPath);
+            if (!client.ShutdownAndWait(TimeSpan.FromSeconds(r.GetValue(StopTimeoutOption))))
+            {
+                return Fail(r, ExitCode.StopTimeout,
+                    $"instance '{name}' acknowledged the stop but was still there after {r.GetValue(StopTimeoutOption)} s. Its log, if Start-EmuNet started it: {RuntimeDirectory.LogPathFor(name)}.");
+            }
+            if (!r.GetValue(JsonOption)) r.InvocationConfiguration.Output.WriteLine($"Stopped instance '{name}'.");
             return 0;
-        });
+        }, r => r.GetValue(StopTimeoutOption) is >= 1 and <= 600 ? null : "--timeout must be between 1 and 600 seconds.");
+        command.Add(StopTimeoutOption);
+        return command;
+    }
 
     private static Command BuildCaptureCommand()
     {
@@ -239,19 +344,4 @@ internal static partial class EmunetCli
         r.InvocationConfiguration.Output.WriteLine(JsonSerializer.Serialize(value, type));
         return 0;
     }
-
-    internal static string FormatBytes(long bytes) => bytes switch
-    {
-        < 10_000 => bytes.ToString(CultureInfo.InvariantCulture) + " B",
-        < 10_000_000 => (bytes / 1024).ToString(CultureInfo.InvariantCulture) + " KiB",
-        _ => (bytes / (1024 * 1024)).ToString(CultureInfo.InvariantCulture) + " MiB",
-    };
-
-    internal static string FormatAge(TimeSpan age) => age.TotalSeconds switch
-    {
-        < 0 => "0s",
-        < 120 => ((int)age.TotalSeconds).ToString(CultureInfo.InvariantCulture) + "s",
-        < 7200 => ((int)age.TotalMinutes).ToString(CultureInfo.InvariantCulture) + "m",
-        _ => ((int)age.TotalHours).ToString(CultureInfo.InvariantCulture) + "h",
-    };
 }

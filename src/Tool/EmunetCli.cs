@@ -23,12 +23,17 @@ internal static partial class EmunetCli
           5  NotFound           the forward named does not exist
           6  PortInUse          the host port is taken, or binding it was refused
           7  StartFailed        the engine could not start (device or control socket, name taken)
-          8  Unreachable        the instance did not answer
+          8  Unreachable        the instance did not answer (or refused this client, or speaks another protocol version)
           9  CaptureFailed      the capture file could not be written
+         10  Conflict           it exists already: a forward on that port, or a running capture
+         11  StopTimeout        the instance acknowledged the stop but was still there after --timeout
           emunet launch exits with the emulator's own exit code once the emulator has run.
 
         Instances keep their control sockets in $EMUNET_RUNTIME_DIR, else $XDG_RUNTIME_DIR/emunet, else ~/.emunet/run.
         """;
+
+    /// <summary>The command users type (the package's ToolCommandName).</summary>
+    internal const string ToolName = "emunet";
 
     internal static readonly Option<string?> InstanceOption = new("--instance", "-i")
     {
@@ -42,13 +47,11 @@ internal static partial class EmunetCli
     };
 
     /// <summary>The root is a plain command named <c>emunet</c>, so help shows the tool's name whatever host runs it.</summary>
-    public static Command BuildRoot()
+    public static RootCommand BuildRoot()
     {
-        var root = new Command("emunet", "Emunet: a network backend for QEMU and the Android Emulator (user-mode NAT, direct host-to-guest forwards).")
-        {
-            new HelpOption(),
-            new VersionOption { Action = new PrintVersionAction() },
-        };
+        var root = new RootCommand("Emunet: a network backend for QEMU and the Android Emulator (user-mode NAT, direct host-to-guest forwards).");
+        foreach (var option in root.Options)
+            if (option is VersionOption version) version.Action = new PrintVersionAction();
         root.Add(BuildRunCommand());
         root.Add(BuildLaunchCommand());
         root.Add(BuildForwardCommand());
@@ -56,6 +59,8 @@ internal static partial class EmunetCli
         root.Add(BuildInstancesCommand());
         root.Add(BuildStatsCommand());
         root.Add(BuildCaptureCommand());
+        root.Add(BuildStopCommand());
+        root.Add(BuildCompletionCommand());
 
         foreach (var option in root.Options)
         {
@@ -100,14 +105,25 @@ internal static partial class EmunetCli
         }
     }
 
-    /// <summary>The default help, then the exit codes under the root command's help.</summary>
+    /// <summary>
+    /// The default help with the tool's own name in its usage lines (a <see cref="RootCommand"/> is named after the
+    /// entry assembly, "Emunet.Tool", or the test host), then the exit codes under the root command's help.
+    /// </summary>
     private sealed class EpilogHelpAction(HelpAction inner) : SynchronousCommandLineAction
     {
         public override int Invoke(ParseResult parseResult)
         {
-            int rc = inner.Invoke(parseResult);
-            if (parseResult.CommandResult.Command.Name == "emunet")
-                parseResult.InvocationConfiguration.Output.WriteLine(ExitCodesEpilog);
+            var config = parseResult.InvocationConfiguration;
+            var output = config.Output;
+            var help = new StringWriter();
+            config.Output = help;
+            int rc;
+            try { rc = inner.Invoke(parseResult); }
+            finally { config.Output = output; }
+            string rootName = parseResult.RootCommandResult.Command.Name;
+            output.Write(help.ToString().Replace("\n  " + rootName + " ", "\n  " + ToolName + " ", StringComparison.Ordinal));
+            if (parseResult.CommandResult.Command is RootCommand)
+                output.WriteLine(ExitCodesEpilog);
             return rc;
         }
     }
@@ -132,8 +148,11 @@ internal static partial class EmunetCli
         ControlErrorCodes.NotFound => ExitCode.NotFound,
         ControlErrorCodes.PortInUse or ControlErrorCodes.PermissionDenied => ExitCode.PortInUse,
         ControlErrorCodes.BadRequest => ExitCode.UsageError,
-        ControlErrorCodes.Unreachable or ControlErrorCodes.Timeout or ControlErrorCodes.ProtocolError => ExitCode.Unreachable,
+        // Refused, or answered outside this version of the protocol: the instance cannot serve this client.
+        ControlErrorCodes.Unreachable or ControlErrorCodes.Timeout or ControlErrorCodes.ProtocolError or ControlErrorCodes.TooManyClients
+            or ControlErrorCodes.UnknownOp or ControlErrorCodes.UnsupportedVersion or ControlErrorCodes.BadJson or ControlErrorCodes.LineTooLong => ExitCode.Unreachable,
         ControlErrorCodes.CaptureFailed => ExitCode.CaptureFailed,
+        ControlErrorCodes.Conflict => ExitCode.Conflict,
         _ => ExitCode.Failure,
     };
 }

@@ -26,4 +26,8 @@ public enum ExitCode
     Unreachable = 8,
     /// <summary>The capture file could not be written.</summary>
     CaptureFailed = 9,
+    /// <summary>It exists or runs already: the instance has a forward on that protocol, address and port, or a capture runs.</summary>
+    Conflict = 10,
+    /// <summary>The instance acknowledged the stop but was still there when the wait ended.</summary>
+    StopTimeout = 11,
 }

@@ -8,7 +8,6 @@ using Emunet.Engine.Control;
 using Emunet.Engine.Forwarding;
 using Emunet.Engine.Stack;
 using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Console;
 
 namespace Emunet.Tool;
 
@@ -39,7 +38,7 @@ internal static partial class EmunetCli
 
     private static readonly Option<string[]> ForwardOption = new("--forward", "-f")
     {
-        Description = "A host-to-guest forward, repeatable: tcp:10977, tcp:127.0.0.1:8080:80, udp:5353:53 or hostfwd=tcp:127.0.0.1:8080-:80.",
+        Description = "Host-to-guest forwards, repeatable: tcp:10977, tcp:127.0.0.1:8080:80, udp:5353:53, a range (tcp:8000-8010, tcp:8000-8010:9000-9010), a comma list (tcp:80,443) or hostfwd=tcp:127.0.0.1:8080-:80.",
         HelpName = "SPEC",
         Arity = ArgumentArity.OneOrMore,
         DefaultValueFactory = _ => [],
@@ -118,8 +117,8 @@ internal static partial class EmunetCli
         var forwards = new List<ForwardSpec>();
         foreach (string text in r.GetValue(ForwardOption) ?? [])
         {
-            if (!ForwardSpec.TryParse(text, out var spec, out error)) return null;
-            forwards.Add(spec!);
+            if (!ForwardSpec.TryParseMany(text, out var specs, out error)) return null;
+            forwards.AddRange(specs);
         }
         var dns = new List<IPEndPoint>();
         foreach (string text in r.GetValue(DnsUpstreamOption) ?? [])
@@ -157,18 +156,6 @@ internal static partial class EmunetCli
             Network = network,
         };
     }
-
-    private static ILoggerFactory CreateLoggerFactory(LogLevel level) => LoggerFactory.Create(builder =>
-    {
-        builder.SetMinimumLevel(level);
-        builder.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
-        builder.AddSimpleConsole(o =>
-        {
-            o.SingleLine = true;
-            o.TimestampFormat = "HH:mm:ss.fff ";
-            o.ColorBehavior = LoggerColorBehavior.Disabled;
-        });
-    });
 
     /// <summary>An engine with its control server, as run and launch hold it.</summary>
     private sealed class RunningInstance : IAsyncDisposable
@@ -264,7 +251,7 @@ internal static partial class EmunetCli
         try { options = ReadEngineOptions(r, name, socket, vhost, out string? error); if (options is null) return Fail(r, ExitCode.UsageError, error!); }
         catch (ArgumentException e) { return Fail(r, ExitCode.UsageError, e.Message); }
 
-        using var loggerFactory = CreateLoggerFactory(r.GetValue(LogLevelOption));
+        using var loggerFactory = ToolLog.CreateFactory(r.GetValue(LogLevelOption));
         var logger = loggerFactory.CreateLogger("Emunet");
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
@@ -274,28 +261,14 @@ internal static partial class EmunetCli
         if (instance is null) return (int)failure;
         await using (instance.ConfigureAwait(false))
         {
-            logger.LogInformation("Instance '{Name}' ready on {Device}; control socket {Control}. {Hint}", name, instance.Engine.Info.Device,
-                options.ControlSocketPath, QemuHint(options));
+            string device = instance.Engine.Info.Device;
+            logger.InstanceReady(name, device, options.ControlSocketPath!, string.Join(' ', EmulatorArguments.For(device)));
             await WaitAsync(instance.Engine.Completion, stop.Token).ConfigureAwait(false);
-            logger.LogInformation("Instance '{Name}' stopping.", name);
+            logger.InstanceStopping(name);
         }
         if (instance.Engine.Completion.IsFaulted)
             return Fail(r, ExitCode.Failure, $"the engine failed: {instance.Engine.Completion.Exception?.InnerException?.Message}");
         return (int)ExitCode.Success;
-    }
-
-    private static string QemuHint(EngineOptions o)
-    {
-        if (o.VhostUserSocket is not null)
-            return $"QEMU: -object memory-backend-memfd,id=mem,size=<RAM>,share=on -numa node,memdev=mem -chardev socket,id=c0,path={o.VhostUserSocket} -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0";
-        if (o.StreamSocket is null) return "";
-        if (o.StreamSocket.StartsWith("tcp:", StringComparison.OrdinalIgnoreCase))
-        {
-            string hostPort = o.StreamSocket[4..];
-            int colon = hostPort.LastIndexOf(':');
-            return colon < 0 ? "" : $"QEMU: -netdev stream,id=n0,server=off,addr.type=inet,addr.host={hostPort[..colon]},addr.port={hostPort[(colon + 1)..]} -device virtio-net-pci,netdev=n0";
-        }
-        return $"QEMU: -netdev stream,id=n0,server=off,addr.type=unix,addr.path={o.StreamSocket} -device virtio-net-pci,netdev=n0";
     }
 
     /// <summary>Waits until <paramref name="task"/> ends or <paramref name="token"/> is cancelled, without throwing.</summary>
@@ -307,11 +280,7 @@ internal static partial class EmunetCli
     }
 
     /// <summary>The arguments appended to the emulator's command line to attach it to <paramref name="socketPath"/>.</summary>
-    internal static string[] EmulatorNetworkArguments(string socketPath) =>
-    [
-        "-netdev", $"stream,id=emunet0,server=off,addr.type=unix,addr.path={socketPath}",
-        "-device", "virtio-net-pci,netdev=emunet0",
-    ];
+    internal static string[] EmulatorNetworkArguments(string socketPath) => EmulatorArguments.For("stream:unix:" + socketPath, "emunet0");
 
     private static async Task<int> LaunchAsync(ParseResult r, CancellationToken cancellationToken)
     {
@@ -332,7 +301,7 @@ internal static partial class EmunetCli
             return Fail(r, ExitCode.StartFailed, $"cannot create the runtime folder '{RuntimeDirectory.GetPath()}': {e.Message}. Set {RuntimeDirectory.OverrideVariable} to a writable folder.");
         }
 
-        using var loggerFactory = CreateLoggerFactory(r.GetValue(LogLevelOption));
+        using var loggerFactory = ToolLog.CreateFactory(r.GetValue(LogLevelOption));
         var logger = loggerFactory.CreateLogger("Emunet");
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         // SIGINT reaches the emulator too (same process group): let it decide; SIGTERM ends the emulator.
@@ -356,7 +325,7 @@ internal static partial class EmunetCli
             if (process is null) return Fail(r, ExitCode.StartFailed, $"cannot start the emulator '{emulator[0]}'.");
             using (process)
             {
-                logger.LogInformation("Instance '{Name}' serving emulator process {Pid} on {Socket}.", name, process.Id, socketPath);
+                logger.EmulatorStarted(name, process.Id, socketPath);
                 // A control 'shutdown' stops the engine while the emulator runs on (without network): the instance
                 // goes away at once, and launch still returns the emulator's exit code.
                 _ = instance.Engine.Completion.ContinueWith(_ => instance.DisposeAsync().AsTask(), TaskScheduler.Default).Unwrap();
@@ -366,11 +335,11 @@ internal static partial class EmunetCli
                 }
                 catch (OperationCanceledException)
                 {
-                    logger.LogInformation("Stopping the emulator (process {Pid}).", process.Id);
+                    logger.EmulatorStopping(process.Id);
                     try { process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
                     await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
                 }
-                logger.LogInformation("The emulator exited with code {Code}; stopping instance '{Name}'.", process.ExitCode, name);
+                logger.EmulatorExited(process.ExitCode, name);
                 return process.ExitCode;
             }
         }

@@ -313,6 +313,30 @@ public sealed class ControlServerTests : IAsyncLifetime
         Assert.Equal("outbound", c.Direction);
     }
 
+    internal static ConnectionInfo ManyFlow(long id) => new()
+    {
+        Id = id, Protocol = FlowProtocol.Tcp, Direction = FlowDirection.Forwarded, State = "Established", Started = DateTimeOffset.UtcNow,
+        GuestEndPoint = new IPEndPoint(IPAddress.Parse("10.0.2.15"), 8080),
+        GuestPeerEndPoint = new IPEndPoint(IPAddress.Parse("10.0.2.2"), 1024 + (int)(id % 60000)),
+        HostLocalEndPoint = new IPEndPoint(IPAddress.Loopback, 8080),
+        HostRemoteEndPoint = new IPEndPoint(IPAddress.Loopback, 1024 + (int)(id % 60000)),
+        BytesFromGuest = id * 1000, BytesToGuest = id * 7, Forward = "tcp:127.0.0.1:8080:8080",
+    };
+
+    [Fact]
+    public void Ten_thousand_flows_and_a_thousand_forwards_fit_in_a_reply()
+    {
+        for (int i = 1; i <= 10_000; i++) _engine.Connections.Add(ManyFlow(i));
+        for (int i = 1; i <= 1000; i++) _engine.Added.Add(ForwardSpec.Create(ForwardProtocol.Udp, 10000 + i, 53));
+        using var client = ControlClient.Connect(SocketPath);
+        var flows = client.ListConnections();
+        Assert.Equal(10_000, flows.Count);
+        Assert.Equal(10_000L * 1000, flows[^1].BytesFromGuest);
+        Assert.Equal(1000, client.ListForwards().Count);
+        // The connection stays usable after a long reply.
+        Assert.Equal("fake", client.Info().Name);
+    }
+
     [Fact]
     public void Shutdown_is_acknowledged_before_the_engine_is_asked_to_stop()
     {

@@ -64,3 +64,46 @@ public sealed class ForwardSpecTests
         Assert.Throws<ArgumentOutOfRangeException>(() => ForwardSpec.Create(ForwardProtocol.Tcp, 70000, 80));
     }
 }
+
+public sealed class ForwardSpecListTests
+{
+    private static string Text(IEnumerable<ForwardSpec> specs) => string.Join(" ", specs);
+
+    [Theory]
+    [InlineData("tcp:8000-8002", "tcp:127.0.0.1:8000:8000 tcp:127.0.0.1:8001:8001 tcp:127.0.0.1:8002:8002")]
+    [InlineData("tcp:8000-8001:9000-9001", "tcp:127.0.0.1:8000:9000 tcp:127.0.0.1:8001:9001")]
+    [InlineData("udp:127.0.0.2:5000-5001", "udp:127.0.0.2:5000:5000 udp:127.0.0.2:5001:5001")]
+    [InlineData("tcp:*:7000-7001:80-81", "tcp:0.0.0.0:7000:80 tcp:0.0.0.0:7001:81")]
+    [InlineData("tcp:80,443,udp:53", "tcp:127.0.0.1:80:80 tcp:127.0.0.1:443:443 udp:127.0.0.1:53:53")]
+    [InlineData("tcp:8080:80, 8443:443", "tcp:127.0.0.1:8080:80 tcp:127.0.0.1:8443:443")]
+    [InlineData("hostfwd=tcp::2222-:22,tcp:8000-8001", "tcp:127.0.0.1:2222:22 tcp:127.0.0.1:8000:8000 tcp:127.0.0.1:8001:8001")]
+    [InlineData("tcp::2222-10.0.2.15:22", "tcp:127.0.0.1:2222:22")]
+    [InlineData("tcp:0:22", "tcp:127.0.0.1:0:22")]
+    public void Reads_lists_and_ranges(string text, string expected) =>
+        Assert.Equal(expected, Text(ForwardSpec.ParseMany(text)));
+
+    [Theory]
+    [InlineData("tcp:8010-8000", "ends before it starts")]
+    [InlineData("tcp:8000-8010:9000-9005", "differ in length")]
+    [InlineData("tcp:8000-8010:9000", "guest range")]
+    [InlineData("80,tcp:81", "no protocol")]
+    [InlineData("tcp:80,,81", "empty item")]
+    [InlineData("tcp:1-5000", "more than 4096")]
+    [InlineData("tcp:0-10", "between 1 and 65535")]
+    [InlineData("tcp:65535-65536", "between 1 and 65535")]
+    [InlineData("tcp:80,sctp:9", "not tcp or udp")]
+    public void Refuses_bad_lists_and_ranges_and_says_why(string text, string why)
+    {
+        Assert.False(ForwardSpec.TryParseMany(text, out var specs, out string? error));
+        Assert.Empty(specs);
+        Assert.Contains(why, error);
+        Assert.Contains("tcp:8000-8010", error);
+    }
+
+    [Theory]
+    [InlineData("tcp:10977")]
+    [InlineData("hostfwd=udp::5353-:53")]
+    [InlineData("tcp:127.0.0.1:8080:80")]
+    public void A_single_spec_reads_as_Parse_reads_it(string text) =>
+        Assert.Equal([ForwardSpec.Parse(text)], ForwardSpec.ParseMany(text));
+}

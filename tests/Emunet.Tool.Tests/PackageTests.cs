@@ -11,7 +11,7 @@ public sealed class PackageTests
     private const string Configuration = "Release";
 #endif
 
-    private static string RepoRoot()
+    internal static string RepoRoot()
     {
         for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
             if (File.Exists(Path.Combine(d.FullName, "Emunet.sln"))) return d.FullName;
@@ -36,6 +36,28 @@ public sealed class PackageTests
         return (p.ExitCode, stdout + stderr.Result);
     }
 
+    /// <summary>What nuget.org shows: a license, the repository, and a README whose links work off the repository.</summary>
+    private static void CheckPackageMetadata(string nupkg)
+    {
+        using var zip = System.IO.Compression.ZipFile.OpenRead(nupkg);
+        var nuspec = System.Xml.Linq.XDocument.Load(zip.GetEntry("Emunet.Tool.nuspec")!.Open());
+        var ns = nuspec.Root!.Name.Namespace;
+        var metadata = nuspec.Root.Element(ns + "metadata")!;
+        var license = metadata.Element(ns + "license")!;
+        Assert.Equal("expression", license.Attribute("type")!.Value);
+        Assert.Equal("MIT", license.Value);
+        Assert.StartsWith("https://", metadata.Element(ns + "repository")!.Attribute("url")!.Value);
+        Assert.StartsWith("https://", metadata.Element(ns + "projectUrl")!.Value);
+        Assert.False(string.IsNullOrWhiteSpace(metadata.Element(ns + "releaseNotes")?.Value));
+        Assert.Contains("qemu", metadata.Element(ns + "tags")!.Value);
+        Assert.Equal("README.md", metadata.Element(ns + "readme")!.Value);
+        string readme = new StreamReader(zip.GetEntry("README.md")!.Open()).ReadToEnd();
+        Assert.Contains("emunet", readme);
+        // Markdown links and images must be absolute: a relative one points nowhere on nuget.org.
+        var relative = System.Text.RegularExpressions.Regex.Matches(readme, @"\]\((?!https://)[^)]*\)");
+        Assert.True(relative.Count == 0, "relative links: " + string.Join(", ", relative.Select(m => m.Value)));
+    }
+
     [Fact]
     public void Packed_tool_installs_and_runs()
     {
@@ -46,6 +68,7 @@ public sealed class PackageTests
         var pack = Run("dotnet", ["pack", Path.Combine(root, "src/Tool/Emunet.Tool.csproj"), "-c", Configuration, "--no-build", "-o", feed], root);
         Assert.True(pack.Code == 0, pack.Out);
         Assert.True(File.Exists(Path.Combine(feed, "Emunet.Tool.0.1.0.nupkg")), pack.Out);
+        CheckPackageMetadata(Path.Combine(feed, "Emunet.Tool.0.1.0.nupkg"));
 
         // Only the local feed, and a fresh package cache so an earlier build of the same version is never used.
         File.WriteAllText(config, $"""

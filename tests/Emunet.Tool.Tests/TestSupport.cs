@@ -120,7 +120,7 @@ internal sealed class FakeEngine : IEngineControl
     public Task<IReadOnlyList<ConnectionInfo>> ListConnectionsAsync(CancellationToken cancellationToken = default)
     {
         Interlocked.Increment(ref Calls);
-        return Task.FromResult<IReadOnlyList<ConnectionInfo>>(Connections.ToList());
+        lock (Connections) return Task.FromResult<IReadOnlyList<ConnectionInfo>>(Connections.ToList());
     }
 
     public async Task<EngineStatistics> GetStatisticsAsync(CancellationToken cancellationToken = default)
@@ -177,4 +177,21 @@ internal sealed class RawClient : IDisposable
         _stream.Dispose();
         _socket.Dispose();
     }
+}
+
+/// <summary>A <see cref="FakeEngine"/> served as instance <paramref name="name"/> of the current runtime folder.</summary>
+internal sealed class FakeInstance : IAsyncDisposable
+{
+    private readonly ControlServer _server;
+
+    public FakeInstance(string name)
+    {
+        RuntimeDirectory.Ensure();
+        _server = new ControlServer(Engine, RuntimeDirectory.SocketPathFor(name), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        _server.Start();
+    }
+
+    public FakeEngine Engine { get; } = new();
+
+    public ValueTask DisposeAsync() => _server.DisposeAsync();
 }

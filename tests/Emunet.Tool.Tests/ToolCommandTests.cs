@@ -84,7 +84,7 @@ public sealed class ToolCommandTests : IDisposable
         var (code, output, _) = await Cli("--help");
         Assert.Equal(0, code);
         Assert.Contains("emunet [command] [options]", output);
-        foreach (string command in new[] { "run", "launch", "forward", "connections", "instances", "stats", "capture" })
+        foreach (string command in new[] { "run", "launch", "forward", "connections", "instances", "stats", "capture", "stop", "completion" })
             Assert.Contains($"  {command}", output);
         Assert.Contains("Exit codes:", output);
         foreach (var value in Enum.GetValues<ExitCode>())
@@ -210,6 +210,174 @@ public sealed class ToolCommandTests : IDisposable
     }
 
     [Fact]
+    public async Task Connections_and_forward_list_read_replies_of_ten_thousand_flows()
+    {
+        await using var fake = new FakeInstance("big");
+        for (int i = 1; i <= 10_000; i++) fake.Engine.Connections.Add(ControlServerTests.ManyFlow(i));
+        for (int i = 1; i <= 1000; i++) fake.Engine.Added.Add(Emunet.Engine.Forwarding.ForwardSpec.Create(Emunet.Engine.Forwarding.ForwardProtocol.Tcp, 20000 + i));
+
+        var json = await Cli("connections", "--json");
+        Assert.True(json.Code == 0, json.Err);
+        Assert.Equal(10_000, JsonDocument.Parse(json.Out).RootElement.GetArrayLength());
+        var table = await Cli("connections");
+        Assert.True(table.Code == 0, table.Err);
+        Assert.Equal(10_000 + 2, table.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        var forwards = await Cli("forward", "list", "--json");
+        Assert.True(forwards.Code == 0, forwards.Err);
+        Assert.Equal(1000, JsonDocument.Parse(forwards.Out).RootElement.GetArrayLength());
+    }
+
+    [Theory]
+    [InlineData("forward", "add", "tcp:99999")]
+    [InlineData("forward", "remove", "0")]
+    [InlineData("connections", "--port", "70000")]
+    [InlineData("stop", "--timeout", "0")]
+    public async Task Invalid_values_are_usage_errors_with_or_without_an_instance(params string[] args)
+    {
+        var none = await Cli(args);
+        Assert.Equal((int)ExitCode.UsageError, none.Code);
+        await using (new RunningTool("valid", "--socket", DeviceSocket("valid")))
+        {
+            var one = await Cli(args);
+            Assert.Equal((int)ExitCode.UsageError, one.Code);
+            Assert.Equal(none.Err, one.Err);
+        }
+    }
+
+    [Fact]
+    public async Task A_duplicate_forward_exits_with_Conflict()
+    {
+        await using var run = new RunningTool("dup", "--socket", DeviceSocket("dup"));
+        var first = await Cli("forward", "add", "tcp:0:80", "--json");
+        int port = JsonDocument.Parse(first.Out).RootElement.GetProperty("hostPort").GetInt32();
+        var second = await Cli("forward", "add", $"tcp:{port}:81");
+        Assert.Equal((int)ExitCode.Conflict, second.Code);
+        Assert.Contains($"{port}", second.Err);
+    }
+
+    [Fact]
+    public async Task Forward_remove_by_port_finds_a_forward_on_another_address()
+    {
+        await using var run = new RunningTool("anyaddr", "--socket", DeviceSocket("anyaddr"));
+        var add = await Cli("forward", "add", "tcp:127.0.0.2:0:80", "--json");
+        Assert.True(add.Code == 0, add.Err);
+        int port = JsonDocument.Parse(add.Out).RootElement.GetProperty("hostPort").GetInt32();
+        var remove = await Cli("forward", "remove", port.ToString());
+        Assert.True(remove.Code == 0, remove.Err);
+        Assert.Contains($"Removed tcp 127.0.0.2:{port}", remove.Out);
+        Assert.Equal((int)ExitCode.NotFound, (await Cli("forward", "remove", port.ToString())).Code);
+    }
+
+    [Fact]
+    public async Task Forward_remove_resets_connections_only_with_reset_connections()
+    {
+        await using var run = new RunningTool("reset", "--socket", DeviceSocket("reset"));
+        int Add() => JsonDocument.Parse(Cli("forward", "add", "tcp:0:80", "--json").Result.Out).RootElement.GetProperty("hostPort").GetInt32();
+        int kept = Add(), reset = Add();
+        using var c1 = new TcpClient(); c1.Connect(IPAddress.Loopback, kept);
+        using var c2 = new TcpClient(); c2.Connect(IPAddress.Loopback, reset);
+        int Flows(int port) => JsonDocument.Parse(Cli("connections", "--port", port.ToString(), "--json").Result.Out).RootElement.GetArrayLength();
+        Wait.Until(() => Flows(kept) == 1 && Flows(reset) == 1, "a flow on each forward");
+
+        Assert.Equal(0, (await Cli("forward", "remove", kept.ToString())).Code);
+        Assert.Equal(1, Flows(kept));
+        Assert.Equal(0, (await Cli("forward", "remove", reset.ToString(), "--reset-connections")).Code);
+        Assert.Equal(0, Flows(reset));
+        Assert.Equal(1, Flows(kept));
+    }
+
+    [Fact]
+    public async Task Stop_returns_once_the_instance_is_gone()
+    {
+        var run = new RunningTool("stopme", "--socket", DeviceSocket("stopme"));
+        await using (run)
+        {
+            var (code, output, err) = await Cli("stop", "--instance", "stopme");
+            Assert.True(code == 0, err);
+            Assert.Contains("Stopped instance 'stopme'", output);
+            Assert.False(File.Exists(RuntimeDirectory.SocketPathFor("stopme")));
+            Assert.False(File.Exists(DeviceSocket("stopme")));
+            Assert.Equal(0, await run.Exit.WaitAsync(TimeSpan.FromSeconds(15)));
+        }
+        Assert.Equal((int)ExitCode.NoInstance, (await Cli("stop", "--instance", "stopme")).Code);
+    }
+
+    /// <summary>The first of <paramref name="count"/> consecutive free loopback TCP ports.</summary>
+    private static int FreeRange(int count)
+    {
+        for (int attempt = 0; attempt < 100; attempt++)
+        {
+            int first = FreePort();
+            if (first + count - 1 <= 65535 && Enumerable.Range(first, count).All(PortFree)) return first;
+        }
+        throw new InvalidOperationException($"No {count} consecutive free ports found.");
+    }
+
+    private static int[] HostPorts(string json) =>
+        JsonDocument.Parse(json).RootElement.EnumerateArray().Select(f => f.GetProperty("hostPort").GetInt32()).Order().ToArray();
+
+    [Fact]
+    public async Task Forward_add_takes_a_range_and_remove_all_removes_every_forward()
+    {
+        await using var run = new RunningTool("range", "--socket", DeviceSocket("range"));
+        int p = FreeRange(3);
+        var add = await Cli("forward", "add", $"tcp:{p}-{p + 2}:9000-9002");
+        Assert.True(add.Code == 0, add.Err);
+        Assert.Contains($"Forwarding tcp 127.0.0.1:{p + 2} -> guest port 9002", add.Out);
+        var list = await Cli("forward", "list", "--json");
+        Assert.Equal([p, p + 1, p + 2], HostPorts(list.Out));
+        Assert.All(Enumerable.Range(p, 3), port => Assert.False(PortFree(port)));
+
+        var all = await Cli("forward", "remove", "--all", "--json");
+        Assert.True(all.Code == 0, all.Err);
+        Assert.Equal([p, p + 1, p + 2], HostPorts(all.Out));
+        Assert.Empty(HostPorts((await Cli("forward", "list", "--json")).Out));
+        Assert.All(Enumerable.Range(p, 3), port => Assert.True(PortFree(port)));
+    }
+
+    [Fact]
+    public async Task A_range_is_added_whole_or_not_at_all()
+    {
+        await using var run = new RunningTool("whole", "--socket", DeviceSocket("whole"));
+        int p = FreeRange(3);
+        var holder = new TcpListener(IPAddress.Loopback, p + 1);
+        holder.Start();
+        try
+        {
+            var add = await Cli("forward", "add", $"tcp:{p}-{p + 2}");
+            Assert.Equal((int)ExitCode.PortInUse, add.Code);
+            Assert.Contains($"tcp:127.0.0.1:{p + 1}:{p + 1}", add.Err);
+            Assert.Empty(HostPorts((await Cli("forward", "list", "--json")).Out));
+            Assert.True(PortFree(p));
+        }
+        finally { holder.Stop(); }
+    }
+
+    [Fact]
+    public async Task Forward_add_takes_adbs_two_argument_form_and_run_takes_lists()
+    {
+        int p = FreeRange(2);
+        await using var run = new RunningTool("adb", "--socket", DeviceSocket("adb"), "--forward", $"tcp:{p},{p + 1}");
+        Assert.Equal([p, p + 1], HostPorts((await Cli("forward", "list", "--json")).Out));
+        var add = await Cli("forward", "add", "tcp:0", "tcp:10990", "--json");
+        Assert.True(add.Code == 0, add.Err);
+        Assert.Equal(10990, JsonDocument.Parse(add.Out).RootElement.GetProperty("guestPort").GetInt32());
+        Assert.Equal((int)ExitCode.UsageError, (await Cli("forward", "add", "tcp:0", "udp:53")).Code);
+    }
+
+    [Theory]
+    [InlineData("forward", "remove")]
+    [InlineData("forward", "remove", "8080", "--all")]
+    [InlineData("forward", "add", "tcp:8000-8010:9000")]
+    [InlineData("forward", "add", "tcp:8000", "tcp:1:2")]
+    public async Task Forward_commands_refuse_what_they_cannot_mean(params string[] args)
+    {
+        var (code, _, err) = await Cli(args);
+        Assert.Equal((int)ExitCode.UsageError, code);
+        Assert.StartsWith("emunet: ", err);
+    }
+
+    [Fact]
     public async Task Run_serves_a_tcp_stream_socket()
     {
         int port = FreePort();
@@ -234,7 +402,8 @@ public sealed class ToolCommandTests : IDisposable
             var stats = JsonDocument.Parse((await Cli("stats", "--json")).Out).RootElement;
             Assert.Equal(pcap, stats.GetProperty("captureFile").GetString());
             var twice = await Cli("capture", "start", pcap);
-            Assert.NotEqual(0, twice.Code);
+            Assert.Equal((int)ExitCode.Conflict, twice.Code);
+            Assert.Contains("already running", twice.Err);
             var stop = await Cli("capture", "stop", "--json");
             Assert.Equal(0, stop.Code);
             Assert.Equal(pcap, JsonDocument.Parse(stop.Out).RootElement.GetProperty("file").GetString());
@@ -339,9 +508,20 @@ public sealed class ToolCommandTests : IDisposable
         Assert.Contains("cannot start the emulator", err);
     }
 
+    [Fact]
+    public void Every_expected_control_failure_has_its_own_exit_code()
+    {
+        var codes = typeof(ControlErrorCodes).GetFields().Select(f => (string)f.GetValue(null)!).ToList();
+        Assert.Contains(ControlErrorCodes.Conflict, codes);
+        foreach (string code in codes.Except([ControlErrorCodes.Internal, ControlErrorCodes.NotSupported]))
+            Assert.True(EmunetCli.ToExitCode(code) != ExitCode.Failure, $"'{code}' exits with 1 (unexpected failure)");
+    }
+
     [Theory]
     [InlineData("8080", "tcp", null, 8080)]
-    [InlineData("udp:5353", "udp", "127.0.0.1", 5353)]
+    [InlineData("udp:5353", "udp", null, 5353)]
+    [InlineData("tcp:8080:80", "tcp", null, 8080)]
+    [InlineData("hostfwd=tcp::8080-:80", "tcp", null, 8080)]
     [InlineData("tcp:127.0.0.2:8080", "tcp", "127.0.0.2", 8080)]
     [InlineData("hostfwd=udp:127.0.0.1:5353-:53", "udp", "127.0.0.1", 5353)]
     public void Forward_remove_reads_a_port_or_a_spec(string text, string protocol, string? address, int port)
@@ -354,6 +534,7 @@ public sealed class ToolCommandTests : IDisposable
     [InlineData("0")]
     [InlineData("70000")]
     [InlineData("icmp:1")]
+    [InlineData("tcp:0:22")]
     public void Forward_remove_refuses_what_is_not_a_forward(string text) =>
         Assert.False(EmunetCli.TryParseForwardKey(text, out _, out _, out _, out string? error) || error is null);
 }

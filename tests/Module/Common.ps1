@@ -3,7 +3,9 @@
 $RepoRoot = (Resolve-Path (Join-Path $PSScriptRoot '../..')).Path
 $RunDir = Join-Path ([IO.Path]::GetTempPath()) ("emunet-pester-" + [Guid]::NewGuid().ToString('N').Substring(0, 8))
 $env:EMUNET_RUNTIME_DIR = $RunDir
-Import-Module (Join-Path $RepoRoot 'build/module/Emunet/Emunet.psd1') -Force
+# EMUNET_TEST_MODULE runs the tests against another layout (an installed module, or an older build to compare with).
+$ModuleManifest = if ($env:EMUNET_TEST_MODULE) { $env:EMUNET_TEST_MODULE } else { Join-Path $RepoRoot 'build/module/Emunet/Emunet.psd1' }
+Import-Module $ModuleManifest -Force
 
 function Get-FreeTcpPort {
     $l = [System.Net.Sockets.TcpListener]::new([System.Net.IPAddress]::Loopback, 0)
@@ -20,4 +22,26 @@ function Remove-TestRunDir {
     Get-EmuNet -ErrorAction SilentlyContinue | Stop-EmuNet -Confirm:$false -ErrorAction SilentlyContinue
     Remove-Item -Recurse -Force $RunDir -ErrorAction SilentlyContinue
     Remove-Item Env:EMUNET_RUNTIME_DIR -ErrorAction SilentlyContinue
+}
+
+# True once process $Id has exited (a zombie waiting to be reaped counts as exited).
+function Test-ProcessGone([int] $Id) {
+    $status = Get-Content "/proc/$Id/status" -ErrorAction SilentlyContinue
+    -not $status -or ($status -match '^State:\s+Z')
+}
+
+# Waits until $Condition is true, or fails after $TimeoutSeconds naming $What.
+function Wait-Until([scriptblock] $Condition, [string] $What, [int] $TimeoutSeconds = 10) {
+    $deadline = [DateTime]::UtcNow.AddSeconds($TimeoutSeconds)
+    while (-not (& $Condition)) {
+        if ([DateTime]::UtcNow -gt $deadline) { throw "Timed out after $TimeoutSeconds s waiting for: $What" }
+        Start-Sleep -Milliseconds 20
+    }
+}
+
+# Opens a TCP connection to 127.0.0.1:$Port (a forward); the caller disposes it.
+function Connect-Tcp([int] $Port) {
+    $c = [System.Net.Sockets.TcpClient]::new([System.Net.Sockets.AddressFamily]::InterNetwork)
+    $c.Connect('127.0.0.1', $Port)
+    $c
 }

@@ -34,7 +34,7 @@ Describe 'Get-EmuForward' -Tag CI {
     It 'fails with AmbiguousInstance when several run and -Instance is left out' {
         $null = Start-EmuNet -Name getf2
         try {
-            { Get-EmuForward } | Should -Throw -ErrorId 'Emunet.AmbiguousInstance,*'
+            { Get-EmuForward -ErrorAction Stop } | Should -Throw -ErrorId 'Emunet.AmbiguousInstance,*'
             Get-EmuForward -Instance getf2 | Should -BeNullOrEmpty
         } finally { Stop-EmuNet getf2 -Confirm:$false }
     }
@@ -42,6 +42,36 @@ Describe 'Get-EmuForward' -Tag CI {
     It 'fails with NoInstance when none runs' {
         $saved = $env:EMUNET_RUNTIME_DIR
         $env:EMUNET_RUNTIME_DIR = Join-Path $RunDir 'empty'
-        try { { Get-EmuForward } | Should -Throw -ErrorId 'Emunet.NoInstance,*' } finally { $env:EMUNET_RUNTIME_DIR = $saved }
+        try { { Get-EmuForward -ErrorAction Stop } | Should -Throw -ErrorId 'Emunet.NoInstance,*' } finally { $env:EMUNET_RUNTIME_DIR = $saved }
+    }
+
+    It 'writes a non-terminating error for an instance that does not run' {
+        $out = Get-EmuForward -Instance nope -ErrorAction SilentlyContinue -ErrorVariable errs
+        $out | Should -BeNullOrEmpty
+        $errs | Should -HaveCount 1
+        $errs[0].FullyQualifiedErrorId | Should -BeLike 'Emunet.InstanceNotFound,*'
+    }
+
+    It 'goes on past a dead instance in the pipeline' {
+        $out = [pscustomobject]@{ Name = 'nope' }, (Get-EmuNet getf1) | Get-EmuForward -ErrorAction SilentlyContinue -ErrorVariable errs
+        $out | Should -HaveCount 2
+        $errs | Should -HaveCount 1
+    }
+
+    It 'lists the forwards of the instances piped from Get-EmuNet' {
+        (Get-EmuNet getf1 | Get-EmuForward).Instance | Should -Be @('getf1', 'getf1')
+    }
+
+    It 'says which instance it asks with -Verbose' {
+        $verbose = Get-EmuForward -Verbose 4>&1 | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] }
+        $verbose.Message | Should -Contain "Instance 'getf1' has 2 forward(s)."
+    }
+
+    It 'lists hundreds of forwards' {
+        $null = Start-EmuNet -Name getf3
+        try {
+            1..400 | ForEach-Object { $null = New-EmuForward -Port 0 -GuestPort $_ -Instance getf3 }
+            @(Get-EmuForward -Instance getf3).Count | Should -Be 400
+        } finally { Stop-EmuNet getf3 -Confirm:$false }
     }
 }

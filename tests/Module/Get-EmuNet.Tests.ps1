@@ -37,6 +37,16 @@ Describe 'Get-EmuNet' -Tag CI {
         $r.CompletionMatches.CompletionText | Should -Be @('get1', 'get2')
     }
 
+    It 'gives the QEMU arguments that attach a guest' {
+        $i = Get-EmuNet get1
+        $i.EmulatorArguments | Should -Be @('-netdev', "stream,id=n0,server=off,addr.type=unix,addr.path=$(Join-Path $RunDir 'net/get1.sock')", '-device', 'virtio-net-pci,netdev=n0')
+    }
+
+    It 'says where it looks with -Verbose' {
+        $verbose = Get-EmuNet -Verbose 4>&1 | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] }
+        $verbose.Message | Should -Contain "2 instance(s) answer in $RunDir."
+    }
+
     It 'shows the instance table view' {
         $text = Get-EmuNet | Out-String -Width 200
         $text | Should -Match 'Name\s+ProcessId\s+Device\s+Guest\s+Started'

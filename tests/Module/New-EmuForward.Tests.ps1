@@ -75,4 +75,15 @@ Describe 'New-EmuForward' -Tag CI {
     It 'writes InstanceNotFound for an instance that does not run' {
         { New-EmuForward -Port 0 -GuestPort 80 -Instance nosuch -ErrorAction Stop } | Should -Throw -ErrorId 'Emunet.InstanceNotFound,*'
     }
+
+    It 'adds a range and a list given as -Spec, whole or not at all' {
+        $first = Get-FreeTcpPort
+        while (-not ((Test-TcpPortFree ($first + 1)) -and (Test-TcpPortFree ($first + 2)))) { $first = Get-FreeTcpPort }
+        $added = New-EmuForward -Spec "tcp:${first}-$($first + 1):9000-9001", 'udp:0:53'
+        $added | Should -HaveCount 3
+        ($added | Select-Object -First 2).GuestPort | Should -Be @(9000, 9001)
+        $added[2].Protocol | Should -Be 'Udp'
+        { New-EmuForward -Spec "tcp:$($first + 2)-$($first + 1)" -ErrorAction Stop } | Should -Throw -ErrorId 'Emunet.InvalidArgument,*' -ExpectedMessage '*ends before it starts*'
+        $added | Remove-EmuForward -Force
+    }
 }

@@ -47,6 +47,24 @@ Describe 'Start-EmuNet' -Tag CI {
         Get-EmuNet -Name start3 -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
     }
 
+    It 'passes -Mtu, -DnsUpstream and -NoHostLoopback to the engine' {
+        $i = Start-EmuNet -Name start6 -Mtu 1500 -DnsUpstream 127.0.0.53:53, 127.0.0.1 -NoHostLoopback
+        $argv = (Get-Content -Raw "/proc/$($i.ProcessId)/cmdline") -split "`0"
+        $argv | Should -Contain '--no-host-loopback'
+        $argv[[array]::IndexOf($argv, '--mtu') + 1] | Should -Be '1500'
+        ($argv | Where-Object { $_ -eq '--dns-upstream' }) | Should -HaveCount 2
+        $argv | Should -Contain '127.0.0.53:53'
+    }
+
+    It 'reports the engine refusing a -DnsUpstream that is not an address' {
+        { Start-EmuNet -Name start7 -DnsUpstream nonsense } | Should -Throw -ErrorId 'Emunet.StartFailed,*' -ExpectedMessage '*--dns-upstream*'
+    }
+
+    It 'refuses an -Mtu out of range before starting anything' {
+        { Start-EmuNet -Name start8 -Mtu 100 } | Should -Throw -ErrorId 'ParameterArgumentValidationError,Emunet.Module.StartEmuNetCommand'
+        Test-Path (Join-Path $RunDir 'start8.sock') | Should -BeFalse
+    }
+
     It 'supports -WhatIf' {
         Start-EmuNet -Name start4 -WhatIf | Should -BeNullOrEmpty
         Test-Path (Join-Path $RunDir 'start4.sock') | Should -BeFalse

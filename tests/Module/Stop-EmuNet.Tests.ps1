@@ -10,8 +10,14 @@ Describe 'Stop-EmuNet' -Tag CI {
         Test-Path $i.ControlSocket | Should -BeFalse
         Test-Path (Join-Path $RunDir 'net/stop1.sock') | Should -BeFalse
         Test-TcpPortFree $port | Should -BeTrue
-        $p = Get-Process -Id $i.ProcessId -ErrorAction SilentlyContinue
-        if ($p) { $p.WaitForExit(10000) | Should -BeTrue }
+        # Returned only once the engine process is gone, not merely its sockets.
+        Test-ProcessGone $i.ProcessId | Should -BeTrue
+    }
+
+    It 'stops the only instance when no name is given' {
+        $i = Start-EmuNet -Name stop6
+        Stop-EmuNet -Confirm:$false
+        Test-ProcessGone $i.ProcessId | Should -BeTrue
     }
 
     It 'stops what Get-EmuNet pipes to it' {

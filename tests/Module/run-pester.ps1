@@ -2,8 +2,10 @@
 # Runs the module's Pester tests (tag CI) against the laid-out module in build/module/Emunet.
 # Lays the module out first (scripts/build-module.sh) unless -NoBuild; restores Pester 5.7.1 from NuGet if missing.
 # Prints one line per test and a closing "Pester: N passed, N failed"; exits non-zero on any failure.
+# -Path runs only the files given (e.g. -Path Remove-EmuForward.Tests.ps1), for iterating on one cmdlet.
 param(
     [switch] $NoBuild,
+    [string[]] $Path,
     [string] $Configuration = 'Release'
 )
 $ErrorActionPreference = 'Stop'
@@ -23,7 +25,7 @@ if (-not (Test-Path $pester)) {
 Import-Module $pester -Force
 
 $config = New-PesterConfiguration
-$config.Run.Path = $PSScriptRoot
+$config.Run.Path = if ($Path) { $Path -split "," | ForEach-Object { if ([IO.Path]::IsPathRooted($_)) { $_ } else { Join-Path $PSScriptRoot $_ } } } else { $PSScriptRoot }
 $config.Run.PassThru = $true
 $config.Filter.Tag = 'CI'
 # Pester's own summary is replaced by the lines below, so that only the closing line carries the counts.

@@ -19,8 +19,14 @@ public sealed class ControlClient : IDisposable
 {
     public static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(15);
 
+    /// <summary>The reply buffer's first size; it doubles as a reply needs (10 000 flows take about 4 MiB).</summary>
+    public const int InitialReplyBytes = 64 * 1024;
+
+    /// <summary>The longest reply line read; a longer one is a protocol error (no engine sends one: 1 million flows fit).</summary>
+    public const int MaxReplyBytes = 512 * 1024 * 1024;
+
     private readonly Socket _socket;
-    private readonly byte[] _buffer = new byte[64 * 1024];
+    private byte[] _buffer = new byte[InitialReplyBytes];
     private int _start, _filled;
     private long _nextId = 1;
 
@@ -107,7 +113,11 @@ public sealed class ControlClient : IDisposable
                 _start = 0;
             }
             if (_filled == _buffer.Length)
-                throw new ControlException(ControlErrorCodes.ProtocolError, "The engine's reply is too long.");
+            {
+                if (_buffer.Length >= MaxReplyBytes)
+                    throw new ControlException(ControlErrorCodes.ProtocolError, $"The engine's reply is longer than {MaxReplyBytes / (1024 * 1024)} MiB.");
+                Array.Resize(ref _buffer, Math.Min(_buffer.Length * 2, MaxReplyBytes));
+            }
             int n;
             try { n = _socket.Receive(_buffer, _filled, _buffer.Length - _filled, SocketFlags.None); }
             catch (SocketException e) { throw Failed(e); }
@@ -121,9 +131,18 @@ public sealed class ControlClient : IDisposable
     public ForwardDto AddForward(string spec) =>
         Send(new ControlRequest { Op = ControlProtocol.Ops.ForwardAdd, Spec = spec }).Forward ?? throw Missing("forward");
 
+    /// <summary>Adds every forward a list or range spec stands for (all or none); one for a plain spec.</summary>
+    public List<ForwardDto> AddForwards(string spec)
+    {
+        var reply = Send(new ControlRequest { Op = ControlProtocol.Ops.ForwardAdd, Spec = spec });
+        return reply.Forwards ?? [reply.Forward ?? throw Missing("forward")];
+    }
+
     public List<ForwardDto> ListForwards() =>
         Send(new ControlRequest { Op = ControlProtocol.Ops.ForwardList }).Forwards ?? throw Missing("forwards");
 
+    /// <summary>Removes the forward on <paramref name="protocol"/> <paramref name="address"/>:<paramref name="port"/>; a null
+    /// address finds the forward on that port whatever its address (an error names them when several share it).</summary>
     public ForwardDto RemoveForward(string protocol, string? address, int port, bool force) =>
         Send(new ControlRequest { Op = ControlProtocol.Ops.ForwardRemove, Protocol = protocol, Address = address, Port = port, Force = force }).Forward
         ?? throw Missing("forward");
@@ -141,6 +160,37 @@ public sealed class ControlClient : IDisposable
 
     /// <summary>Asks the instance to stop; returns once it has acknowledged.</summary>
     public void Shutdown() => Send(new ControlRequest { Op = ControlProtocol.Ops.Shutdown });
+
+    /// <summary>
+    /// Asks the instance to stop and waits until it is gone: its control socket removed (the engine removes it last,
+    /// after its listeners and device socket) and its process exited, when that is another process than this one.
+    /// </summary>
+    /// <returns>False when the instance was still there after <paramref name="timeout"/>.</returns>
+    public bool ShutdownAndWait(TimeSpan timeout)
+    {
+        int pid = Info().ProcessId;
+        Shutdown();
+        var wait = System.Diagnostics.Stopwatch.StartNew();
+        while (File.Exists(SocketPath) || (pid != Environment.ProcessId && IsProcessAlive(pid)))
+        {
+            if (wait.Elapsed > timeout) return false;
+            Thread.Sleep(20);
+        }
+        return true;
+    }
+
+    /// <summary>True while process <paramref name="pid"/> exists and is not a zombie (Linux /proc).</summary>
+    public static bool IsProcessAlive(int pid)
+    {
+        try
+        {
+            string stat = File.ReadAllText($"/proc/{pid}/stat");
+            int close = stat.LastIndexOf(')');
+            return close > 0 && close + 2 < stat.Length && stat[close + 2] != 'Z';
+        }
+        catch (IOException) { return false; }
+        catch (UnauthorizedAccessException) { return true; }
+    }
 
     private static ControlException Missing(string member) =>
         new(ControlErrorCodes.ProtocolError, $"The engine's reply has no '{member}' member.");

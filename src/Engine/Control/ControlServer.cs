@@ -18,6 +18,16 @@ namespace Emunet.Engine.Control;
 /// </summary>
 public sealed class ControlServer : IAsyncDisposable
 {
+    /// <summary>The event IDs of the control server's log messages (2xx; the tool's own are 1xx).</summary>
+    public static class Events
+    {
+        public static readonly EventId Listening = new(201, "ControlListening");
+        public static readonly EventId AcceptFailed = new(202, "ControlAcceptFailed");
+        public static readonly EventId ClientFailed = new(203, "ControlClientFailed");
+        public static readonly EventId RequestFailed = new(204, "ControlRequestFailed");
+        public static readonly EventId ClientsLingered = new(205, "ControlClientsLingered");
+    }
+
     /// <summary>Clients served at once; one more is told <c>too_many_clients</c> and closed.</summary>
     public const int MaxClients = 32;
 
@@ -65,7 +75,7 @@ public sealed class ControlServer : IAsyncDisposable
         }
         _listener = listener;
         _acceptTask = Task.Run(AcceptLoopAsync);
-        if (_logger.IsEnabled(LogLevel.Debug)) _logger.LogDebug("Control API listening on {Path}", SocketPath);
+        if (_logger.IsEnabled(LogLevel.Debug)) _logger.LogDebug(Events.Listening, "Control API listening on {Path}", SocketPath);
     }
 
     private async Task AcceptLoopAsync()
@@ -80,7 +90,7 @@ public sealed class ControlServer : IAsyncDisposable
             catch (SocketException e)
             {
                 if (token.IsCancellationRequested) return;
-                _logger.LogWarning("Control socket accept failed: {Message}", e.Message);
+                _logger.LogWarning(Events.AcceptFailed, "Control socket accept failed: {Message}", e.Message);
                 continue;
             }
 
@@ -160,7 +170,7 @@ public sealed class ControlServer : IAsyncDisposable
         catch (ObjectDisposedException) { }
         catch (Exception e)
         {
-            _logger.LogWarning(e, "Control client failed");
+            _logger.LogWarning(Events.ClientFailed, e, "Control client failed");
         }
         finally
         {
@@ -205,7 +215,7 @@ public sealed class ControlServer : IAsyncDisposable
         catch (Exception e)
         {
             var (code, message) = Classify(e);
-            if (code == ControlErrorCodes.Internal) _logger.LogWarning(e, "Control request {Op} failed", request.Op);
+            if (code == ControlErrorCodes.Internal) _logger.LogWarning(Events.RequestFailed, e, "Control request {Op} failed", request.Op);
             return ControlResponse.Failure(request.Id, code, message);
         }
     }
@@ -219,10 +229,14 @@ public sealed class ControlServer : IAsyncDisposable
 
             case ControlProtocol.Ops.ForwardAdd:
             {
-                if (!ForwardSpec.TryParse(r.Spec, out var spec, out string? error))
+                if (!ForwardSpec.TryParseMany(r.Spec, out var specs, out string? error))
                     return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, error!);
-                var added = await _engine.AddForwardAsync(spec!, token).WaitAsync(token).ConfigureAwait(false);
-                return new ControlResponse { Ok = true, Forward = ForwardDto.From(added) };
+                if (specs.Count == 1)
+                {
+                    var added = await _engine.AddForwardAsync(specs[0], token).WaitAsync(token).ConfigureAwait(false);
+                    return new ControlResponse { Ok = true, Forward = ForwardDto.From(added) };
+                }
+                return await AddAllAsync(specs, token).ConfigureAwait(false);
             }
 
             case ControlProtocol.Ops.ForwardList:
@@ -237,15 +251,28 @@ public sealed class ControlServer : IAsyncDisposable
             {
                 if (!EndPointText.TryParseForwardProtocol(r.Protocol ?? "tcp", out var protocol))
                     return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, $"protocol '{r.Protocol}' is not tcp or udp.");
-                if (!EndPointText.TryParseAddress(r.Address, out var address))
-                    return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, $"address '{r.Address}' is not an IPv4 address.");
                 if (r.Port is not { } port || port < 1 || port > 65535)
                     return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, "port is required, between 1 and 65535.");
+                System.Net.IPAddress address;
+                if (r.Address is null)
+                {
+                    // No address: the forward on that port, whatever address it listens on.
+                    var onPort = (await _engine.ListForwardsAsync(token).WaitAsync(token).ConfigureAwait(false))
+                        .Where(f => f.Spec.Protocol == protocol && f.BoundPort == port).ToList();
+                    if (onPort.Count > 1)
+                    {
+                        return ControlResponse.Failure(null, ControlErrorCodes.BadRequest,
+                            $"Several {ForwardDto.ProtocolName(protocol)} forwards listen on port {port}: {string.Join(", ", onPort.Select(f => ForwardDto.From(f).Spec))}. Give the address too (e.g. {ForwardDto.ProtocolName(protocol)}:{onPort[0].Spec.HostAddress}:{port}).");
+                    }
+                    address = onPort.Count == 1 ? onPort[0].Spec.HostAddress : System.Net.IPAddress.Loopback;
+                }
+                else if (!EndPointText.TryParseAddress(r.Address, out address))
+                    return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, $"address '{r.Address}' is not an IPv4 address.");
                 var removed = await _engine.RemoveForwardAsync(protocol, address, port, r.Force, token).WaitAsync(token).ConfigureAwait(false);
                 if (removed is null)
                 {
                     return ControlResponse.Failure(null, ControlErrorCodes.NotFound,
-                        $"No {ForwardDto.ProtocolName(protocol)} forward listens on {address}:{port}. List them with 'emunet forward list'.");
+                        $"No {ForwardDto.ProtocolName(protocol)} forward listens on {(r.Address is null ? "port " : $"{address}:")}{port}. List them with 'emunet forward list' (Get-EmuForward).");
                 }
                 return new ControlResponse { Ok = true, Forward = ForwardDto.From(removed) };
             }
@@ -303,6 +330,31 @@ public sealed class ControlServer : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// A list or range: every forward, or none. On the first failure the ones added are removed again and the error
+    /// names the forward that failed.
+    /// </summary>
+    private async Task<ControlResponse> AddAllAsync(IReadOnlyList<ForwardSpec> specs, CancellationToken token)
+    {
+        var added = new List<ForwardInfo>(specs.Count);
+        foreach (var spec in specs)
+        {
+            try
+            {
+                added.Add(await _engine.AddForwardAsync(spec, token).WaitAsync(token).ConfigureAwait(false));
+            }
+            catch (Exception e) when (e is not OperationCanceledException || !token.IsCancellationRequested)
+            {
+                foreach (var f in added)
+                    await _engine.RemoveForwardAsync(f.Spec.Protocol, f.Spec.HostAddress, f.BoundPort, force: false, token).WaitAsync(token).ConfigureAwait(false);
+                var (code, message) = Classify(e);
+                return ControlResponse.Failure(null, code, $"{spec}: {message} None of the {specs.Count} forwards was added.");
+            }
+        }
+        var dtos = added.ConvertAll(ForwardDto.From);
+        return new ControlResponse { Ok = true, Forward = dtos[0], Forwards = dtos };
+    }
+
     /// <summary>Maps an engine failure onto a stable code and a message that names the fix.</summary>
     public static (string Code, string Message) Classify(Exception e)
     {
@@ -341,7 +393,7 @@ public sealed class ControlServer : IAsyncDisposable
         Task[] tasks;
         lock (_clientTasks) tasks = _clientTasks.ToArray();
         try { await Task.WhenAll(tasks).WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false); }
-        catch (TimeoutException) { _logger.LogWarning("Control clients did not finish within 5 s"); }
+        catch (TimeoutException) { _logger.LogWarning(Events.ClientsLingered, "Control clients did not finish within 5 s"); }
         if (_listener is not null)
         {
             try { File.Delete(SocketPath); } catch (IOException) { }

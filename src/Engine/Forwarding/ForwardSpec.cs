@@ -10,9 +10,98 @@ public enum ForwardProtocol { Tcp, Udp }
 /// Spec forms: <c>tcp:10977</c>, <c>tcp:127.0.0.1:8080:80</c>, <c>udp:5353:53</c>, and QEMU's
 /// <c>hostfwd=tcp:127.0.0.1:8080-:80</c> (or without the <c>hostfwd=</c> prefix).
 /// The host address defaults to 127.0.0.1: nothing listens on other interfaces unless asked.
+/// <see cref="ParseMany"/> also reads lists and ranges as passt users type them: <c>tcp:8000-8010</c>,
+/// <c>tcp:8000-8010:9000-9010</c>, <c>tcp:8080:80,8443:443,udp:5353:53</c>.
 /// </summary>
 public sealed record ForwardSpec(ForwardProtocol Protocol, IPAddress HostAddress, int HostPort, int GuestPort)
 {
+    /// <summary>The most forwards one spec text may stand for (a range of 4096 ports, or a list).</summary>
+    public const int MaxForwardsPerSpec = 4096;
+
+    public static bool TryParseMany(string? text, out IReadOnlyList<ForwardSpec> specs, out string? error)
+    {
+        try { specs = ParseMany(text!); error = null; return true; }
+        catch (FormatException e) { specs = []; error = e.Message; return false; }
+    }
+
+    /// <summary>
+    /// Reads a list of forwards separated by commas, each a spec as <see cref="Parse"/> reads it or a port range:
+    /// <c>[ADDR:]FIRST-LAST</c> (the same ports in the guest) or <c>[ADDR:]FIRST-LAST:GFIRST-GLAST</c> (as many guest
+    /// ports). An item without <c>PROTO:</c> takes the protocol of the item before it (<c>tcp:80,443</c>).
+    /// </summary>
+    /// <exception cref="FormatException">An item is not valid, a range is reversed or uneven, or there are more than <see cref="MaxForwardsPerSpec"/>.</exception>
+    public static IReadOnlyList<ForwardSpec> ParseMany(string text)
+    {
+        if (string.IsNullOrWhiteSpace(text)) return [Parse(text)];
+        var specs = new List<ForwardSpec>();
+        string? protocol = null;
+        foreach (string raw in text.Split(','))
+        {
+            string item = raw.Trim();
+            if (item.Length == 0) throw Bad(text, "it has an empty item between commas");
+            int colon = item.IndexOf(':');
+            bool hasProtocol = item.StartsWith("hostfwd=", StringComparison.OrdinalIgnoreCase)
+                || (colon > 0 && item[..colon].All(char.IsAsciiLetter));
+            if (!hasProtocol)
+            {
+                if (protocol is null) throw Bad(text, $"'{item}' has no protocol (start the list with tcp: or udp:)");
+                item = protocol + ":" + item;
+            }
+            string body = item.StartsWith("hostfwd=", StringComparison.OrdinalIgnoreCase) ? item["hostfwd=".Length..] : item;
+            if (body.IndexOf(':') is var c and > 0) protocol = body[..c].ToLowerInvariant();
+            if (TryParseRange(text, item, out var range)) specs.AddRange(range);
+            else specs.Add(Parse(item));
+            if (specs.Count > MaxForwardsPerSpec) throw Bad(text, $"it stands for more than {MaxForwardsPerSpec} forwards");
+        }
+        return specs;
+    }
+
+    /// <summary>PROTO:[ADDR:]A-B[:C-D]; false when <paramref name="item"/> is not a range (QEMU's hostfwd form has a
+    /// '-' too, but what follows it is empty, ':' or an address).</summary>
+    private static bool TryParseRange(string text, string item, out List<ForwardSpec> specs)
+    {
+        specs = [];
+        if (item.StartsWith("hostfwd=", StringComparison.OrdinalIgnoreCase)) return false;
+        int colon = item.IndexOf(':');
+        var protocol = item[..colon].ToLowerInvariant() == "udp" ? ForwardProtocol.Udp : ForwardProtocol.Tcp;
+        var parts = item[(colon + 1)..].Split(':');
+        IPAddress address = IPAddress.Loopback;
+        int first = 0;
+        if (parts.Length > 1 && (parts[0].Contains('.') || parts[0] == "*"))
+        {
+            if (!parts[0].Contains('-')) { address = ParseAddress(text, parts[0]); first = 1; }
+        }
+        int count = parts.Length - first;
+        if (count is < 1 or > 2 || !IsRangeText(parts[first])) return false;
+        var (hostFirst, hostLast) = ParseRange(text, parts[first], "host port");
+        int guestFirst = hostFirst;
+        if (count == 2)
+        {
+            if (!IsRangeText(parts[first + 1])) throw Bad(text, $"the host ports {parts[first]} need a guest range of as many ports, e.g. {parts[first]}:{parts[first]}");
+            var (gf, gl) = ParseRange(text, parts[first + 1], "guest port");
+            if (gl - gf != hostLast - hostFirst) throw Bad(text, $"the host range {parts[first]} and the guest range {parts[first + 1]} differ in length");
+            guestFirst = gf;
+        }
+        if (hostLast - hostFirst + 1 > MaxForwardsPerSpec) throw Bad(text, $"the range {parts[first]} is more than {MaxForwardsPerSpec} ports");
+        for (int p = hostFirst; p <= hostLast; p++) specs.Add(new ForwardSpec(protocol, address, p, guestFirst + (p - hostFirst)));
+        return true;
+    }
+
+    private static bool IsRangeText(string s)
+    {
+        int dash = s.IndexOf('-');
+        return dash > 0 && dash < s.Length - 1 && s.AsSpan(0, dash).IndexOfAnyExceptInRange('0', '9') < 0
+            && s.AsSpan(dash + 1).IndexOfAnyExceptInRange('0', '9') < 0;
+    }
+
+    private static (int First, int Last) ParseRange(string text, string range, string what)
+    {
+        int dash = range.IndexOf('-');
+        int a = ParsePort(text, range[..dash], what, allowZero: false), b = ParsePort(text, range[(dash + 1)..], what, allowZero: false);
+        if (b < a) throw Bad(text, $"the range {range} ends before it starts");
+        return (a, b);
+    }
+
     public static ForwardSpec Create(ForwardProtocol protocol, int hostPort, int? guestPort = null, IPAddress? hostAddress = null)
     {
         CheckPort(hostPort, "host port", allowZero: true);
@@ -91,7 +180,7 @@ public sealed record ForwardSpec(ForwardProtocol Protocol, IPAddress HostAddress
     }
 
     private static FormatException Bad(string text, string why) =>
-        new($"The forward spec '{text}' is not valid: {why}. Use PROTO:[ADDR:]HOSTPORT[:GUESTPORT] (e.g. tcp:10977, tcp:127.0.0.1:8080:80, udp:5353:53) or QEMU's hostfwd=tcp:127.0.0.1:8080-:80.");
+        new($"The forward spec '{text}' is not valid: {why}. Use PROTO:[ADDR:]HOSTPORT[:GUESTPORT] (e.g. tcp:10977, tcp:127.0.0.1:8080:80, udp:5353:53), a range (tcp:8000-8010, tcp:8000-8010:9000-9010), a comma list (tcp:80,443) or QEMU's hostfwd=tcp:127.0.0.1:8080-:80.");
 
     /// <summary>The canonical spec text, e.g. <c>tcp:127.0.0.1:8080:80</c>.</summary>
     public override string ToString() => $"{Protocol.ToString().ToLowerInvariant()}:{HostAddress}:{HostPort}:{GuestPort}";

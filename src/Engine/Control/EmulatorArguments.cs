@@ -1,0 +1,42 @@
+using System.Globalization;
+
+namespace Emunet.Engine.Control;
+
+/// <summary>
+/// The QEMU arguments that attach a guest to an instance's device, from the device string the control API reports
+/// (<see cref="InstanceDto.Device"/>): <c>stream:unix:PATH</c>, <c>stream:tcp:127.0.0.1:PORT</c> or <c>vhost-user:PATH</c>.
+/// The tool prints them when an engine is ready, <c>launch</c> appends them, the module puts them on its instances.
+/// </summary>
+public static class EmulatorArguments
+{
+    /// <summary>The arguments, or none for a device string this version does not know.</summary>
+    /// <param name="device">The device string.</param>
+    /// <param name="netdevId">The <c>-netdev</c> id the arguments use.</param>
+    /// <param name="memorySize">vhost-user only: the guest's RAM (QEMU's <c>-m</c>); the shared memory backend must be this size.</param>
+    public static string[] For(string device, string netdevId = "n0", string memorySize = "<RAM>")
+    {
+        string nic = string.Create(CultureInfo.InvariantCulture, $"virtio-net-pci,netdev={netdevId}");
+        if (device.StartsWith(StreamUnix, StringComparison.Ordinal))
+            return ["-netdev", $"stream,id={netdevId},server=off,addr.type=unix,addr.path={device[StreamUnix.Length..]}", "-device", nic];
+        if (device.StartsWith(StreamTcp, StringComparison.Ordinal))
+        {
+            string hostPort = device[StreamTcp.Length..];
+            int colon = hostPort.LastIndexOf(':');
+            if (colon < 0) return [];
+            return ["-netdev", $"stream,id={netdevId},server=off,addr.type=inet,addr.host={hostPort[..colon]},addr.port={hostPort[(colon + 1)..]}", "-device", nic];
+        }
+        if (device.StartsWith(VhostUser, StringComparison.Ordinal))
+        {
+            return
+            [
+                "-object", $"memory-backend-memfd,id=mem,size={memorySize},share=on", "-numa", "node,memdev=mem",
+                "-chardev", $"socket,id=c0,path={device[VhostUser.Length..]}", "-netdev", $"vhost-user,id={netdevId},chardev=c0", "-device", nic,
+            ];
+        }
+        return [];
+    }
+
+    private const string StreamUnix = "stream:unix:";
+    private const string StreamTcp = "stream:tcp:";
+    private const string VhostUser = "vhost-user:";
+}
