@@ -86,6 +86,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         Started = _started,
         GuestConnected = _guestView.Current.Connected,
         GuestMac = _guestView.Current.Mac,
+        OutboundPolicy = DescribePolicy(_options.Network),
     };
 
     /// <summary>
@@ -126,6 +127,19 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         _thread = new Thread(RunLoop) { Name = $"emunet:{_options.Name}", IsBackground = true };
         _thread.Start();
         _logger.LogInformation("Engine '{Name}' started on {Device}.", _options.Name, _device.Description);
+        var network = _options.Network;
+        if (network.Restrict || network.OutboundRules.Count > 0 || !network.MapGatewayToLoopback)
+            _logger.LogInformation("Outbound policy: {Policy}.", DescribePolicy(network));
+    }
+
+    /// <summary>The outbound policy as one line: what the guest may reach, rules in the order they apply.</summary>
+    internal static string DescribePolicy(NetworkConfig network)
+    {
+        var parts = new List<string>();
+        if (network.Restrict) parts.Add("restricted (the guest reaches only the DNS relay; forwards still come in)");
+        if (!network.MapGatewayToLoopback) parts.Add("no host loopback at 10.0.2.2");
+        if (network.OutboundRules.Count > 0) parts.Add("rules, first match wins: " + string.Join(", then ", network.OutboundRules) + ", else allow");
+        return parts.Count == 0 ? "open" : string.Join("; ", parts);
     }
 
     private void RunLoop()

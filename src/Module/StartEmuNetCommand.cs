@@ -46,6 +46,19 @@ public sealed class StartEmuNetCommand : EmunetCmdlet
     [Parameter(HelpMessage = "Do not map the gateway 10.0.2.2 onto the host's 127.0.0.1.")]
     public SwitchParameter NoHostLoopback { get; set; }
 
+    [Parameter(HelpMessage = "Isolate the guest as QEMU's restrict=on does: it reaches nothing outside, the host's loopback included; forwards and the DNS relay still work.")]
+    public SwitchParameter Restrict { get; set; }
+
+    [Parameter(HelpMessage = "Guest destinations to allow, ADDR[/PREFIX][:PORT[-PORT]]; checked before -Deny, first match wins (default: allow).")]
+    public string[] Allow { get; set; } = [];
+
+    [Parameter(HelpMessage = "Guest destinations to deny, ADDR[/PREFIX][:PORT[-PORT]], e.g. 192.168.0.0/16; checked after -Allow.")]
+    public string[] Deny { get; set; } = [];
+
+    [Parameter(HelpMessage = "MiB all connection buffers together may hold (1-65536); left out, 48.")]
+    [ValidateRange(1, 65536)]
+    public int? BufferBudgetMiB { get; set; }
+
     [Parameter(HelpMessage = "Least severe messages written to the instance's log NAME.log in the runtime folder.")]
     [ValidateSet("Trace", "Debug", "Information", "Warning", "Error", "Critical", "None")]
     public string LogLevel { get; set; } = "Information";
@@ -88,6 +101,10 @@ public sealed class StartEmuNetCommand : EmunetCmdlet
         foreach (string d in DnsUpstream) { args.Add("--dns-upstream"); args.Add(d); }
         if (Mtu is { } mtu) { args.Add("--mtu"); args.Add(mtu.ToString(System.Globalization.CultureInfo.InvariantCulture)); }
         if (NoHostLoopback) args.Add("--no-host-loopback");
+        if (Restrict) args.Add("--restrict");
+        foreach (string a in Allow) { args.Add("--allow"); args.Add(a); }
+        foreach (string d in Deny) { args.Add("--deny"); args.Add(d); }
+        if (BufferBudgetMiB is { } mib) { args.Add("--buffer-budget"); args.Add(mib.ToString(System.Globalization.CultureInfo.InvariantCulture)); }
         args.Add("--log-level"); args.Add(LogLevel);
 
         if (!ShouldProcess(Name, "Start Emunet instance")) return;

@@ -16,13 +16,15 @@ public sealed class EmuInstance
     public DateTimeOffset Started { get; init; }
     public bool GuestConnected { get; init; }
     public string? GuestMac { get; init; }
+    /// <summary>What the guest may reach ("open" when nothing is restricted).</summary>
+    public string? OutboundPolicy { get; init; }
     /// <summary>The QEMU arguments that attach a guest to this instance's device (for vhost-user, replace &lt;RAM&gt; with -m's size).</summary>
     public required string[] EmulatorArguments { get; init; }
 
     internal static EmuInstance From(InstanceDto d) => new()
     {
         Name = d.Name, ProcessId = d.ProcessId, Version = d.Version, Device = d.Device, ControlSocket = d.ControlSocket,
-        Started = d.Started, GuestConnected = d.GuestConnected, GuestMac = d.GuestMac,
+        Started = d.Started, GuestConnected = d.GuestConnected, GuestMac = d.GuestMac, OutboundPolicy = d.OutboundPolicy,
         EmulatorArguments = Engine.Control.EmulatorArguments.For(d.Device),
     };
 
@@ -115,6 +117,13 @@ public sealed class EmuStat
     public int Forwards { get; init; }
     /// <summary>The pcap file being written, or null.</summary>
     public string? CaptureFile { get; init; }
+    /// <summary>Why the last capture stopped on its own (its file failed), or null.</summary>
+    public string? CaptureFailure { get; init; }
+    /// <summary>Bytes the connection buffers hold now, and the budget they grow under.</summary>
+    public long BufferBytes { get; init; }
+    public long BufferBudget { get; init; }
+    /// <summary>Log lines the engine's rate limit held back.</summary>
+    public long LogLinesSuppressed { get; init; }
     public DateTimeOffset Timestamp { get; init; }
     /// <summary>-Watch: bytes per second to the guest since the previous sample (null on the first).</summary>
     public double? BytesToGuestPerSecond { get; init; }
@@ -125,7 +134,8 @@ public sealed class EmuStat
     {
         Instance = instance, FramesFromGuest = s.FramesFromGuest, FramesToGuest = s.FramesToGuest, BytesFromGuest = s.BytesFromGuest,
         BytesToGuest = s.BytesToGuest, TotalDrops = s.TotalDrops, DropsByReason = s.DropsByReason, TcpFlows = s.TcpFlows,
-        UdpFlows = s.UdpFlows, Forwards = s.Forwards, CaptureFile = s.CaptureFile, Timestamp = DateTimeOffset.Now,
+        UdpFlows = s.UdpFlows, Forwards = s.Forwards, CaptureFile = s.CaptureFile, CaptureFailure = s.CaptureFailure,
+        BufferBytes = s.BufferBytes, BufferBudget = s.BufferBudget, LogLinesSuppressed = s.LogLinesSuppressed, Timestamp = DateTimeOffset.Now,
         BytesToGuestPerSecond = rate?.ToGuest, BytesFromGuestPerSecond = rate?.FromGuest,
     };
 }

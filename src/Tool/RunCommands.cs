@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.CommandLine.Parsing;
 using System.ComponentModel;
 using System.Diagnostics;
 using System.Net;
@@ -69,6 +70,33 @@ internal static partial class EmunetCli
         Description = "Do not map the gateway 10.0.2.2 onto the host's 127.0.0.1.",
     };
 
+    private static readonly Option<bool> RestrictOption = new("--restrict")
+    {
+        Description = "Isolate the guest as QEMU's restrict=on does: it reaches nothing outside, the host's loopback included; forwards and the DNS relay still work.",
+    };
+
+    private static readonly Option<string[]> AllowOption = new("--allow")
+    {
+        Description = "Allow guest flows to ADDR[/PREFIX][:PORT[-PORT]], repeatable; with --deny, the first matching rule wins, in command-line order (default: allow).",
+        HelpName = "RULE",
+        Arity = ArgumentArity.OneOrMore,
+        DefaultValueFactory = _ => [],
+    };
+
+    private static readonly Option<string[]> DenyOption = new("--deny")
+    {
+        Description = "Deny guest flows to ADDR[/PREFIX][:PORT[-PORT]], repeatable (e.g. --deny 192.168.0.0/16); the host itself is only ever reachable as 10.0.2.2.",
+        HelpName = "RULE",
+        Arity = ArgumentArity.OneOrMore,
+        DefaultValueFactory = _ => [],
+    };
+
+    private static readonly Option<int?> BufferBudgetOption = new("--buffer-budget")
+    {
+        Description = "MiB all connection buffers together may hold (default 48); past it, connections slow down instead of the engine growing.",
+        HelpName = "MIB",
+    };
+
     private static readonly Option<LogLevel> LogLevelOption = new("--log-level")
     {
         Description = "Least severe log messages written to stderr.",
@@ -87,7 +115,7 @@ internal static partial class EmunetCli
         var command = new Command("run", "Run an engine in the foreground until SIGINT/SIGTERM or a control 'shutdown'.")
         {
             SocketOption, VhostUserOption, NameOption, ForwardOption, CaptureOption, DnsUpstreamOption, MtuOption,
-            NoHostLoopbackOption, LogLevelOption,
+            NoHostLoopbackOption, RestrictOption, AllowOption, DenyOption, BufferBudgetOption, LogLevelOption,
         };
         command.SetAction(RunAsync);
         return command;
@@ -98,8 +126,8 @@ internal static partial class EmunetCli
         var command = new Command("launch",
             "Start an engine on a fresh socket, run the emulator attached to it (-netdev stream,id=emunet0,... -device virtio-net-pci,netdev=emunet0 are appended), stop the engine when it exits, and exit with its exit code.")
         {
-            NameOption, ForwardOption, CaptureOption, DnsUpstreamOption, MtuOption, NoHostLoopbackOption, LogLevelOption,
-            EmulatorArgument,
+            NameOption, ForwardOption, CaptureOption, DnsUpstreamOption, MtuOption, NoHostLoopbackOption, RestrictOption,
+            AllowOption, DenyOption, BufferBudgetOption, LogLevelOption, EmulatorArgument,
         };
         command.SetAction(LaunchAsync);
         return command;
@@ -138,10 +166,21 @@ internal static partial class EmunetCli
             error = $"--mtu {m} is not between {MinMtu} and {MaxMtu}.";
             return null;
         }
+        var rules = ReadOutboundRules(r, out error);
+        if (rules is null) return null;
+        int? budget = r.GetValue(BufferBudgetOption);
+        if (budget is { } b && (b < 1 || b > 65536))
+        {
+            error = $"--buffer-budget {b} is not between 1 and 65536 MiB.";
+            return null;
+        }
         network = network with
         {
             Mtu = mtu ?? network.Mtu,
             MapGatewayToLoopback = !r.GetValue(NoHostLoopbackOption),
+            Restrict = r.GetValue(RestrictOption),
+            OutboundRules = rules,
+            ConnectionBufferBudget = budget is { } mib ? (long)mib << 20 : network.ConnectionBufferBudget,
             DnsUpstream = dns,
         };
         string? capture = r.GetValue(CaptureOption);
@@ -155,6 +194,33 @@ internal static partial class EmunetCli
             ControlSocketPath = RuntimeDirectory.SocketPathFor(name),
             Network = network,
         };
+    }
+
+    /// <summary>
+    /// The --allow and --deny rules in command-line order (first match wins), read from the tokens because each option
+    /// alone keeps only its own order. Null and a message naming the form when one is not valid.
+    /// </summary>
+    private static List<OutboundRule>? ReadOutboundRules(ParseResult r, out string? error)
+    {
+        error = null;
+        var rules = new List<OutboundRule>();
+        bool? allow = null;
+        foreach (var token in r.Tokens)
+        {
+            if (token.Type == TokenType.Option)
+            {
+                allow = token.Value == "--allow" ? true : token.Value == "--deny" ? false : null;
+                continue;
+            }
+            if (allow is not { } a || token.Type != TokenType.Argument) continue;
+            try { rules.Add(OutboundRule.Parse(token.Value, a)); }
+            catch (FormatException e)
+            {
+                error = e.Message;
+                return null;
+            }
+        }
+        return rules;
     }
 
     /// <summary>An engine with its control server, as run and launch hold it.</summary>

@@ -131,12 +131,27 @@ public sealed class ToolCommandTests : IDisposable
     [InlineData("run", "--socket", "/tmp/a.sock", "--mtu", "100")]
     [InlineData("run", "--socket", "/tmp/a.sock", "--dns-upstream", "not-an-address")]
     [InlineData("run", "--socket", "/tmp/a.sock", "--name", "../x")]
+    [InlineData("run", "--socket", "/tmp/a.sock", "--deny", "10.0.0")]
+    [InlineData("run", "--socket", "/tmp/a.sock", "--allow", "10.0.0.0/40")]
+    [InlineData("run", "--socket", "/tmp/a.sock", "--allow", "10.0.0.1:70000")]
+    [InlineData("run", "--socket", "/tmp/a.sock", "--buffer-budget", "0")]
     [InlineData("launch")]
     public async Task Invalid_run_options_exit_with_UsageError(params string[] args)
     {
         var (code, _, err) = await Cli(args);
         Assert.Equal((int)ExitCode.UsageError, code);
         Assert.StartsWith("emunet: ", err);
+    }
+
+    [Fact]
+    public async Task Allow_and_deny_rules_keep_their_command_line_order()
+    {
+        await using var run = new RunningTool("policy", "--socket", DeviceSocket("policy"),
+            "--deny", "192.0.2.0/24:443", "--allow", "192.0.2.0/24", "--restrict", "--deny", "198.51.100.7");
+        var instances = await Cli("instances", "--json");
+        string policy = JsonDocument.Parse(instances.Out).RootElement.EnumerateArray().Single().GetProperty("outboundPolicy").GetString()!;
+        Assert.Contains("restricted", policy);
+        Assert.Contains("first match wins: deny 192.0.2.0/24:443, then allow 192.0.2.0/24, then deny 198.51.100.7/32, else allow", policy);
     }
 
     [Fact]

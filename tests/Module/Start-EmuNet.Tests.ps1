@@ -56,6 +56,17 @@ Describe 'Start-EmuNet' -Tag CI {
         $argv | Should -Contain '127.0.0.53:53'
     }
 
+    It 'applies -Restrict, -Allow and -Deny (allow rules first) and shows the policy on the instance' {
+        $i = Start-EmuNet -Name start8 -Restrict -Allow 192.0.2.0/24:443 -Deny 192.0.2.0/24, 198.51.100.7 -BufferBudgetMiB 16
+        $i.OutboundPolicy | Should -BeLike 'restricted*'
+        $i.OutboundPolicy | Should -BeLike '*first match wins: allow 192.0.2.0/24:443, then deny 192.0.2.0/24, then deny 198.51.100.7/32, else allow*'
+        (Get-EmuStat -Instance start8).BufferBudget | Should -Be (16MB)
+    }
+
+    It 'reports the engine refusing a rule that is not ADDR[/PREFIX][:PORT[-PORT]]' {
+        { Start-EmuNet -Name start9 -Deny 10.0.0 } | Should -Throw -ErrorId 'Emunet.StartFailed,*' -ExpectedMessage '*--deny*'
+    }
+
     It 'reports the engine refusing a -DnsUpstream that is not an address' {
         { Start-EmuNet -Name start7 -DnsUpstream nonsense } | Should -Throw -ErrorId 'Emunet.StartFailed,*' -ExpectedMessage '*--dns-upstream*'
     }

@@ -124,11 +124,12 @@ public sealed class InstanceDto
     public DateTimeOffset Started { get; set; }
     public bool GuestConnected { get; set; }
     public string? GuestMac { get; set; }
+    public string? OutboundPolicy { get; set; }
 
     public static InstanceDto From(InstanceInfo i) => new()
     {
         Name = i.Name, ProcessId = i.ProcessId, Version = i.Version, Device = i.Device, ControlSocket = i.ControlSocket,
-        Started = i.Started, GuestConnected = i.GuestConnected, GuestMac = i.GuestMac,
+        Started = i.Started, GuestConnected = i.GuestConnected, GuestMac = i.GuestMac, OutboundPolicy = i.OutboundPolicy,
     };
 }
 
@@ -218,12 +219,18 @@ public sealed class StatsDto
     public int UdpFlows { get; set; }
     public int Forwards { get; set; }
     public string? CaptureFile { get; set; }
+    public string? CaptureFailure { get; set; }
+    public long BufferBytes { get; set; }
+    public long BufferBudget { get; set; }
+    public long LogLinesSuppressed { get; set; }
 
     public static StatsDto From(EngineStatistics s) => new()
     {
         FramesFromGuest = s.FramesFromGuest, FramesToGuest = s.FramesToGuest, BytesFromGuest = s.BytesFromGuest,
         BytesToGuest = s.BytesToGuest, TotalDrops = s.TotalDrops, DropsByReason = new Dictionary<string, long>(s.DropsByReason),
         TcpFlows = s.TcpFlows, UdpFlows = s.UdpFlows, Forwards = s.Forwards, CaptureFile = s.CaptureFile,
+        CaptureFailure = s.CaptureFailure, BufferBytes = s.BufferBytes, BufferBudget = s.BufferBudget,
+        LogLinesSuppressed = s.LogLinesSuppressed,
     };
 }
 

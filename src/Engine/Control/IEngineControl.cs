@@ -34,6 +34,8 @@ public sealed record InstanceInfo
     public required DateTimeOffset Started { get; init; }
     public bool GuestConnected { get; init; }
     public string? GuestMac { get; init; }
+    /// <summary>What the guest may reach, in one line ("open" when nothing is restricted).</summary>
+    public string OutboundPolicy { get; init; } = "open";
 }
 
 public sealed record EngineStatistics
