@@ -1,0 +1,194 @@
+using System.Buffers.Binary;
+using System.Text;
+using Emunet.Engine.Stack;
+using Emunet.Engine.Wire;
+using Emunet.Fuzz.Targets;
+
+namespace Emunet.Fuzz;
+
+/// <summary>
+/// The seed corpus (corpus/TARGET/NAME): small valid inputs per target, written by <c>Emunet.Fuzz --write-seeds DIR</c>
+/// so they can be remade when an input format changes. AFL mutates from these.
+/// </summary>
+internal static class Seeds
+{
+    private static readonly NetworkConfig Config = StackRig.Config;
+    private static readonly IPv4Address Guest = Config.Guest;
+
+    public static IEnumerable<(string Target, string Name, byte[] Input)> All()
+    {
+        yield return ("frame", "arp-request", Frames(Arp()));
+        yield return ("frame", "dhcp-discover", Frames(DhcpFrame(Dhcp(DhcpMessage.MessageType.Discover))));
+        yield return ("frame", "dns-query", Frames(DnsFrame(DnsQuery())));
+        yield return ("frame", "icmp-echo", Frames(Echo()));
+        yield return ("frame", "tcp-syn", Frames(Tcp(TcpFlags.Syn, 1000, 0, [], withOptions: true)));
+        yield return ("frame", "tcp-exchange", Frames(
+            Tcp(TcpFlags.Syn, 1000, 0, [], withOptions: true),
+            Tcp(TcpFlags.Ack, 1001, 1, []),
+            Tcp(TcpFlags.Ack | TcpFlags.Psh, 1001, 1, "GET / HTTP/1.0\r\n\r\n"u8),
+            Tcp(TcpFlags.Fin | TcpFlags.Ack, 1019, 1, []),
+            Tcp(TcpFlags.Rst, 1020, 0, [])));
+        yield return ("frame", "ipv4-fragments", Frames(Fragments()));
+        yield return ("frame", "udp-to-gateway", Frames(GuestPackets.Udp(Config.GatewayMac, Guest, 40000, Config.Gateway, 9, "hello"u8)));
+
+        yield return ("dhcp", "discover", Dhcp(DhcpMessage.MessageType.Discover));
+        yield return ("dhcp", "request", Dhcp(DhcpMessage.MessageType.Request, requested: Guest));
+        yield return ("dhcp", "request-other", Dhcp(DhcpMessage.MessageType.Request, requested: new IPv4Address(10, 0, 2, 99)));
+        yield return ("dhcp", "inform", Dhcp(DhcpMessage.MessageType.Inform));
+        yield return ("dhcp", "release", Dhcp(DhcpMessage.MessageType.Release));
+        yield return ("dhcp", "decline", Dhcp(DhcpMessage.MessageType.Decline, requested: Guest));
+
+        yield return ("dns", "query", DnsQuery());
+        yield return ("dns", "response", DnsResponse());
+
+        yield return ("virtqueue", "rx-tx-indirect", Ring(addresses: false));
+        yield return ("virtqueue", "explicit-addresses", Ring(addresses: true));
+
+        string[] requests =
+        [
+            """{"v":1,"id":1,"op":"info"}""",
+            """{"v":1,"id":"a","op":"forward.add","spec":"tcp:127.0.0.1:8080:80"}""",
+            """{"v":1,"op":"forward.add","spec":"hostfwd=udp:127.0.0.1:5353-:53"}""",
+            """{"v":1,"op":"forward.list"}""",
+            """{"v":1,"op":"forward.remove","protocol":"tcp","address":"127.0.0.1","port":8080,"force":true}""",
+            """{"v":1,"op":"connections.list","protocol":"tcp","port":10977,"state":"ESTABLISHED"}""",
+            """{"v":1,"op":"stats"}""",
+            """{"v":1,"op":"capture.start","path":"/tmp/emunet-fuzz.pcap"}""",
+            """{"v":1,"op":"capture.stop"}""",
+            """{"v":1,"id":{"n":[1,2]},"op":"shutdown"}""",
+        ];
+        foreach (string r in requests)
+        {
+            using var doc = System.Text.Json.JsonDocument.Parse(r);
+            yield return ("control", doc.RootElement.GetProperty("op").GetString()!.Replace('.', '-') + (r.Contains("hostfwd") ? "-hostfwd" : ""),
+                Encoding.UTF8.GetBytes(r));
+        }
+    }
+
+    public static void Write(string directory)
+    {
+        foreach (var (target, name, input) in All())
+        {
+            string folder = Path.Combine(directory, target);
+            Directory.CreateDirectory(folder);
+            File.WriteAllBytes(Path.Combine(folder, name), input);
+        }
+    }
+
+    private static byte[] Frames(params byte[][] frames) => frames.SelectMany(f => FrameTarget.Record(f)).ToArray();
+
+    private static byte[] Arp()
+    {
+        var arp = new byte[ArpPacket.Length];
+        ArpPacket.Write(arp, ArpPacket.OperationRequest, StackRig.GuestMac, Guest, MacAddress.Zero, Config.Gateway);
+        return GuestPackets.Ethernet(MacAddress.Broadcast, EthernetFrame.EtherTypeArp, arp);
+    }
+
+    private static byte[] DhcpFrame(byte[] message) =>
+        GuestPackets.Udp(MacAddress.Broadcast, IPv4Address.Any, Engine.Stack.Dhcp.ClientPort, IPv4Address.Broadcast, Engine.Stack.Dhcp.ServerPort, message);
+
+    private static byte[] Dhcp(DhcpMessage.MessageType type, IPv4Address? requested = null)
+    {
+        var buffer = new byte[DhcpMessage.MinReplyLength + 64];
+        var writer = DhcpMessage.WriteHeader(buffer, DhcpMessage.OpRequest, 0x12345678, 0,
+            type == DhcpMessage.MessageType.Inform ? Guest : IPv4Address.Any, IPv4Address.Any, IPv4Address.Any, IPv4Address.Any, StackRig.GuestMac);
+        writer.AddByte(DhcpMessage.OptionCode.MessageType, (byte)type);
+        if (requested is { } address)
+        {
+            writer.AddAddress(DhcpMessage.OptionCode.RequestedAddress, address);
+            writer.AddAddress(DhcpMessage.OptionCode.ServerIdentifier, Config.Gateway);
+        }
+        writer.Add(DhcpMessage.OptionCode.ParameterRequestList, [1, 3, 6, 26, 28]);
+        writer.Add(DhcpMessage.OptionCode.HostName, "guest"u8);
+        return buffer[..writer.End()];
+    }
+
+    private static byte[] DnsFrame(byte[] message) => GuestPackets.Udp(Config.GatewayMac, Guest, 5353, Config.Dns, Udp.DnsPort, message);
+
+    /// <summary>A recursive query for example.com A (RFC 1035 §4.1).</summary>
+    private static byte[] DnsQuery() => Dns(0x0100, answers: 0);
+
+    private static byte[] DnsResponse() => Dns(0x8180, answers: 1);
+
+    private static byte[] Dns(ushort flags, ushort answers)
+    {
+        var m = new List<byte>(new byte[DnsMessage.HeaderLength]);
+        DnsMessage.WriteHeader(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(m), 0x4242, flags, 1, answers);
+        m.AddRange([7, .. "example"u8, 3, .. "com"u8, 0, 0, 1, 0, 1]);
+        // A compression pointer back to the question name, then TYPE A, CLASS IN, TTL, RDLENGTH 4, 93.184.216.34.
+        if (answers > 0) m.AddRange([0xc0, 12, 0, 1, 0, 1, 0, 0, 0x0e, 0x10, 0, 4, 93, 184, 216, 34]);
+        return m.ToArray();
+    }
+
+    private static byte[] Echo()
+    {
+        var icmp = new byte[IcmpPacket.HeaderLength + 8];
+        IcmpPacket.WriteHeader(icmp, IcmpPacket.TypeEchoRequest, 0, 0x77, 1);
+        return GuestPackets.IPv4(Config.GatewayMac, Guest, Config.Gateway, IPv4Packet.ProtocolIcmp, icmp);
+    }
+
+    private static byte[] Tcp(TcpFlags flags, uint seq, uint ack, ReadOnlySpan<byte> data, bool withOptions = false)
+    {
+        var fields = new TcpFields
+        {
+            SourcePort = 40000, DestinationPort = 10977, SequenceNumber = seq, AcknowledgmentNumber = ack, Flags = flags,
+            Window = 65535, MaxSegmentSize = (ushort)(withOptions ? 1460 : 0), WindowScale = withOptions ? 7 : -1,
+        };
+        var segment = new byte[fields.HeaderLength + data.Length];
+        data.CopyTo(segment.AsSpan(fields.HeaderLength));
+        fields.Emit(segment, Guest, Config.Gateway, data.Length);
+        return GuestPackets.IPv4(Config.GatewayMac, Guest, Config.Gateway, IPv4Packet.ProtocolTcp, segment);
+    }
+
+    /// <summary>A UDP datagram to the gateway in two IPv4 fragments (RFC 791 §3.2), the first 16 bytes in the first.</summary>
+    private static byte[][] Fragments()
+    {
+        var whole = GuestPackets.Udp(Config.GatewayMac, Guest, 40001, Config.Gateway, 9, "fragmented datagram payload"u8);
+        const int split = 16, ip = EthernetFrame.HeaderLength + IPv4Packet.MinHeaderLength;
+        var first = whole[..(ip + split)];
+        var second = whole[..ip].Concat(whole[(ip + split)..]).ToArray();
+        BinaryPrimitives.WriteUInt16BigEndian(first.AsSpan(EthernetFrame.HeaderLength + IPv4Packet.Offsets.FlagsFragment), 0x2000);
+        BinaryPrimitives.WriteUInt16BigEndian(second.AsSpan(EthernetFrame.HeaderLength + IPv4Packet.Offsets.FlagsFragment), split / 8);
+        return [first, second];
+    }
+
+    /// <summary>
+    /// A queue of 8: a two-buffer readable chain (a transmit), a writable one (a receive buffer) and an indirect table
+    /// of two, all three made available.
+    /// </summary>
+    private static byte[] Ring(bool addresses)
+    {
+        const int size = 8;
+        var input = new List<byte> { 3, (byte)(VirtqueueTarget.FlagIndirect | (addresses ? VirtqueueTarget.FlagAddresses : 0)), 0, 0 };
+        if (addresses)
+            foreach (ulong a in new[] { VirtqueueTarget.DescTable, VirtqueueTarget.AvailRing, VirtqueueTarget.UsedRing })
+                input.AddRange(BitConverter.GetBytes(a));
+        const ulong buffers = VirtqueueTarget.Buffers, indirect = buffers + 0x1000;
+        var table = new byte[16 * size];
+        Descriptor(table, 0, buffers, 12, 1, 1);
+        Descriptor(table, 1, buffers + 0x100, 1500, 0, 0);
+        Descriptor(table, 2, buffers + 0x800, 2048, 2, 0);
+        Descriptor(table, 3, indirect, 32, 4, 0);
+        input.AddRange(table);
+        var avail = new byte[4 + 2 * size];
+        BinaryPrimitives.WriteUInt16LittleEndian(avail.AsSpan(2), 3);
+        BinaryPrimitives.WriteUInt16LittleEndian(avail.AsSpan(4), 0);
+        BinaryPrimitives.WriteUInt16LittleEndian(avail.AsSpan(6), 2);
+        BinaryPrimitives.WriteUInt16LittleEndian(avail.AsSpan(8), 3);
+        input.AddRange(avail);
+        var data = new byte[0x1000 + 32];
+        Descriptor(data, 0x1000 / 16, buffers + 0x200, 12, 1, 1);
+        Descriptor(data, 0x1000 / 16 + 1, VirtqueueTarget.High, 64, 0, 0);
+        input.AddRange(data);
+        return input.ToArray();
+    }
+
+    private static void Descriptor(byte[] table, int index, ulong address, uint length, ushort flags, ushort next)
+    {
+        var d = table.AsSpan(16 * index);
+        BinaryPrimitives.WriteUInt64LittleEndian(d, address);
+        BinaryPrimitives.WriteUInt32LittleEndian(d[8..], length);
+        BinaryPrimitives.WriteUInt16LittleEndian(d[12..], flags);
+        BinaryPrimitives.WriteUInt16LittleEndian(d[14..], next);
+    }
+}

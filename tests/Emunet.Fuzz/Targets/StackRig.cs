@@ -1,0 +1,91 @@
+using System.Net;
+using Emunet.Engine.Diagnostics;
+using Emunet.Engine.Link;
+using Emunet.Engine.Runtime;
+using Emunet.Engine.Stack;
+using Emunet.Engine.Wire;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Emunet.Fuzz.Targets;
+
+/// <summary>
+/// A fresh <see cref="NetStack"/> per input over an in-memory device, driven on the calling thread (the loop never
+/// runs). The guest network is the whole IPv4 space (0.0.0.0/0), so the NAT rule maps no address to itself: only the
+/// gateway (host loopback) and the DNS relay (a closed loopback port) reach a host socket, and nothing a fuzzed frame
+/// says leaves the machine.
+/// </summary>
+internal sealed class StackRig : IDisposable
+{
+    public static readonly MacAddress GuestMac = MacAddress.Parse("52:54:00:12:34:56");
+
+    public static readonly NetworkConfig Config = new()
+    {
+        Network = IPv4Address.Any,
+        PrefixLength = 0,
+        DnsUpstream = [new IPEndPoint(IPAddress.Loopback, 9)],
+    };
+
+    private readonly EventLoop _loop = new();
+    public readonly SinkDevice Device = new();
+    public readonly NetStack Stack;
+
+    public StackRig()
+    {
+        Stack = new NetStack(_loop, Device, Config, new AddressMap(Config), new Counters(), NullLoggerFactory.Instance);
+    }
+
+    /// <summary>The guest announces itself (a gratuitous ARP), so the stack knows where replies go.</summary>
+    public void LearnGuestMac()
+    {
+        Span<byte> frame = stackalloc byte[EthernetFrame.HeaderLength + ArpPacket.Length];
+        EthernetFrame.WriteHeader(frame, MacAddress.Broadcast, GuestMac, EthernetFrame.EtherTypeArp);
+        ArpPacket.Write(frame[EthernetFrame.HeaderLength..], ArpPacket.OperationRequest, GuestMac, Config.Guest,
+            MacAddress.Zero, Config.Guest);
+        Stack.OnFrame(frame);
+        if (Stack.GuestMac != GuestMac) throw new FuzzInvariantException("The stack did not learn the guest MAC from its ARP announcement.");
+    }
+
+    public void Dispose()
+    {
+        Stack.Dispose();
+        _loop.Dispose();
+    }
+}
+
+/// <summary>
+/// A device that takes every frame the stack sends and checks it: within the lease, a whole Ethernet header, and for
+/// IPv4 a header that parses with a valid checksum and a total length matching the frame.
+/// </summary>
+internal sealed class SinkDevice : IFrameDevice
+{
+    private readonly byte[] _transmit = new byte[LinkLimits.MaxFrameLength];
+    private int _token;
+    private int _lent = -1;
+
+    public bool IsConnected => true;
+    public int TransmitSpace => 1 << 20;
+    public int FramesSent { get; private set; }
+
+    public TransmitLease BeginTransmit(int maxLength)
+    {
+        if (maxLength < 0 || maxLength > _transmit.Length) return default;
+        _lent = maxLength;
+        return new TransmitLease(this, _transmit.AsSpan(0, maxLength), ++_token);
+    }
+
+    public void CommitTransmit(int token, int length)
+    {
+        if (token != _token || _lent < 0) throw new FuzzInvariantException("A frame was committed without its lease.");
+        if (length < EthernetFrame.HeaderLength || length > _lent)
+            throw new FuzzInvariantException($"A {length}-byte frame was committed on a {_lent}-byte lease.");
+        _lent = -1;
+        FramesSent++;
+        var frame = _transmit.AsSpan(0, length);
+        if (!EthernetFrame.TryParse(frame, out var ethernet) || ethernet.EtherType != EthernetFrame.EtherTypeIPv4) return;
+        var error = IPv4Packet.TryParse(ethernet.Payload, out var packet);
+        if (error != IPv4Packet.ParseError.None)
+            throw new FuzzInvariantException($"The stack sent an IPv4 packet that does not parse: {error}.");
+        if (packet.TotalLength != ethernet.Payload.Length)
+            throw new FuzzInvariantException($"The stack sent {ethernet.Payload.Length} bytes of IPv4 saying {packet.TotalLength}.");
+    }
+}
