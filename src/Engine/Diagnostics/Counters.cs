@@ -43,6 +43,10 @@ internal enum DropReason
     UdpNoRoute,
     /// <summary>A virtqueue ring or descriptor chain broke a VIRTIO 1.2 §2.7 rule (vhost-user device).</summary>
     VirtqueueMalformed,
+    /// <summary>The outbound policy refused the destination (the host outside its alias, --restrict, a deny rule).</summary>
+    PolicyDenied,
+    /// <summary>An IPv4 packet from the guest whose source is not the guest's address (spoofed, or another host's).</summary>
+    SourceSpoofed,
     /// <summary>A receive buffer too small for a whole frame without VIRTIO_NET_F_MRG_RXBUF (VIRTIO 1.2 §5.1.6.3.1).</summary>
     VirtioBufferTooSmall,
 }

@@ -1,49 +1,121 @@
 using System.Net;
+using System.Net.NetworkInformation;
+using System.Net.Sockets;
 using Emunet.Engine.Wire;
 
 namespace Emunet.Engine.Stack;
 
+/// <summary>What the outbound policy decided for a guest destination.</summary>
+internal enum OutboundVerdict
+{
+    /// <summary>Reachable, at the host address given.</summary>
+    Mapped,
+    /// <summary>Nothing there: an address of the guest network, broadcast, multicast, or a closed alias.</summary>
+    Unroutable,
+    /// <summary>Refused by policy: the host's own addresses outside the alias, <c>--restrict</c>, or a deny rule.</summary>
+    Denied,
+}
+
 /// <summary>
-/// Where a guest's outbound flow goes on the host (the NAT rule, shared by UDP, TCP and ICMP):
-/// the gateway is the host's loopback, the DNS address is the upstream resolver (port 53 only),
-/// other addresses of the guest network reach nothing, anything else is itself.
+/// Where a guest's outbound flow goes on the host, and whether it may (the NAT rule and the outbound policy, shared
+/// by UDP, TCP and ICMP), decided in this order:
+/// <list type="number">
+/// <item>the DNS address, port 53: the upstream resolver (the relay works whatever the policy);</item>
+/// <item>the gateway: the host's 127.0.0.1, unless <see cref="NetworkConfig.MapGatewayToLoopback"/> is off;</item>
+/// <item>other addresses of the guest network, broadcast, multicast, 0.0.0.0/8: nothing;</item>
+/// <item>127.0.0.0/8 and the host's own addresses: denied — the host is reachable only through the gateway alias;</item>
+/// <item><see cref="NetworkConfig.Restrict"/>: denied (QEMU's <c>restrict=on</c>: forwards and DNS still work);</item>
+/// <item><see cref="NetworkConfig.OutboundRules"/>, first match wins (the gateway alias is subject to them too);</item>
+/// <item>anything else: itself.</item>
+/// </list>
 /// </summary>
 internal sealed class AddressMap
 {
+    /// <summary>How long the host's own address list is trusted before it is read again (interfaces change).</summary>
+    public const int HostAddressRefreshMs = 10_000;
+
     private readonly NetworkConfig _config;
     private readonly IPEndPoint[] _dnsUpstream;
+    private readonly Func<IReadOnlyList<IPAddress>> _hostAddresses;
+    private uint[] _ownAddresses = Array.Empty<uint>();
+    private long _ownAddressesRead;
+    private bool _ownAddressesKnown;
 
-    public AddressMap(NetworkConfig config)
+    /// <param name="config">The address plan and policy.</param>
+    /// <param name="hostAddresses">The host's own addresses (tests give their own); by default every interface's.</param>
+    public AddressMap(NetworkConfig config, Func<IReadOnlyList<IPAddress>>? hostAddresses = null)
     {
         _config = config;
         _dnsUpstream = config.DnsUpstream.Count > 0 ? config.DnsUpstream.ToArray() : ReadResolvConf("/etc/resolv.conf");
+        _hostAddresses = hostAddresses ?? ReadHostAddresses;
     }
 
     public IReadOnlyList<IPEndPoint> DnsUpstream => _dnsUpstream;
 
-    /// <summary>The host address for a guest destination, or false when the guest may not reach it.</summary>
-    public bool TryMapOutbound(IPv4Address destination, int port, out IPAddress host, out int hostPort)
+    /// <summary>The host address for a guest destination, or the reason the guest may not reach it.</summary>
+    public OutboundVerdict MapOutbound(IPv4Address destination, int port, out IPAddress host, out int hostPort)
     {
         hostPort = port;
         host = IPAddress.None;
-        if (destination == _config.Gateway)
-        {
-            if (!_config.MapGatewayToLoopback) return false;
-            host = IPAddress.Loopback;
-            return true;
-        }
         if (destination == _config.Dns)
         {
-            if (port != 53 || _dnsUpstream.Length == 0) return false;
+            if (port != 53 || _dnsUpstream.Length == 0) return OutboundVerdict.Unroutable;
             host = _dnsUpstream[0].Address;
             hostPort = _dnsUpstream[0].Port;
-            return true;
+            return OutboundVerdict.Mapped;
+        }
+        if (destination == _config.Gateway)
+        {
+            if (!_config.MapGatewayToLoopback) return OutboundVerdict.Unroutable;
+            if (_config.Restrict || !RulesAllow(destination, port)) return OutboundVerdict.Denied;
+            host = IPAddress.Loopback;
+            return OutboundVerdict.Mapped;
         }
         if (destination.InSubnet(_config.Network, _config.PrefixLength) || destination.IsBroadcast || destination.IsMulticast
-            || destination == IPv4Address.Any)
-            return false;
+            || (destination.Value >> 24) == 0) // RFC 1122 §3.2.1.3: 0.0.0.0/8 is "this network", never a destination
+            return OutboundVerdict.Unroutable;
+        if (destination.IsLoopback || IsHostOwn(destination)) return OutboundVerdict.Denied;
+        if (_config.Restrict || !RulesAllow(destination, port)) return OutboundVerdict.Denied;
         host = destination.ToIPAddress();
+        return OutboundVerdict.Mapped;
+    }
+
+    private bool RulesAllow(IPv4Address destination, int port)
+    {
+        foreach (var rule in _config.OutboundRules)
+            if (rule.Matches(destination, port)) return rule.Allow;
         return true;
+    }
+
+    private bool IsHostOwn(IPv4Address destination)
+    {
+        long now = Environment.TickCount64;
+        if (!_ownAddressesKnown || now - _ownAddressesRead > HostAddressRefreshMs)
+        {
+            var list = new List<uint>();
+            foreach (var a in _hostAddresses())
+                if (a.AddressFamily == AddressFamily.InterNetwork) list.Add(IPv4Address.From(a).Value);
+                else if (a.IsIPv4MappedToIPv6) list.Add(IPv4Address.From(a.MapToIPv4()).Value);
+            _ownAddresses = list.ToArray();
+            _ownAddressesRead = now;
+            _ownAddressesKnown = true;
+        }
+        return Array.IndexOf(_ownAddresses, destination.Value) >= 0;
+    }
+
+    private static IReadOnlyList<IPAddress> ReadHostAddresses()
+    {
+        var result = new List<IPAddress>();
+        try
+        {
+            foreach (var nic in NetworkInterface.GetAllNetworkInterfaces())
+                foreach (var u in nic.GetIPProperties().UnicastAddresses)
+                    result.Add(u.Address);
+        }
+        catch (NetworkInformationException)
+        {
+        }
+        return result;
     }
 
     /// <summary>The nameservers of a resolv.conf file; IPv4 only, port 53.</summary>
@@ -56,7 +128,7 @@ internal sealed class AddressMap
             {
                 var parts = line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
                 if (parts.Length >= 2 && parts[0] == "nameserver" && IPAddress.TryParse(parts[1], out var a)
-                    && a.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork)
+                    && a.AddressFamily == AddressFamily.InterNetwork)
                     result.Add(new IPEndPoint(a, 53));
             }
         }

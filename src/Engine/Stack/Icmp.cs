@@ -95,7 +95,14 @@ internal sealed class Icmp : IDisposable
         if (icmp.Type != IcmpPacket.TypeEchoRequest || icmp.Code != 0) { _counters.Drop(DropReason.IcmpUnsupported); return; }
         var destination = packet.Destination;
         if (_config.IsOwnAddress(destination)) { ReplyDirectly(in packet, in icmp); return; }
-        if (!_map.TryMapOutbound(destination, 0, out var host, out _)) { _counters.Drop(DropReason.NotForUs); return; }
+        var verdict = _map.MapOutbound(destination, 0, out var host, out _);
+        if (verdict == OutboundVerdict.Denied)
+        {
+            _counters.Drop(DropReason.PolicyDenied);
+            SendDestinationUnreachable(IcmpPacket.CodeAdministrativelyProhibited, in packet);
+            return;
+        }
+        if (verdict != OutboundVerdict.Mapped) { _counters.Drop(DropReason.NotForUs); return; }
         Relay(in packet, in icmp, host);
     }
 

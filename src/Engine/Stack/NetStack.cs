@@ -136,6 +136,14 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
 
     private void Deliver(in IPv4Packet packet)
     {
+        // Only the guest's own address may source packets (a spoofed SYN flood, or another host bridged onto the
+        // link, is dropped here); 0.0.0.0 only for UDP, where DHCP needs it (RFC 2131 §4.1) and OnUdp checks.
+        var source = packet.Source;
+        if (source != _guestAddress && !(source == IPv4Address.Any && packet.Protocol == IPv4Packet.ProtocolUdp))
+        {
+            _counters.Drop(DropReason.SourceSpoofed);
+            return;
+        }
         switch (packet.Protocol)
         {
             case IPv4Packet.ProtocolIcmp:
@@ -165,6 +173,7 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
             Dhcp.OnRequest(in packet, in datagram);
             return;
         }
+        if (packet.Source == IPv4Address.Any) { _counters.Drop(DropReason.SourceSpoofed); return; }
         Udp.OnDatagram(in packet, in datagram);
     }
 

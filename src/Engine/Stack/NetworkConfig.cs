@@ -20,6 +20,13 @@ public sealed record NetworkConfig
     public TimeSpan LeaseTime { get; init; } = TimeSpan.FromHours(24);
     /// <summary>Map guest connections to the gateway onto host loopback.</summary>
     public bool MapGatewayToLoopback { get; init; } = true;
+    /// <summary>
+    /// As QEMU's <c>restrict=on</c>: the guest reaches nothing outside, the host's loopback included; forwards into the
+    /// guest and the DNS relay still work.
+    /// </summary>
+    public bool Restrict { get; init; }
+    /// <summary>Ordered allow/deny rules for guest flows (first match wins, default allow); see <see cref="OutboundRule"/>.</summary>
+    public IReadOnlyList<OutboundRule> OutboundRules { get; init; } = Array.Empty<OutboundRule>();
     /// <summary>Upstream DNS servers; empty means those of /etc/resolv.conf.</summary>
     public IReadOnlyList<System.Net.IPEndPoint> DnsUpstream { get; init; } = Array.Empty<System.Net.IPEndPoint>();
 

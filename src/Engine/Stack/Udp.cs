@@ -124,7 +124,15 @@ internal sealed partial class Udp : IDisposable
     private UdpFlow? OpenOutbound(in IPv4Packet packet, FlowKey key, ushort guestPort, ushort peerPort, bool isDns)
     {
         var destination = packet.Destination;
-        if (!_map.TryMapOutbound(destination, peerPort, out var host, out int hostPort))
+        var verdict = _map.MapOutbound(destination, peerPort, out var host, out int hostPort);
+        if (verdict == OutboundVerdict.Denied)
+        {
+            // RFC 1812 §5.2.7.1: a filtered destination may be reported as administratively prohibited.
+            _counters.Drop(DropReason.PolicyDenied);
+            _icmp.SendDestinationUnreachable(IcmpPacket.CodeAdministrativelyProhibited, in packet);
+            return null;
+        }
+        if (verdict != OutboundVerdict.Mapped)
         {
             _counters.Drop(isDns ? DropReason.DnsUpstreamFailed : DropReason.UdpNoRoute);
             return null;

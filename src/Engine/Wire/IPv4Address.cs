@@ -17,6 +17,19 @@ public readonly record struct IPv4Address(uint Value)
 
     public static IPv4Address Parse(string text) => From(IPAddress.Parse(text));
 
+    /// <summary>
+    /// Parses dotted-quad text only (<c>a.b.c.d</c>): <see cref="IPAddress.TryParse(string?, out IPAddress?)"/> also takes
+    /// "1.2.3" (as 1.2.0.3) and "127.1", which hide typos in what users type. The one check every caller shares.
+    /// </summary>
+    public static bool TryParseDottedQuad(string? text, out IPAddress address)
+    {
+        address = IPAddress.None;
+        if (string.IsNullOrEmpty(text) || text.AsSpan().Count('.') != 3) return false;
+        if (!IPAddress.TryParse(text, out var parsed) || parsed.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork) return false;
+        address = parsed;
+        return true;
+    }
+
     public static IPv4Address From(IPAddress address)
     {
         Span<byte> b = stackalloc byte[4];

@@ -6,7 +6,6 @@ using System.Net.Sockets;
 using Emunet.Engine.Devices;
 using Emunet.Engine.Devices.Stream;
 using Emunet.Engine.Runtime;
-using Emunet.Engine.Stack;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Emunet.Engine.Tests.Devices;

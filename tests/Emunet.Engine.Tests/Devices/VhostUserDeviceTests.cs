@@ -8,7 +8,6 @@ using Emunet.Engine.Devices.VhostUser;
 using Emunet.Engine.Devices.Virtio;
 using Emunet.Engine.Interop;
 using Emunet.Engine.Runtime;
-using Emunet.Engine.Stack;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Emunet.Engine.Tests.Devices;

@@ -51,8 +51,8 @@ public class IcmpTests
         using var h = new StackHarness();
         int attempts = 0;
         h.Stack.Icmp.PingSocketFactory = _ => { attempts++; throw new SocketException((int)SocketError.AccessDenied); };
-        h.Send(GuestFrames.Echo(new IPv4Address(127, 0, 0, 1), 9, 1, Data));
-        h.Send(GuestFrames.Echo(new IPv4Address(127, 0, 0, 1), 9, 2, Data));
+        h.Send(GuestFrames.Echo(TestNet, 9, 1, Data));
+        h.Send(GuestFrames.Echo(TestNet, 9, 2, Data));
         AssertUnreachable(h.Expect(), IcmpPacket.CodeAdministrativelyProhibited, sequence: 1);
         AssertUnreachable(h.Expect(), IcmpPacket.CodeAdministrativelyProhibited, sequence: 2);
         Assert.Equal(2, h.Counters.Drops(DropReason.IcmpPingRefused));
@@ -77,7 +77,7 @@ public class IcmpTests
             return s;
         };
         h.Start();
-        h.Send(GuestFrames.Echo(new IPv4Address(127, 0, 0, 1), 0x2222, 5, Data));
+        h.Send(GuestFrames.Echo(TestNet, 0x2222, 5, Data)); // the stand-in answers; nothing leaves the machine
 
         var request = new byte[1000];
         EndPoint from = new IPEndPoint(IPAddress.Any, 0);
@@ -93,8 +93,8 @@ public class IcmpTests
         Assert.Equal(PacketDotNet.IcmpV4TypeCode.EchoReply, icmp.TypeCode);
         Assert.Equal(0x2222, icmp.Id);
         Assert.Equal(5, icmp.Sequence);
-        Assert.Equal("127.0.0.1", ((PacketDotNet.IPv4Packet)icmp.ParentPacket).SourceAddress.ToString());
-        Assert.Equal(IPAddress.Loopback, asked);
+        Assert.Equal("192.0.2.1", ((PacketDotNet.IPv4Packet)icmp.ParentPacket).SourceAddress.ToString());
+        Assert.Equal(IPAddress.Parse("192.0.2.1"), asked);
 
         var flows = h.Invoke(() => { var l = new List<Emunet.Engine.Stack.Nat.ConnectionInfo>(); h.Stack.Flows.Snapshot(l); return l; });
         Assert.Equal(Emunet.Engine.Stack.Nat.FlowProtocol.Icmp, Assert.Single(flows).Protocol);
@@ -102,31 +102,20 @@ public class IcmpTests
     }
 
     [Fact]
-    public void Echo_to_the_host_loopback_is_relayed_or_refused_as_the_host_allows()
+    public void Echo_to_the_host_outside_the_gateway_alias_is_prohibited_without_a_ping_socket()
     {
-        bool allowed;
-        try { using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Icmp); allowed = true; }
-        catch (SocketException) { allowed = false; }
-
-        using var h = new StackHarness();
-        h.Start();
+        using var h = new StackHarness(new NetworkConfig { DnsUpstream = new[] { new IPEndPoint(IPAddress.Loopback, 9) } });
+        int attempts = 0;
+        h.Stack.Icmp.PingSocketFactory = _ => { attempts++; throw new SocketException((int)SocketError.AccessDenied); };
         h.Send(GuestFrames.Echo(new IPv4Address(127, 0, 0, 1), 0x7777, 3, Data));
-        var frame = h.Expect();
-        if (allowed)
-        {
-            var icmp = Oracle.Icmp(frame);
-            Assert.Equal(PacketDotNet.IcmpV4TypeCode.EchoReply, icmp.TypeCode);
-            Assert.Equal(0x7777, icmp.Id);   // the guest's identifier, not the kernel's
-            Assert.Equal(3, icmp.Sequence);
-            Assert.Equal("127.0.0.1", ((PacketDotNet.IPv4Packet)icmp.ParentPacket).SourceAddress.ToString());
-            Assert.Equal(1, h.Invoke(() => h.Stack.Icmp.FlowCount));
-            Assert.Equal(0, h.Invoke(() => { h.Stack.Flows.OnTimer(h.Loop.NowMs + Icmp.IdleTimeoutMs + 1); return h.Stack.Icmp.FlowCount; }));
-        }
-        else
-        {
-            AssertUnreachable(frame, IcmpPacket.CodeAdministrativelyProhibited, sequence: 3);
-            Assert.Equal(1, h.Counters.Drops(DropReason.IcmpPingRefused));
-        }
+        h.Send(GuestFrames.Echo(new IPv4Address(127, 9, 9, 9), 0x7777, 4, Data));
+        AssertUnreachable(h.Expect(), IcmpPacket.CodeAdministrativelyProhibited, sequence: 3);
+        AssertUnreachable(h.Expect(), IcmpPacket.CodeAdministrativelyProhibited, sequence: 4);
+        Assert.Equal(2, h.Counters.Drops(DropReason.PolicyDenied));
+        Assert.Equal(0, attempts);
+        // 10.0.2.2 is the host, answered here.
+        h.Send(GuestFrames.Echo(StackHarness.Gateway, 0x7777, 5, Data));
+        Assert.Equal(PacketDotNet.IcmpV4TypeCode.EchoReply, Oracle.Icmp(h.Expect()).TypeCode);
     }
 
     [Fact]
@@ -157,6 +146,21 @@ public class IcmpTests
         IPv4Packet.TryParse(broadcast, out var broadcastView);
         h.Stack.Icmp.SendDestinationUnreachable(IcmpPacket.CodePortUnreachable, in broadcastView);
         h.ExpectNone();
+    }
+
+    /// <summary>TEST-NET-1 (RFC 5737): a destination outside the guest network that tests never really reach.</summary>
+    private static readonly IPv4Address TestNet = new(192, 0, 2, 1);
+
+    /// <summary>An ICMP destination unreachable with <paramref name="code"/> quoting a UDP datagram of the guest's.</summary>
+    internal static void AssertUnreachableUdp(byte[] frame, byte code)
+    {
+        var icmp = Oracle.Icmp(frame);
+        Assert.Equal(IcmpPacket.TypeDestinationUnreachable, (int)icmp.TypeCode >> 8);
+        Assert.Equal(code, (int)icmp.TypeCode & 0xff);
+        var quoted = frame.AsSpan(EthernetFrame.HeaderLength + 28);
+        Assert.Equal(IPv4Packet.ParseError.None, IPv4Packet.TryParse(quoted, out var original));
+        Assert.Equal(StackHarness.GuestIp, original.Source);
+        Assert.Equal(IPv4Packet.ProtocolUdp, original.Protocol);
     }
 
     internal static void AssertUnreachable(byte[] frame, byte code, ushort sequence)

@@ -32,9 +32,11 @@ internal sealed partial class TcpStack
             SendResetFor(source, destination, seg);
             return;
         }
-        if (!_map.TryMapOutbound(destination, seg.DestinationPort, out var hostAddress, out int hostPort))
+        var verdict = _map.MapOutbound(destination, seg.DestinationPort, out var hostAddress, out int hostPort);
+        if (verdict != OutboundVerdict.Mapped)
         {
-            _counters.Drop(DropReason.TcpUnreachable);
+            // Refused the way a closed port is: the guest's connect() fails at once.
+            _counters.Drop(verdict == OutboundVerdict.Denied ? DropReason.PolicyDenied : DropReason.TcpUnreachable);
             SendResetFor(source, destination, seg);
             return;
         }

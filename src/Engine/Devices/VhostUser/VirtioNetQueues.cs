@@ -1,0 +1,290 @@
+using System.Buffers.Binary;
+using Emunet.Engine.Devices.Virtio;
+using Emunet.Engine.Diagnostics;
+using Emunet.Engine.Interop;
+using Emunet.Engine.Link;
+using Emunet.Engine.Runtime;
+
+namespace Emunet.Engine.Devices.VhostUser;
+
+/// <summary>
+/// Theory of operation: the virtio-net data path over the two rings the <see cref="VhostUserSession"/> set up
+/// (VIRTIO 1.2 §5.1). Queue 1 (transmit, guest to Emunet): on a kick the device takes available chains, skips the
+/// virtio_net_hdr and copies the frame into one scratch buffer (the guest may rewrite its buffers at any time), hands
+/// it to the stack and returns each chain to the used ring, at most <see cref="TransmitBudget"/> chains per kick.
+/// Queue 0 (receive, Emunet to guest): the stack writes a frame into a pending buffer (<see cref="BeginTransmit"/>),
+/// <see cref="CommitTransmit"/> copies it into receive chains behind a virtio_net_hdr whose num_buffers says how many
+/// chains it spans (VIRTIO_NET_F_MRG_RXBUF). When the guest has no receive buffers, frames wait in that bounded buffer
+/// and <see cref="TransmitSpace"/> shrinks: the stack stops reading host sockets until a kick on queue 0 brings buffers
+/// and <see cref="IFrameHandler.OnTransmitReady"/>. A ring that used buffers gets one call at the end of the loop
+/// batch (<see cref="OnEndOfBatch"/>), unless the driver suppressed it (§2.7.7). A bad chain drops its frame; a bad ring
+/// stops that queue. No allocation per frame. Owner thread only.
+/// </summary>
+internal sealed class VirtioNetQueues : IEndOfBatch
+{
+    /// <summary>VIRTIO 1.2 §5.1.6: struct virtio_net_hdr is 12 bytes with VERSION_1 or MRG_RXBUF, 10 otherwise.</summary>
+    public const int NetHeaderLength = 12;
+    private const int LegacyNetHeaderLength = 10;
+    private const int NumBuffersOffset = 10;
+    private const int MaxFrameLength = LinkLimits.MaxFrameLength;
+    private const int PendingBufferSize = 2 * 1024 * 1024;
+    /// <summary>Transmit chains taken per kick before other work runs (the device re-kicks itself for the rest).</summary>
+    private const int TransmitBudget = 256;
+
+    private readonly VhostUserSession _session;
+    private readonly IFrameDevice _device;
+    private readonly Counters _counters;
+    private readonly byte[] _gather = GC.AllocateUninitializedArray<byte>(NetHeaderLength + MaxFrameLength, pinned: true);
+    private readonly FrameQueue _pending = new(PendingBufferSize);
+    private readonly ushort[] _rxHeads = new ushort[SplitQueue.MaxSize];
+    private readonly uint[] _rxLengths = new uint[SplitQueue.MaxSize];
+    private bool _pushedBack;
+
+    /// <summary>The data path over the rings of <paramref name="session"/>; leases commit through <paramref name="device"/>.</summary>
+    public VirtioNetQueues(VhostUserSession session, IFrameDevice device, Counters counters)
+    {
+        _session = session;
+        _device = device;
+        _counters = counters;
+    }
+
+    public IFrameHandler? Handler { get; set; }
+
+    public FrameTap? Tap { get; set; }
+
+    /// <summary>Bytes of frames that can still wait for receive buffers.</summary>
+    public int TransmitSpace => _pending.Space;
+
+    private int HeaderLength =>
+        _session.Negotiated(VhostUserProtocol.VirtioFVersion1) || _session.Negotiated(VhostUserProtocol.VirtioNetFMrgRxbuf) ? NetHeaderLength : LegacyNetHeaderLength;
+
+    /// <summary>A running ring was kicked, started or enabled: drain the transmit queue, or deliver waiting frames.</summary>
+    public void OnRingReady(Vring vring)
+    {
+        if (vring.Index == VhostUserProtocol.TxQueue) DrainTransmit(vring);
+        else OnReceiveBuffersPosted();
+    }
+
+    /// <summary>The connection ended: waiting frames are dropped with it.</summary>
+    public void Reset()
+    {
+        _pending.Clear();
+        _pushedBack = false;
+    }
+
+    // ---- Transmit queue: frames from the guest ------------------------------------------------------------------
+
+    private void DrainTransmit(Vring v)
+    {
+        var q = v.Queue;
+        if (q is null || !v.Running) return;
+        int header = HeaderLength;
+        int budget = TransmitBudget;
+        bool used = false;
+        while (budget-- > 0 && v.Running)
+        {
+            if (!q.TryPop(out var chain, out var ringError))
+            {
+                if (ringError != VirtqError.None) v.Break(ringError, "the available ring is broken");
+                break;
+            }
+            ReceiveChain(v, ref chain, header);
+            q.AddUsed(chain.Head, 0); // §2.7.8: the device wrote nothing into a transmit buffer
+            used = true;
+        }
+        if (used) v.PublishUsed();
+        // Budget spent with chains left: kick ourselves so the loop serves host sockets first and then comes back.
+        if (budget < 0 && v.Running && q.AvailableCount() > 0 && v.KickFd >= 0) LibcVhost.SignalEventFd(v.KickFd);
+    }
+
+    /// <summary>Delivers the frame one transmit chain holds (after its virtio_net_hdr) to the stack, or counts the drop.</summary>
+    private void ReceiveChain(Vring v, ref DescriptorChain chain, int header)
+    {
+        // The frame is always copied out of guest memory first, even from a single buffer: the guest can rewrite its
+        // buffers while the stack parses, and the wire views re-read fields (an IPv4 header length checked once and
+        // changed after would move a slice out of range). One copy of a frame costs less than that risk.
+        // §5.1.6.2: the header and the frame may be split across buffers anywhere.
+        int length = 0;
+        while (chain.TryNext(out var d))
+            if (!Gather(v, d, ref length, header)) return;
+        if (chain.Error != VirtqError.None)
+        {
+            v.Fault(chain.Error, "a bad transmit chain");
+            return;
+        }
+        if (!CheckTransmitLength((uint)length, header)) return;
+        var frame = _gather.AsSpan(header, length - header);
+        Tap?.Invoke(frame, false);
+        Handler?.OnFrame(frame);
+    }
+
+    /// <summary>Appends one transmit buffer to the scratch buffer at <paramref name="length"/>, or counts the drop.</summary>
+    private bool Gather(Vring v, Descriptor d, ref int length, int header)
+    {
+        if (d.Writable)
+        {
+            v.Fault(VirtqError.None, "a transmit buffer is device-writable");
+            return false;
+        }
+        if ((ulong)length + d.Length > (ulong)(header + MaxFrameLength))
+        {
+            _counters.Drop(DropReason.FrameTooLong);
+            return false;
+        }
+        // Fits the scratch buffer (checked above) and lies in guest memory (checked by the chain walk).
+        _session.Memory!.TryRead(d.Address, _gather.AsSpan(length, (int)d.Length));
+        length += (int)d.Length;
+        return true;
+    }
+
+    private bool CheckTransmitLength(uint total, int header)
+    {
+        if (total < (uint)header + 14)
+        {
+            _counters.Drop(DropReason.FrameTooShort);
+            return false;
+        }
+        if (total > (uint)(header + MaxFrameLength))
+        {
+            _counters.Drop(DropReason.FrameTooLong);
+            return false;
+        }
+        return true;
+    }
+
+    // ---- Receive queue: frames to the guest ---------------------------------------------------------------------
+
+    public TransmitLease BeginTransmit(int maxLength)
+    {
+        if (maxLength > MaxFrameLength || maxLength < 0) return default;
+        var room = _pending.Reserve(maxLength, out int token);
+        if (room.IsEmpty)
+        {
+            _pushedBack = true;
+            return default;
+        }
+        return new TransmitLease(_device, room, token);
+    }
+
+    public void CommitTransmit(int token, int length)
+    {
+        if (!_pending.TryCommit(token, length, out var frame)) return;
+        Tap?.Invoke(frame, true);
+        FlushReceive();
+    }
+
+    /// <summary>Copies waiting frames into the guest's receive buffers, in order, until either runs out.</summary>
+    private void FlushReceive()
+    {
+        var v = _session.Vrings[VhostUserProtocol.RxQueue];
+        var q = v.Queue;
+        if (q is null || !v.Running || _pending.IsEmpty) return;
+        bool used = false;
+        while (v.Running && _pending.TryPeek(out var frame))
+        {
+            var outcome = DeliverFrame(v, q, frame);
+            if (outcome == Delivery.NoBuffers) break;
+            used |= outcome == Delivery.Delivered || outcome == Delivery.Dropped;
+            _pending.Pop();
+        }
+        if (used) v.PublishUsed();
+    }
+
+    private enum Delivery { Delivered, NoBuffers, Dropped, Discarded }
+
+    /// <summary>
+    /// Writes the header and <paramref name="frame"/> into as many receive chains as it needs (one without MRG_RXBUF).
+    /// Nothing is used when the chains run out mid-frame: the available index is rolled back and the frame waits.
+    /// </summary>
+    private Delivery DeliverFrame(Vring v, SplitQueue q, ReadOnlySpan<byte> frame)
+    {
+        var memory = _session.Memory!; // a running queue was built over it
+        int header = HeaderLength;
+        bool mergeable = _session.Negotiated(VhostUserProtocol.VirtioNetFMrgRxbuf);
+        int total = header + frame.Length; // <= 12 + MaxFrameLength
+        ushort savedAvail = q.NextAvail;
+        Span<byte> hdr = stackalloc byte[NetHeaderLength];
+        hdr.Clear(); // flags 0, gso_type VIRTIO_NET_HDR_GSO_NONE (§5.1.6.4: no checksum or GSO offload offered)
+        GuestAddress numBuffersLow = default, numBuffersHigh = default;
+        int chains = 0;
+        int written = 0;
+        while (written < total)
+        {
+            if (!q.TryPop(out var chain, out var ringError))
+            {
+                q.NextAvail = savedAvail;
+                if (ringError != VirtqError.None)
+                {
+                    v.Break(ringError, "the available ring is broken");
+                    return Delivery.Discarded;
+                }
+                return Delivery.NoBuffers;
+            }
+            uint chainWritten = 0;
+            while (written < total && chain.TryNext(out var d))
+            {
+                if (!d.Writable)
+                {
+                    q.NextAvail = savedAvail;
+                    v.Break(VirtqError.None, "a receive buffer is device-readable"); // §5.1.6.3: receive buffers are device-writable
+                    return Delivery.Discarded;
+                }
+                int n = (int)Math.Min(d.Length, (uint)(total - written));
+                memory.TryGetSpan(d.Address, (uint)n, out var dst); // inside the checked descriptor range
+                int o = 0;
+                if (written < header)
+                {
+                    int h = Math.Min(n, header - written);
+                    if (written <= NumBuffersOffset && NumBuffersOffset < written + h) numBuffersLow = new GuestAddress(d.Address.Value + (ulong)(NumBuffersOffset - written));
+                    if (written <= NumBuffersOffset + 1 && NumBuffersOffset + 1 < written + h) numBuffersHigh = new GuestAddress(d.Address.Value + (ulong)(NumBuffersOffset + 1 - written));
+                    hdr.Slice(written, h).CopyTo(dst);
+                    o = h;
+                }
+                if (o < n) frame.Slice(written + o - header, n - o).CopyTo(dst[o..]);
+                written += n;
+                chainWritten += (uint)n;
+            }
+            if (chain.Error != VirtqError.None)
+            {
+                q.NextAvail = savedAvail;
+                v.Break(chain.Error, "a bad receive chain");
+                return Delivery.Discarded;
+            }
+            _rxHeads[chains] = chain.Head;
+            _rxLengths[chains] = chainWritten;
+            chains++; // at most q.Size: each pop takes a distinct available entry
+            if (!mergeable && written < total)
+            {
+                // §5.1.6.3.1: without MRG_RXBUF each buffer must hold a whole frame; this one is too small.
+                _counters.Drop(DropReason.VirtioBufferTooSmall);
+                q.AddUsed(chain.Head, 0);
+                return Delivery.Dropped;
+            }
+        }
+        if (header == NetHeaderLength)
+        {
+            // §5.1.6.4: num_buffers (le16) is the number of buffers the frame spans.
+            Span<byte> count = stackalloc byte[2];
+            BinaryPrimitives.WriteUInt16LittleEndian(count, (ushort)chains); // chains <= 32768
+            memory.TryWrite(numBuffersLow, count[..1]);
+            memory.TryWrite(numBuffersHigh, count[1..]);
+        }
+        for (int i = 0; i < chains; i++) q.AddUsed(_rxHeads[i], _rxLengths[i]);
+        return Delivery.Delivered;
+    }
+
+    private void OnReceiveBuffersPosted()
+    {
+        FlushReceive();
+        if (_pushedBack && _pending.Count < PendingBufferSize / 2)
+        {
+            _pushedBack = false;
+            Handler?.OnTransmitReady();
+        }
+    }
+
+    public void OnEndOfBatch()
+    {
+        foreach (var v in _session.Vrings) v.SignalCall();
+    }
+}
