@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
+using Emunet.Engine.Devices.VhostUser;
 using Emunet.Engine.Stack;
 using Emunet.Engine.Wire;
 using Emunet.Fuzz.Targets;
@@ -43,6 +44,9 @@ internal static class Seeds
 
         yield return ("virtqueue", "rx-tx-indirect", Ring(addresses: false));
         yield return ("virtqueue", "explicit-addresses", Ring(addresses: true));
+
+        yield return ("vhost-user", "session", VhostUserSetup(hostile: false));
+        yield return ("vhost-user", "bad-header-then-session", VhostUserSetup(hostile: true));
 
         string[] requests =
         [
@@ -180,6 +184,67 @@ internal static class Seeds
         Descriptor(data, 0x1000 / 16, buffers + 0x200, 12, 1, 1);
         Descriptor(data, 0x1000 / 16 + 1, VirtqueueTarget.High, 64, 0, 0);
         input.AddRange(data);
+        return input.ToArray();
+    }
+
+    /// <summary>
+    /// A front-end's whole setup as QEMU sends it (features, memory table with its memfd, both rings with kick and call
+    /// eventfds), a frame the guest transmits, one delivered to it, and the rings stopped; hostile: first a message
+    /// whose header is wrong, which ends that connection.
+    /// </summary>
+    private static byte[] VhostUserSetup(bool hostile)
+    {
+        const ulong frontEnd = 0x7f0000000000;
+        const ushort size = 8;
+        var image = new byte[0xb000];
+        var rings = new[] { (Desc: 0x1000ul, Avail: 0x2000ul, Used: 0x3000ul), (Desc: 0x5000ul, Avail: 0x6000ul, Used: 0x7000ul) };
+        // Receive queue: two writable 2 KiB buffers. Transmit queue: one chain, virtio_net_hdr then an ARP request.
+        Descriptor(image, (int)(rings[0].Desc / 16), 0x8000, 2048, 2, 0);
+        Descriptor(image, (int)(rings[0].Desc / 16) + 1, 0x9000, 2048, 2, 0);
+        BinaryPrimitives.WriteUInt16LittleEndian(image.AsSpan((int)rings[0].Avail + 2), 2);
+        BinaryPrimitives.WriteUInt16LittleEndian(image.AsSpan((int)rings[0].Avail + 6), 1);
+        var arp = Arp();
+        arp.CopyTo(image, 0xa000 + VirtioNetQueues.NetHeaderLength);
+        Descriptor(image, (int)(rings[1].Desc / 16), 0xa000, (uint)(VirtioNetQueues.NetHeaderLength + arp.Length), 0, 0);
+        BinaryPrimitives.WriteUInt16LittleEndian(image.AsSpan((int)rings[1].Avail + 2), 1);
+
+        var input = new List<byte>();
+        input.AddRange(BitConverter.GetBytes((ushort)image.Length));
+        input.AddRange(image);
+        void Send(VhostUserRequest request, byte[] payload, byte action = 0, bool needReply = false, uint version = VhostUserProtocol.Version)
+        {
+            var message = new byte[VhostUserProtocol.HeaderSize + payload.Length];
+            BinaryPrimitives.WriteUInt32LittleEndian(message, (uint)request);
+            BinaryPrimitives.WriteUInt32LittleEndian(message.AsSpan(4), version | (needReply ? VhostUserProtocol.FlagNeedReply : 0));
+            BinaryPrimitives.WriteUInt32LittleEndian(message.AsSpan(8), (uint)payload.Length);
+            payload.CopyTo(message, VhostUserProtocol.HeaderSize);
+            input.AddRange(VhostUserTarget.Record(action, message));
+        }
+        static byte[] U64(ulong value) => BitConverter.GetBytes(value);
+        static byte[] Pair(uint a, uint b) => [.. BitConverter.GetBytes(a), .. BitConverter.GetBytes(b)];
+
+        if (hostile) Send(VhostUserRequest.GetFeatures, [], version: 2);
+        Send(VhostUserRequest.GetFeatures, []);
+        Send(VhostUserRequest.SetFeatures, U64(VhostUserProtocol.OfferedFeatures));
+        Send(VhostUserRequest.GetProtocolFeatures, []);
+        Send(VhostUserRequest.SetProtocolFeatures, U64(VhostUserProtocol.OfferedProtocolFeatures));
+        Send(VhostUserRequest.SetOwner, []);
+        Send(VhostUserRequest.SetMemTable,
+            [.. Pair(1, 0), .. U64(0), .. U64(VhostUserTarget.MemorySize), .. U64(frontEnd), .. U64(0)], VhostUserTarget.SendMemory, needReply: true);
+        for (uint q = 0; q < 2; q++)
+        {
+            Send(VhostUserRequest.SetVringNum, Pair(q, size));
+            Send(VhostUserRequest.SetVringBase, Pair(q, 0));
+            Send(VhostUserRequest.SetVringAddr,
+                [.. Pair(q, 0), .. U64(frontEnd + rings[q].Desc), .. U64(frontEnd + rings[q].Used), .. U64(frontEnd + rings[q].Avail), .. U64(0)]);
+            Send(VhostUserRequest.SetVringCall, U64(q), VhostUserTarget.SendEventFd);
+            Send(VhostUserRequest.SetVringKick, U64(q), VhostUserTarget.SendEventFd, needReply: true);
+            Send(VhostUserRequest.SetVringEnable, Pair(q, 1));
+        }
+        input.AddRange(VhostUserTarget.Record(VhostUserTarget.KickTx, []));
+        input.AddRange(VhostUserTarget.Record(VhostUserTarget.FrameToGuest, Arp()));
+        Send(VhostUserRequest.GetVringBase, Pair(0, 0));
+        Send(VhostUserRequest.GetVringBase, Pair(1, 0));
         return input.ToArray();
     }
 

@@ -16,6 +16,7 @@ internal static class FuzzTargets
         ("dns", WireTargets.Dns),
         ("virtqueue", VirtqueueTarget.Run),
         ("control", ControlTarget.Run),
+        ("vhost-user", VhostUserTarget.Run),
     ];
 
     public static IEnumerable<string> Names => All.Select(t => t.Name);

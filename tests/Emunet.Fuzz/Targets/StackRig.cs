@@ -10,9 +10,9 @@ namespace Emunet.Fuzz.Targets;
 
 /// <summary>
 /// A fresh <see cref="NetStack"/> per input over an in-memory device, driven on the calling thread (the loop never
-/// runs). The guest network is the whole IPv4 space (0.0.0.0/0), so the NAT rule maps no address to itself: only the
-/// gateway (host loopback) and the DNS relay (a closed loopback port) reach a host socket, and nothing a fuzzed frame
-/// says leaves the machine.
+/// runs), with the default address plan. The outbound policy keeps every fuzzed destination on this machine: the
+/// gateway alias (host loopback) is allowed and everything else denied, and the DNS relay goes to a closed loopback
+/// port; the host's own addresses are given as none, so no input depends on this host's interfaces.
 /// </summary>
 internal sealed class StackRig : IDisposable
 {
@@ -20,9 +20,8 @@ internal sealed class StackRig : IDisposable
 
     public static readonly NetworkConfig Config = new()
     {
-        Network = IPv4Address.Any,
-        PrefixLength = 0,
         DnsUpstream = [new IPEndPoint(IPAddress.Loopback, 9)],
+        OutboundRules = [OutboundRule.Parse("10.0.2.2", allow: true), OutboundRule.Parse("0.0.0.0/0", allow: false)],
     };
 
     private readonly EventLoop _loop = new();
@@ -31,7 +30,7 @@ internal sealed class StackRig : IDisposable
 
     public StackRig()
     {
-        Stack = new NetStack(_loop, Device, Config, new AddressMap(Config), new Counters(), NullLoggerFactory.Instance);
+        Stack = new NetStack(_loop, Device, Config, new AddressMap(Config, static () => []), new Counters(), NullLoggerFactory.Instance);
     }
 
     /// <summary>The guest announces itself (a gratuitous ARP), so the stack knows where replies go.</summary>
