@@ -12,7 +12,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 targets="frame dhcp dns virtqueue control vhost-user"
-smoke_seconds=5
+smoke_seconds=3
 out="$root/build/fuzz"
 app="$out/app"
 
