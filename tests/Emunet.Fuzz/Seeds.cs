@@ -23,12 +23,15 @@ internal static class Seeds
         yield return ("frame", "dns-query", Frames(DnsFrame(DnsQuery())));
         yield return ("frame", "icmp-echo", Frames(Echo()));
         yield return ("frame", "tcp-syn", Frames(Tcp(TcpFlags.Syn, 1000, 0, [], withOptions: true)));
-        yield return ("frame", "tcp-exchange", Frames(
-            Tcp(TcpFlags.Syn, 1000, 0, [], withOptions: true),
-            Tcp(TcpFlags.Ack, 1001, 1, []),
-            Tcp(TcpFlags.Ack | TcpFlags.Psh, 1001, 1, "GET / HTTP/1.0\r\n\r\n"u8),
-            Tcp(TcpFlags.Fin | TcpFlags.Ack, 1019, 1, []),
-            Tcp(TcpFlags.Rst, 1020, 0, [])));
+        // A connection to the rig's loopback server: SYN, the loop runs (the host connect completes, the guest gets
+        // its SYN-ACK), then ACK, data, FIN, each acknowledging what the stack sent last; and a RST.
+        const FrameFixup fix = FrameFixup.Lengths | FrameFixup.Checksums | FrameFixup.ToListener, ack = fix | FrameFixup.AcknowledgeLast;
+        yield return ("frame", "tcp-exchange", [
+            .. FrameTarget.Record(Tcp(TcpFlags.Syn, 1000, 0, [], withOptions: true), fix | FrameFixup.Pump),
+            .. FrameTarget.Record(Tcp(TcpFlags.Ack, 1001, 0, []), ack),
+            .. FrameTarget.Record(Tcp(TcpFlags.Ack | TcpFlags.Psh, 1001, 0, "GET / HTTP/1.0\r\n\r\n"u8), ack),
+            .. FrameTarget.Record(Tcp(TcpFlags.Fin | TcpFlags.Ack, 1019, 0, []), ack),
+            .. FrameTarget.Record(Tcp(TcpFlags.Rst, 1020, 0, []), fix)]);
         yield return ("frame", "ipv4-fragments", Frames(Fragments()));
         yield return ("frame", "udp-to-gateway", Frames(GuestPackets.Udp(Config.GatewayMac, Guest, 40000, Config.Gateway, 9, "hello"u8)));
 

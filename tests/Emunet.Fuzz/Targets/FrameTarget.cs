@@ -7,8 +7,9 @@ namespace Emunet.Fuzz.Targets;
 /// The <c>frame</c> target: everything the stack does with Ethernet frames from the guest. One input is up to
 /// <see cref="MaxFrames"/> records, each <c>[flags:1][length:2, big-endian][frame]</c> (a short last record takes what
 /// is left), handed to one fresh stack in order, so a handshake or a fragment series fits in one input.
-/// Flag bits: <see cref="FrameFixup.Lengths"/> and <see cref="FrameFixup.Checksums"/> let the harness repair what a
-/// mutation breaks, so the fuzzer gets past the IPv4, UDP, TCP and ICMP checks; without them the frame goes as it is.
+/// Flag bits (<see cref="FrameFixup"/>) let the harness repair what a mutation breaks, so the fuzzer gets past the IPv4,
+/// UDP, TCP and ICMP checks, aim TCP at a loopback server, acknowledge what the stack sent, and run the engine loop
+/// once, so a connection can open and carry data; without them the frame goes as it is.
 /// </summary>
 internal static class FrameTarget
 {
@@ -27,8 +28,9 @@ internal static class FrameTarget
             input[RecordHeader..(RecordHeader + length)].CopyTo(frame);
             input = input[(RecordHeader + length)..];
             var span = frame.AsSpan(0, length);
-            FrameFixups.Apply(span, flags);
+            FrameFixups.Apply(span, flags, rig.ListenerPort, rig.Device.NextAcknowledgment);
             rig.Stack.OnFrame(span);
+            if ((flags & FrameFixup.Pump) != 0) rig.Pump();
         }
     }
 
@@ -52,6 +54,12 @@ internal enum FrameFixup : byte
     Lengths = 1,
     /// <summary>The IPv4 header checksum, and the UDP, TCP or ICMP checksum of a whole (unfragmented) datagram.</summary>
     Checksums = 2,
+    /// <summary>After this frame the engine loop runs once (only the first such frame of an input).</summary>
+    Pump = 4,
+    /// <summary>TCP: the destination port is the rig's loopback server.</summary>
+    ToListener = 8,
+    /// <summary>TCP: the acknowledgment number is the end of the last segment the stack sent.</summary>
+    AcknowledgeLast = 16,
 }
 
 /// <summary>Repairs lengths and checksums of an Ethernet + IPv4 frame in place; anything else is left as it is.</summary>
@@ -59,7 +67,9 @@ internal static class FrameFixups
 {
     private const int Ip = EthernetFrame.HeaderLength;
 
-    public static void Apply(Span<byte> frame, FrameFixup flags)
+    /// <param name="listenerPort">For <see cref="FrameFixup.ToListener"/>.</param>
+    /// <param name="acknowledgment">For <see cref="FrameFixup.AcknowledgeLast"/>; null before the stack sent TCP.</param>
+    public static void Apply(Span<byte> frame, FrameFixup flags, ushort listenerPort = 0, uint? acknowledgment = null)
     {
         if (flags == FrameFixup.None || frame.Length < Ip + IPv4Packet.MinHeaderLength) return;
         if (BinaryPrimitives.ReadUInt16BigEndian(frame[EthernetFrame.Offsets.EtherType..]) != EthernetFrame.EtherTypeIPv4) return;
@@ -67,6 +77,13 @@ internal static class FrameFixups
         int ihl = (ip[IPv4Packet.Offsets.VersionIhl] & 0xf) * 4;
         if (ihl < IPv4Packet.MinHeaderLength || ihl > ip.Length) return;
         byte protocol = ip[IPv4Packet.Offsets.Protocol];
+        if (protocol == IPv4Packet.ProtocolTcp && ip.Length - ihl >= TcpSegment.MinHeaderLength)
+        {
+            var tcp = ip[ihl..];
+            if ((flags & FrameFixup.ToListener) != 0) BinaryPrimitives.WriteUInt16BigEndian(tcp[TcpSegment.Offsets.DestinationPort..], listenerPort);
+            if ((flags & FrameFixup.AcknowledgeLast) != 0 && acknowledgment is { } ack)
+                BinaryPrimitives.WriteUInt32BigEndian(tcp[TcpSegment.Offsets.AcknowledgmentNumber..], ack);
+        }
         if ((flags & FrameFixup.Lengths) != 0)
         {
             BinaryPrimitives.WriteUInt16BigEndian(ip[IPv4Packet.Offsets.TotalLength..], (ushort)ip.Length);

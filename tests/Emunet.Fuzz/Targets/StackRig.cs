@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Sockets;
 using Emunet.Engine.Diagnostics;
 using Emunet.Engine.Link;
 using Emunet.Engine.Runtime;
@@ -25,12 +26,33 @@ internal sealed class StackRig : IDisposable
     };
 
     private readonly EventLoop _loop = new();
+    private readonly Socket _listener = new(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+    private bool _pumped;
     public readonly SinkDevice Device = new();
     public readonly NetStack Stack;
 
     public StackRig()
     {
         Stack = new NetStack(_loop, Device, Config, new AddressMap(Config, static () => []), new Counters(), NullLoggerFactory.Instance);
+        // A host server for the guest to reach through the gateway alias: connections complete in its backlog.
+        _listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        _listener.Listen(16);
+        ListenerPort = (ushort)((IPEndPoint)_listener.LocalEndPoint!).Port;
+    }
+
+    /// <summary>The port of the loopback server (10.0.2.2:this from the guest).</summary>
+    public ushort ListenerPort { get; }
+
+    /// <summary>
+    /// Runs the engine loop once on this thread: host sockets that are ready now are served (a connect that completed
+    /// sends the guest its SYN-ACK). The loop stops for good after it, so only the first call does anything.
+    /// </summary>
+    public void Pump()
+    {
+        if (_pumped) return;
+        _pumped = true;
+        _loop.Post(_loop.Stop);
+        _loop.Run();
     }
 
     /// <summary>The guest announces itself (a gratuitous ARP), so the stack knows where replies go.</summary>
@@ -47,13 +69,15 @@ internal sealed class StackRig : IDisposable
     public void Dispose()
     {
         Stack.Dispose();
+        _listener.Dispose();
         _loop.Dispose();
     }
 }
 
 /// <summary>
 /// A device that takes every frame the stack sends and checks it: within the lease, a whole Ethernet header, and for
-/// IPv4 a header that parses with a valid checksum and a total length matching the frame.
+/// IPv4 a header that parses with a valid checksum, a total length matching the frame, and a UDP, TCP or ICMP message
+/// whose length and checksum are right.
 /// </summary>
 internal sealed class SinkDevice : IFrameDevice
 {
@@ -64,6 +88,9 @@ internal sealed class SinkDevice : IFrameDevice
     public bool IsConnected => true;
     public int TransmitSpace => 1 << 20;
     public int FramesSent { get; private set; }
+
+    /// <summary>What a guest would acknowledge: the end of the last TCP segment sent to it (RFC 9293 §3.4).</summary>
+    public uint? NextAcknowledgment { get; private set; }
 
     public TransmitLease BeginTransmit(int maxLength)
     {
@@ -86,5 +113,18 @@ internal sealed class SinkDevice : IFrameDevice
             throw new FuzzInvariantException($"The stack sent an IPv4 packet that does not parse: {error}.");
         if (packet.TotalLength != ethernet.Payload.Length)
             throw new FuzzInvariantException($"The stack sent {ethernet.Payload.Length} bytes of IPv4 saying {packet.TotalLength}.");
+        if (!packet.IsFragment && !IsTransportValid(in packet))
+            throw new FuzzInvariantException($"The stack sent a protocol {packet.Protocol} message with a bad length or checksum.");
+        if (packet.Protocol == IPv4Packet.ProtocolTcp && TcpSegment.TryParseUnchecked(packet.Payload, out var segment) == TcpSegment.ParseError.None)
+            NextAcknowledgment = segment.SequenceNumber + (uint)segment.SequenceLength;
     }
+
+    private static bool IsTransportValid(in IPv4Packet packet) => packet.Protocol switch
+    {
+        IPv4Packet.ProtocolUdp => UdpDatagram.TryParse(packet.Payload, out var udp) && udp.Length == packet.Payload.Length
+            && udp.IsChecksumValid(packet.Source, packet.Destination),
+        IPv4Packet.ProtocolTcp => TcpSegment.TryParse(packet.Payload, packet.Source, packet.Destination, out _) == TcpSegment.ParseError.None,
+        IPv4Packet.ProtocolIcmp => packet.Payload.Length >= IcmpPacket.HeaderLength && Checksum.Compute(packet.Payload) == 0,
+        _ => true,
+    };
 }
