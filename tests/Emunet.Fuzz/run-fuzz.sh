@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes Emunet with AFL++ over SharpFuzz: builds tests/Emunet.Fuzz, instruments a copy of Emunet.Engine.dll in
-# build/fuzz/app, and runs afl-fuzz on one target from its seed corpus (corpus/TARGET). Findings land in
-# build/fuzz/findings/TARGET; each crash is replayed once to show its stack trace.
+# build/fuzz/app/TARGET (app/smoke for --smoke), and runs afl-fuzz on one target from its seed corpus (corpus/TARGET).
+# Findings land in build/fuzz/findings/TARGET; each crash is replayed once to show its stack trace.
 #
 #   run-fuzz.sh TARGET SECONDS   one target for that long (targets: frame dhcp dns virtqueue control vhost-user)
 #   run-fuzz.sh --smoke          every target for a few seconds; exits non-zero if AFL found a crash or could not run
@@ -14,19 +14,19 @@ root=$(cd "$here/../.." && pwd)
 targets="frame dhcp dns virtqueue control vhost-user"
 smoke_seconds=3
 out="$root/build/fuzz"
-app="$out/app"
 
 usage() { echo "usage: $0 TARGET SECONDS | $0 --smoke   (targets: $targets)" >&2; exit 2; }
 
 prepare() {
   command -v afl-fuzz >/dev/null || { echo "fuzz: afl-fuzz not found (Debian package afl++; scripts/setup.sh installs it)" >&2; return 1; }
   mkdir -p "$out"
-  (cd "$root" && dotnet tool restore >/dev/null && dotnet build tests/Emunet.Fuzz -c Release -nologo -v q -clp:ErrorsOnly) \
-    >"$out/build.log" 2>&1 || { cat "$out/build.log" >&2; return 1; }
-  rm -rf "$app" && cp -r "$here/bin/Release/net10.0" "$app" || return 1
+  # One build at a time: runs of several targets may start together.
+  (cd "$root" && dotnet tool restore >/dev/null && flock "$out/build.lock" dotnet build tests/Emunet.Fuzz -c Release -nologo -v q -clp:ErrorsOnly) \
+    >"$out/build-$label.log" 2>&1 || { cat "$out/build-$label.log" >&2; return 1; }
+  rm -rf "$app" && mkdir -p "$(dirname "$app")" && flock "$out/build.lock" cp -r "$here/bin/Release/net10.0" "$app" || return 1
   # Only the engine is instrumented: coverage of the harness and the runtime would be noise to AFL.
-  (cd "$root" && dotnet tool run sharpfuzz "$app/Emunet.Engine.dll") >"$out/instrument.log" 2>&1 \
-    || { cat "$out/instrument.log" >&2; return 1; }
+  (cd "$root" && dotnet tool run sharpfuzz "$app/Emunet.Engine.dll") >"$app.instrument.log" 2>&1 \
+    || { cat "$app.instrument.log" >&2; return 1; }
 }
 
 # fuzz TARGET SECONDS: runs afl-fuzz; prints one summary line; returns 0 clean, 1 crash found, 2 could not run.
@@ -67,17 +67,19 @@ fuzz() {
 case "${1:-}" in
   --smoke)
     [ $# -eq 1 ] || usage
-    selected=$targets seconds=$smoke_seconds
+    selected=$targets seconds=$smoke_seconds label=smoke
     export AFL_BENCH_UNTIL_CRASH=1 # stop at the first crash: one is enough to fail
     ;;
   ""|-*) usage ;;
   *)
     [ $# -eq 2 ] && [[ $2 =~ ^[0-9]+$ ]] || usage
     [[ " $targets " == *" $1 "* ]] || usage
-    selected=$1 seconds=$2
+    selected=$1 seconds=$2 label=$1
     ;;
 esac
 
+# Each run instruments its own copy, so runs of different targets can go side by side.
+app="$out/app/$label"
 passed=0 failed=0
 if ! prepare; then
   failed=$(wc -w <<<"$selected")
