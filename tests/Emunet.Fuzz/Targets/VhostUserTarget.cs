@@ -100,11 +100,11 @@ internal static class VhostUserTarget
             if ((action & KickTx) != 0) Kick(VhostUserProtocol.TxQueue);
             if ((action & FrameToGuest) != 0 && _link.IsConnected)
             {
-                var lease = _queues.BeginTransmit(60 + bytes.Length);
+                var lease = _queues.BeginTransmit(bytes.Length);
                 if (!lease.IsEmpty)
                 {
-                    bytes.CopyTo(lease.Buffer[60..]);
-                    lease.Commit(lease.Buffer.Length);
+                    bytes.CopyTo(lease.Buffer);
+                    lease.Commit(bytes.Length);
                 }
             }
             _queues.OnEndOfBatch();
