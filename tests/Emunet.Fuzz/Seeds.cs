@@ -25,13 +25,20 @@ internal static class Seeds
         yield return ("frame", "tcp-syn", Frames(Tcp(TcpFlags.Syn, 1000, 0, [], withOptions: true)));
         // A connection to the rig's loopback server: SYN, the loop runs (the host connect completes, the guest gets
         // its SYN-ACK), then ACK, data, FIN, each acknowledging what the stack sent last; and a RST.
-        const FrameFixup fix = FrameFixup.Lengths | FrameFixup.Checksums | FrameFixup.ToListener, ack = fix | FrameFixup.AcknowledgeLast;
+        const FrameFlags fix = FrameFlags.Lengths | FrameFlags.Checksums | FrameFlags.ToListener, ack = fix | FrameFlags.AcknowledgeLast;
         yield return ("frame", "tcp-exchange", [
-            .. FrameTarget.Record(Tcp(TcpFlags.Syn, 1000, 0, [], withOptions: true), fix | FrameFixup.Pump),
+            .. FrameTarget.Record(Tcp(TcpFlags.Syn, 1000, 0, [], withOptions: true), fix | FrameFlags.Pump),
             .. FrameTarget.Record(Tcp(TcpFlags.Ack, 1001, 0, []), ack),
             .. FrameTarget.Record(Tcp(TcpFlags.Ack | TcpFlags.Psh, 1001, 0, "GET / HTTP/1.0\r\n\r\n"u8), ack),
             .. FrameTarget.Record(Tcp(TcpFlags.Fin | TcpFlags.Ack, 1019, 0, []), ack),
             .. FrameTarget.Record(Tcp(TcpFlags.Rst, 1020, 0, []), fix)]);
+        // The same connection, but the guest goes away after its first data and comes back sending more.
+        yield return ("frame", "tcp-guest-reconnects", [
+            .. FrameTarget.Record(Tcp(TcpFlags.Syn, 1000, 0, [], withOptions: true), fix | FrameFlags.Pump),
+            .. FrameTarget.Record(Tcp(TcpFlags.Ack, 1001, 0, []), ack),
+            .. FrameTarget.Record(Tcp(TcpFlags.Ack | TcpFlags.Psh, 1001, 0, "ping"u8), ack | FrameFlags.Reconnect),
+            .. FrameTarget.Record(Tcp(TcpFlags.Ack | TcpFlags.Psh, 1005, 0, "pong"u8), ack),
+            .. FrameTarget.Record(Arp())]);
         yield return ("frame", "ipv4-fragments", Frames(Fragments()));
         yield return ("frame", "udp-to-gateway", Frames(GuestPackets.Udp(Config.GatewayMac, Guest, 40000, Config.Gateway, 9, "hello"u8)));
 

@@ -7,9 +7,9 @@ namespace Emunet.Fuzz.Targets;
 /// The <c>frame</c> target: everything the stack does with Ethernet frames from the guest. One input is up to
 /// <see cref="MaxFrames"/> records, each <c>[flags:1][length:2, big-endian][frame]</c> (a short last record takes what
 /// is left), handed to one fresh stack in order, so a handshake or a fragment series fits in one input.
-/// Flag bits (<see cref="FrameFixup"/>) let the harness repair what a mutation breaks, so the fuzzer gets past the IPv4,
+/// Flag bits (<see cref="FrameFlags"/>) let the harness repair what a mutation breaks, so the fuzzer gets past the IPv4,
 /// UDP, TCP and ICMP checks, aim TCP at a loopback server, acknowledge what the stack sent, and run the engine loop
-/// once, so a connection can open and carry data; without them the frame goes as it is.
+/// once, so a connection can open and carry data, or have the guest go away and come back between two frames.
 /// </summary>
 internal static class FrameTarget
 {
@@ -23,19 +23,24 @@ internal static class FrameTarget
         var frame = new byte[ushort.MaxValue];
         for (int n = 0; n < MaxFrames && input.Length >= RecordHeader; n++)
         {
-            var flags = (FrameFixup)input[0];
+            var flags = (FrameFlags)input[0];
             int length = Math.Min(BinaryPrimitives.ReadUInt16BigEndian(input[1..]), input.Length - RecordHeader);
             input[RecordHeader..(RecordHeader + length)].CopyTo(frame);
             input = input[(RecordHeader + length)..];
             var span = frame.AsSpan(0, length);
             FrameFixups.Apply(span, flags, rig.ListenerPort, rig.Device.NextAcknowledgment);
             rig.Stack.OnFrame(span);
-            if ((flags & FrameFixup.Pump) != 0) rig.Pump();
+            if ((flags & FrameFlags.Pump) != 0) rig.Pump();
+            if ((flags & FrameFlags.Reconnect) != 0)
+            {
+                rig.Stack.OnDeviceDisconnected();
+                rig.Stack.OnDeviceConnected();
+            }
         }
     }
 
     /// <summary>One record of a <c>frame</c> input (seeds and tests write inputs with it).</summary>
-    public static byte[] Record(ReadOnlySpan<byte> frame, FrameFixup flags = FrameFixup.Lengths | FrameFixup.Checksums)
+    public static byte[] Record(ReadOnlySpan<byte> frame, FrameFlags flags = FrameFlags.Lengths | FrameFlags.Checksums)
     {
         var record = new byte[RecordHeader + frame.Length];
         record[0] = (byte)flags;
@@ -45,9 +50,9 @@ internal static class FrameTarget
     }
 }
 
-/// <summary>What the harness repairs in a frame before the stack sees it.</summary>
+/// <summary>What the harness does with one frame record: repairs before the stack sees it, and events after.</summary>
 [Flags]
-internal enum FrameFixup : byte
+internal enum FrameFlags : byte
 {
     None = 0,
     /// <summary>IPv4 total length from the frame's size; UDP length from the IPv4 payload.</summary>
@@ -60,6 +65,8 @@ internal enum FrameFixup : byte
     ToListener = 8,
     /// <summary>TCP: the acknowledgment number is the end of the last segment the stack sent.</summary>
     AcknowledgeLast = 16,
+    /// <summary>After this frame the guest goes away and comes back (the device reconnects): its flows are dropped.</summary>
+    Reconnect = 32,
 }
 
 /// <summary>Repairs lengths and checksums of an Ethernet + IPv4 frame in place; anything else is left as it is.</summary>
@@ -67,11 +74,11 @@ internal static class FrameFixups
 {
     private const int Ip = EthernetFrame.HeaderLength;
 
-    /// <param name="listenerPort">For <see cref="FrameFixup.ToListener"/>.</param>
-    /// <param name="acknowledgment">For <see cref="FrameFixup.AcknowledgeLast"/>; null before the stack sent TCP.</param>
-    public static void Apply(Span<byte> frame, FrameFixup flags, ushort listenerPort = 0, uint? acknowledgment = null)
+    /// <param name="listenerPort">For <see cref="FrameFlags.ToListener"/>.</param>
+    /// <param name="acknowledgment">For <see cref="FrameFlags.AcknowledgeLast"/>; null before the stack sent TCP.</param>
+    public static void Apply(Span<byte> frame, FrameFlags flags, ushort listenerPort = 0, uint? acknowledgment = null)
     {
-        if (flags == FrameFixup.None || frame.Length < Ip + IPv4Packet.MinHeaderLength) return;
+        if (flags == FrameFlags.None || frame.Length < Ip + IPv4Packet.MinHeaderLength) return;
         if (BinaryPrimitives.ReadUInt16BigEndian(frame[EthernetFrame.Offsets.EtherType..]) != EthernetFrame.EtherTypeIPv4) return;
         var ip = frame[Ip..];
         int ihl = (ip[IPv4Packet.Offsets.VersionIhl] & 0xf) * 4;
@@ -80,17 +87,17 @@ internal static class FrameFixups
         if (protocol == IPv4Packet.ProtocolTcp && ip.Length - ihl >= TcpSegment.MinHeaderLength)
         {
             var tcp = ip[ihl..];
-            if ((flags & FrameFixup.ToListener) != 0) BinaryPrimitives.WriteUInt16BigEndian(tcp[TcpSegment.Offsets.DestinationPort..], listenerPort);
-            if ((flags & FrameFixup.AcknowledgeLast) != 0 && acknowledgment is { } ack)
+            if ((flags & FrameFlags.ToListener) != 0) BinaryPrimitives.WriteUInt16BigEndian(tcp[TcpSegment.Offsets.DestinationPort..], listenerPort);
+            if ((flags & FrameFlags.AcknowledgeLast) != 0 && acknowledgment is { } ack)
                 BinaryPrimitives.WriteUInt32BigEndian(tcp[TcpSegment.Offsets.AcknowledgmentNumber..], ack);
         }
-        if ((flags & FrameFixup.Lengths) != 0)
+        if ((flags & FrameFlags.Lengths) != 0)
         {
             BinaryPrimitives.WriteUInt16BigEndian(ip[IPv4Packet.Offsets.TotalLength..], (ushort)ip.Length);
             if (protocol == IPv4Packet.ProtocolUdp && ip.Length - ihl >= UdpDatagram.HeaderLength)
                 BinaryPrimitives.WriteUInt16BigEndian(ip[(ihl + UdpDatagram.Offsets.Length)..], (ushort)(ip.Length - ihl));
         }
-        if ((flags & FrameFixup.Checksums) == 0) return;
+        if ((flags & FrameFlags.Checksums) == 0) return;
         BinaryPrimitives.WriteUInt16BigEndian(ip[IPv4Packet.Offsets.Checksum..], 0);
         BinaryPrimitives.WriteUInt16BigEndian(ip[IPv4Packet.Offsets.Checksum..], Checksum.Compute(ip[..ihl]));
         int total = BinaryPrimitives.ReadUInt16BigEndian(ip[IPv4Packet.Offsets.TotalLength..]);
