@@ -26,7 +26,7 @@ namespace Emunet.Fuzz.Targets;
 internal static class VhostUserTarget
 {
     public const byte SendMemory = 1, SendEventFd = 2, SendSecondEventFd = 4, KickRx = 8, KickTx = 16, FrameToGuest = 32;
-    public const int MemorySize = 0x10000;
+    public const int MemorySize = 0x100000;
     public const int MaxRecords = 64;
 
     public static void Run(ReadOnlySpan<byte> input)
