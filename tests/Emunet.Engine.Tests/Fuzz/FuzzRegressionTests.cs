@@ -4,9 +4,10 @@ using Emunet.Fuzz.Targets;
 namespace Emunet.Engine.Tests.Fuzz;
 
 /// <summary>
-/// The fuzz targets (tests/Emunet.Fuzz) without AFL: every seed of the corpus and every crash AFL found and that was
-/// saved (tests/Emunet.Fuzz/crashes/TARGET/) runs through the same entry point the fuzzer drives, and must return
-/// without an exception. A crash that shows an engine bug not yet fixed has its own skipped test naming the bug.
+/// The fuzz targets (tests/Emunet.Fuzz) without AFL: every seed of the corpus and every saved crashing input
+/// (tests/Emunet.Fuzz/crashes/TARGET/, found by AFL or written against a target's input format) runs through the same
+/// entry point the fuzzer drives, and must return without an exception. An input that shows an engine bug not yet
+/// fixed has its own skipped test naming the bug.
 /// </summary>
 public sealed class FuzzRegressionTests
 {
