@@ -12,7 +12,7 @@ dotnet test Emunet.sln -c Release --no-build -nologo 2>&1 | tee -a "$log" || sta
 if [ -f tests/Module/run-pester.ps1 ]; then
   dotnet tool run pwsh -NoProfile -File tests/Module/run-pester.ps1 2>&1 | tee -a "$log" || status=1
 fi
-# The fuzz smoke run: every AFL++ target for a few seconds (tests/Emunet.Fuzz/run-fuzz.sh; longer runs in DEVELOPERS.md).
+# The fuzz smoke run: every AFL++ target for 3 s, two at a time (tests/Emunet.Fuzz/run-fuzz.sh; longer runs in DEVELOPERS.md).
 bash tests/Emunet.Fuzz/run-fuzz.sh --smoke 2>&1 | tee -a "$log" || status=1
 passed=$(grep -oE 'Passed: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}')
 failed=$(grep -oE 'Failed: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}')

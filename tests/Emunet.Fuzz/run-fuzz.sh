@@ -4,7 +4,8 @@
 # Findings land in build/fuzz/findings/TARGET; each crash is replayed once to show its stack trace.
 #
 #   run-fuzz.sh TARGET SECONDS   one target for that long (targets: frame dhcp dns virtqueue control vhost-user)
-#   run-fuzz.sh --smoke          every target for a few seconds; exits non-zero if AFL found a crash or could not run
+#   run-fuzz.sh --smoke          every target for a few seconds, two at a time; exits non-zero if AFL found a crash or
+#                                could not run
 #
 # The last line is "Fuzz: N passed, M failed" (a target passes when AFL ran it and found no crash). As root the
 # fuzzer runs in a network namespace of its own (loopback only), so no input can reach another process's sockets.
@@ -84,8 +85,18 @@ passed=0 failed=0
 if ! prepare; then
   failed=$(wc -w <<<"$selected")
 else
-  for t in $selected; do
-    if fuzz "$t" "$seconds"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+  # One afl-fuzz per core (at most two), each target's report printed whole, in order.
+  lanes=$(nproc 2>/dev/null || echo 1); [ "$lanes" -gt 2 ] && lanes=2
+  set -- $selected
+  while [ $# -gt 0 ]; do
+    batch=("${@:1:$lanes}")
+    shift "${#batch[@]}"
+    pids=()
+    for t in "${batch[@]}"; do fuzz "$t" "$seconds" >"$out/report-$t.txt" 2>&1 & pids+=($!); done
+    for i in "${!batch[@]}"; do
+      if wait "${pids[$i]}"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+      cat "$out/report-${batch[$i]}.txt"
+    done
   done
 fi
 echo "Fuzz: $passed passed, $failed failed"
