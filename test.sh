@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds everything and runs every test: unit, tool, Pester (module) and integration tests with the real guest.
+# Builds everything and runs every test: unit, tool, Pester (module) and integration tests with the real guest, and a
+# short fuzz run of every target.
 # Installs what it needs first (scripts/setup.sh). Prints a closing "N passed, N failed" line.
 set -uo pipefail
 cd "$(dirname "$0")"
@@ -11,11 +12,14 @@ dotnet test Emunet.sln -c Release --no-build -nologo 2>&1 | tee -a "$log" || sta
 if [ -f tests/Module/run-pester.ps1 ]; then
   dotnet tool run pwsh -NoProfile -File tests/Module/run-pester.ps1 2>&1 | tee -a "$log" || status=1
 fi
+# The fuzz smoke run: every AFL++ target for 3 s, two at a time (tests/Emunet.Fuzz/run-fuzz.sh; longer runs in DEVELOPERS.md).
+bash tests/Emunet.Fuzz/run-fuzz.sh --smoke 2>&1 | tee -a "$log" || status=1
 passed=$(grep -oE 'Passed: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}')
 failed=$(grep -oE 'Failed: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}')
-pester_passed=$(grep -oE '^Pester: [0-9]+ passed' "$log" | awk '{s+=$2} END {print s+0}')
-pester_failed=$(grep -oE '^Pester: [0-9]+ passed, [0-9]+ failed' "$log" | awk '{s+=$4} END {print s+0}')
-passed=$((passed + pester_passed)); failed=$((failed + pester_failed))
+# Pester and the fuzz run close with "Pester: N passed, N failed" and "Fuzz: N passed, N failed".
+runner_passed=$(grep -oE '^(Pester|Fuzz): [0-9]+ passed' "$log" | awk '{s+=$2} END {print s+0}')
+runner_failed=$(grep -oE '^(Pester|Fuzz): [0-9]+ passed, [0-9]+ failed' "$log" | awk '{s+=$4} END {print s+0}')
+passed=$((passed + runner_passed)); failed=$((failed + runner_failed))
 [ "$failed" -eq 0 ] || status=1
 [ "$passed" -gt 0 ] || status=1
 echo "$passed passed, $failed failed"
