@@ -43,6 +43,9 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable
     /// <summary>Listens on the Unix socket <paramref name="path"/> only.</summary>
     public static EmulatorListener ForUnixPath(EventLoop loop, string path, string option, ILogger logger) => new(loop, path, option, false, logger);
 
+    /// <summary>The endpoint as given (for <see cref="ForUnixPath"/>, the path).</summary>
+    public string Path => _endpoint;
+
     /// <summary>The absolute socket path once bound to one, else null.</summary>
     public string? UnixPath { get; private set; }
 
@@ -51,7 +54,7 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable
     public void Start(EmulatorLink link)
     {
         _link = link;
-        _socket = _tcpAllowed && _endpoint.StartsWith("tcp:", StringComparison.OrdinalIgnoreCase) ? BindTcp(_endpoint) : BindUnix(Path.GetFullPath(_endpoint));
+        _socket = _tcpAllowed && _endpoint.StartsWith("tcp:", StringComparison.OrdinalIgnoreCase) ? BindTcp(_endpoint) : BindUnix(System.IO.Path.GetFullPath(_endpoint));
         _socket.Blocking = false;
         _token = _loop.Register((int)_socket.Handle, Libc.EPOLLIN, this);
     }
@@ -130,7 +133,7 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable
             }
             File.Delete(path); // stale socket of an engine that did not shut down
         }
-        var dir = Path.GetDirectoryName(path);
+        var dir = System.IO.Path.GetDirectoryName(path);
         if (dir is not null && !Directory.Exists(dir)) throw new EngineStartException($"The folder of the socket path '{path}' does not exist.");
         var u = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
