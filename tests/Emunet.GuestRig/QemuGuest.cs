@@ -55,10 +55,18 @@ public static class GuestNetwork
     /// back-end can map; <paramref name="memoryMb"/> must equal <see cref="GuestOptions.MemoryMb"/>. vectors=0: MSI-X
     /// under TCG with vhost-user is not dependable on the test hosts, INTx is.
     /// </summary>
-    public static string[] VhostUser(string path, int memoryMb = 512) =>
+    public static string[] VhostUser(string path, int memoryMb = 512) => VhostUserChardev($"socket,id=c0,path={path}", memoryMb);
+
+    /// <summary>
+    /// vhost-user with QEMU as the socket's server (<c>-chardev socket,server=on</c>): QEMU waits at start-up until the
+    /// back-end connects, and Emunet dials it (<c>unix:PATH</c>, link mode Connect). Otherwise as <see cref="VhostUser"/>.
+    /// </summary>
+    public static string[] VhostUserServer(string path, int memoryMb = 512) => VhostUserChardev($"socket,id=c0,path={path},server=on", memoryMb);
+
+    private static string[] VhostUserChardev(string chardev, int memoryMb) =>
     [
         "-object", $"memory-backend-memfd,id=mem,size={memoryMb}M,share=on", "-numa", "node,memdev=mem",
-        "-chardev", $"socket,id=c0,path={path}", "-netdev", "vhost-user,id=n0,chardev=c0",
+        "-chardev", chardev, "-netdev", "vhost-user,id=n0,chardev=c0",
         "-device", "virtio-net-pci,netdev=n0,vectors=0,romfile=",
     ];
 }

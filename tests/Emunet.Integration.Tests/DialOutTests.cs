@@ -5,6 +5,7 @@ using Emunet.Engine.Stack;
 using Emunet.Engine.Wire;
 using Emunet.GuestRig;
 using Microsoft.Extensions.Logging.Abstractions;
+using Xunit.Abstractions;
 
 namespace Emunet.Integration.Tests;
 
@@ -15,7 +16,7 @@ namespace Emunet.Integration.Tests;
 /// replaced without restarting QEMU: the guest keeps its address, its pings come back, its lease renews, new
 /// connections work.
 /// </summary>
-public sealed class DialOutTests
+public sealed class DialOutTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan Listening = TimeSpan.FromSeconds(30);
 
@@ -64,6 +65,32 @@ public sealed class DialOutTests
             Assert.Contains("ip=10.0.2.15", result.Output);
             Assert.Contains("ping ok", result.Output);
             Assert.Contains("dialled over a unix socket", result.Output);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
+    public async Task DialOut_vhost_user_the_engine_dials_qemu_as_the_chardev_server()
+    {
+        using var http = new LoopbackHttpServer();
+        http.Serve("/", "dialled vhost-user\n"u8.ToArray());
+        var dir = Directory.CreateTempSubdirectory("emunet-dial-").FullName;
+        try
+        {
+            var path = Path.Combine(dir, "vhost.sock");
+            using var guest = QemuGuest.Start(new GuestOptions { NetworkArgs = GuestNetwork.VhostUserServer(path), Script = Reach(http.Port) });
+            await LoopbackPorts.WaitSocketFileAsync(path, Listening); // QEMU first; it waits for the back-end
+            using var engine = StartEngine(new LinkOptions(LinkKind.VhostUser, LinkMode.Connect, $"unix:{path}"));
+            Assert.Equal($"vhost-user:connect:unix:{path}", engine.Info.Device);
+
+            var result = await guest.WaitForExitAsync();
+            Assert.True(result.ExitCode == 0, result.ToString());
+            Assert.Contains("ip=10.0.2.15", result.Output);
+            Assert.Contains("ping ok", result.Output);
+            Assert.Contains("dialled vhost-user", result.Output);
         }
         finally
         {
@@ -130,14 +157,16 @@ public sealed class DialOutTests
                 udhcpc -i eth0 -s /etc/udhcpc.script -O mtu -f -t 10 -T 1 -p /run/udhcpc.pid >/run/udhcpc-bound.log 2>&1 &
                 i=0
                 while [ "$(grep -c '^bound eth0' /run/dhcp-events)" -lt 2 ] && [ $i -lt 200 ]; do usleep 100000; i=$((i+1)); done
-                n=0; lost=0
+                n=0; ok=0; lost=0
                 while [ $n -lt 600 ]; do
                   n=$((n+1))
                   if ping -c 1 -W 1 10.0.2.2 >/dev/null 2>&1; then
                     if [ $lost -gt 0 ]; then echo "ping back $n"; break; fi
-                    echo "ping ok $n"
-                  else
+                    ok=1; echo "ping ok $n"
+                  elif [ $ok = 1 ]; then
                     lost=$((lost+1)); echo "ping lost $n"
+                  else
+                    echo "ping not yet $n"
                   fi
                   usleep 200000
                 done
@@ -164,6 +193,7 @@ public sealed class DialOutTests
         using var second = await EngineProcess.StartAsync(engineArgs);
         await guest.WaitForLineAsync(l => l.StartsWith("ping back", StringComparison.Ordinal), TimeSpan.FromSeconds(10));
         Assert.True(restart.Elapsed < TimeSpan.FromSeconds(10), $"pings came back {restart.Elapsed.TotalSeconds:0.0} s after the new engine started");
+        output.WriteLine($"pings came back {restart.Elapsed.TotalSeconds:0.0} s after the new engine process started");
 
         var result = await guest.WaitForExitAsync();
         Assert.True(result.ExitCode == 0, result.ToString() + "\n--- second engine ---\n" + second.Log);
