@@ -138,17 +138,37 @@ public sealed class DialOutTests(ITestOutputHelper output)
     /// <summary>
     /// An engine process SIGKILLed while the guest pings 10.0.2.2 in a loop; a new one with the same arguments; the
     /// pings answer again within 10 s of its start, with QEMU never restarted: the guest kept 10.0.2.15, its DHCP
-    /// client's renewal (RFC 2131 RENEWING, unicast) is acked by the new engine, and a new TCP connection works.
+    /// client's renewal (RFC 2131 RENEWING, unicast) is acked by the new engine, and a new TCP connection works. Over
+    /// the Android stand-in's <c>-net-socket listen=</c> (TCP) and over QEMU 7.2's <c>-netdev stream,server=on</c> (Unix).
     /// </summary>
-    [Fact]
-    public async Task DialOut_engine_killed_and_restarted_costs_the_guest_a_pause_not_its_network()
+    [Theory]
+    [InlineData(AndroidNetSocket)]
+    [InlineData(QemuStreamServer)]
+    public async Task DialOut_engine_killed_and_restarted_costs_the_guest_a_pause_not_its_network(string emulator)
     {
         using var http = new LoopbackHttpServer();
         http.Serve("/", "after the restart\n"u8.ToArray());
         int port = LoopbackPorts.Free();
-        using var guest = QemuGuest.StartAndroid(new GuestOptions
+        var dir = Directory.CreateTempSubdirectory("emunet-dial-").FullName;
+        var path = Path.Combine(dir, "qemu.sock");
+        try
         {
-            NetworkArgs = [],
+            await KillAndRestart(emulator, http.Port, port, path);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    public const string AndroidNetSocket = "android -net-socket listen=";
+    public const string QemuStreamServer = "qemu -netdev stream,server=on";
+
+    private async Task KillAndRestart(string emulator, int httpPort, int port, string path)
+    {
+        var options = new GuestOptions
+        {
+            NetworkArgs = emulator == QemuStreamServer ? GuestNetwork.StreamServerUnix(path) : [],
             Timeout = TimeSpan.FromMinutes(4),
             Script = $$"""
                 . /run/lease.env
@@ -176,15 +196,21 @@ public sealed class DialOutTests(ITestOutputHelper output)
                 i=0
                 while ! grep -q '^renew eth0 10.0.2.15' /run/dhcp-events && [ $i -lt 150 ]; do usleep 100000; i=$((i+1)); done
                 grep '^renew eth0' /run/dhcp-events | sed 's/^/dhcp /'
-                wget -q -O - http://10.0.2.2:{{http.Port}}/
+                wget -q -O - http://10.0.2.2:{{httpPort}}/
                 """,
-        }, "-avd", "test", "-no-window", "-net-socket", $"listen=127.0.0.1:{port}");
-        await LoopbackPorts.WaitListeningAsync(port, Listening);
-        string[] engineArgs = ["--connect", $"tcp:127.0.0.1:{port}"];
+        };
+        bool stream = emulator == QemuStreamServer;
+        using var guest = stream
+            ? QemuGuest.Start(options)
+            : QemuGuest.StartAndroid(options, "-avd", "test", "-no-window", "-net-socket", $"listen=127.0.0.1:{port}");
+        if (stream) await LoopbackPorts.WaitSocketFileAsync(path, Listening);
+        else await LoopbackPorts.WaitListeningAsync(port, Listening);
+        var endpoint = stream ? $"unix:{path}" : $"tcp:127.0.0.1:{port}";
+        string[] engineArgs = ["--connect", endpoint];
 
         using (var first = await EngineProcess.StartAsync(engineArgs))
         {
-            Assert.Contains($"stream:connect:tcp:127.0.0.1:{port}", first.StartLine);
+            Assert.Contains($"stream:connect:{endpoint}", first.StartLine);
             await guest.WaitForLineAsync(l => l.StartsWith("ping ok", StringComparison.Ordinal), TimeSpan.FromSeconds(120));
             first.KillHard();
             await guest.WaitForLineAsync(l => l.StartsWith("ping lost", StringComparison.Ordinal), TimeSpan.FromSeconds(30));
