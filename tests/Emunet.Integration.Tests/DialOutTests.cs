@@ -139,11 +139,13 @@ public sealed class DialOutTests(ITestOutputHelper output)
     /// An engine process SIGKILLed while the guest pings 10.0.2.2 in a loop; a new one with the same arguments; the
     /// pings answer again within 10 s of its start, with QEMU never restarted: the guest kept 10.0.2.15, its DHCP
     /// client's renewal (RFC 2131 RENEWING, unicast) is acked by the new engine, and a new TCP connection works. Over
-    /// the Android stand-in's <c>-net-socket listen=</c> (TCP) and over QEMU 7.2's <c>-netdev stream,server=on</c> (Unix).
+    /// the Android stand-in's <c>-net-socket listen=</c> (TCP), QEMU 7.2's <c>-netdev stream,server=on</c> (Unix) and
+    /// vhost-user with QEMU as the chardev server (the new back-end is handed the rings where the guest left them).
     /// </summary>
     [Theory]
     [InlineData(AndroidNetSocket)]
     [InlineData(QemuStreamServer)]
+    [InlineData(QemuVhostUserServer)]
     public async Task DialOut_engine_killed_and_restarted_costs_the_guest_a_pause_not_its_network(string emulator)
     {
         using var http = new LoopbackHttpServer();
@@ -163,12 +165,18 @@ public sealed class DialOutTests(ITestOutputHelper output)
 
     public const string AndroidNetSocket = "android -net-socket listen=";
     public const string QemuStreamServer = "qemu -netdev stream,server=on";
+    public const string QemuVhostUserServer = "qemu -chardev socket,server=on -netdev vhost-user";
 
     private async Task KillAndRestart(string emulator, int httpPort, int port, string path)
     {
         var options = new GuestOptions
         {
-            NetworkArgs = emulator == QemuStreamServer ? GuestNetwork.StreamServerUnix(path) : [],
+            NetworkArgs = emulator switch
+            {
+                QemuStreamServer => GuestNetwork.StreamServerUnix(path),
+                QemuVhostUserServer => GuestNetwork.VhostUserServer(path),
+                _ => [],
+            },
             Timeout = TimeSpan.FromMinutes(4),
             Script = $$"""
                 . /run/lease.env
@@ -199,18 +207,18 @@ public sealed class DialOutTests(ITestOutputHelper output)
                 wget -q -O - http://10.0.2.2:{{httpPort}}/
                 """,
         };
-        bool stream = emulator == QemuStreamServer;
+        bool stream = emulator != AndroidNetSocket;
         using var guest = stream
             ? QemuGuest.Start(options)
             : QemuGuest.StartAndroid(options, "-avd", "test", "-no-window", "-net-socket", $"listen=127.0.0.1:{port}");
         if (stream) await LoopbackPorts.WaitSocketFileAsync(path, Listening);
         else await LoopbackPorts.WaitListeningAsync(port, Listening);
         var endpoint = stream ? $"unix:{path}" : $"tcp:127.0.0.1:{port}";
-        string[] engineArgs = ["--connect", endpoint];
+        string[] engineArgs = emulator == QemuVhostUserServer ? ["--connect", endpoint, "--vhost-user"] : ["--connect", endpoint];
 
         using (var first = await EngineProcess.StartAsync(engineArgs))
         {
-            Assert.Contains($"stream:connect:{endpoint}", first.StartLine);
+            Assert.Contains($"{(emulator == QemuVhostUserServer ? "vhost-user" : "stream")}:connect:{endpoint}", first.StartLine);
             await guest.WaitForLineAsync(l => l.StartsWith("ping ok", StringComparison.Ordinal), TimeSpan.FromSeconds(120));
             first.KillHard();
             await guest.WaitForLineAsync(l => l.StartsWith("ping lost", StringComparison.Ordinal), TimeSpan.FromSeconds(30));
@@ -227,7 +235,7 @@ public sealed class DialOutTests(ITestOutputHelper output)
         Assert.Contains("address kept", result.Output);
         Assert.Contains("dhcp renew eth0 10.0.2.15", result.Output);
         Assert.Contains("after the restart", result.Output);
-        Assert.Contains("Emulator attached", second.Log);
+        Assert.Contains(emulator == QemuVhostUserServer ? "front-end attached" : "Emulator attached", second.Log);
     }
 
     private static EmunetEngine StartEngine(LinkOptions link, NetworkConfig? network = null)
