@@ -140,7 +140,7 @@ public sealed class DialOutTests(ITestOutputHelper output)
     /// pings answer again within 10 s of its start, with QEMU never restarted: the guest kept 10.0.2.15, its DHCP
     /// client's renewal (RFC 2131 RENEWING, unicast) is acked by the new engine, and a new TCP connection works. Over
     /// the Android stand-in's <c>-net-socket listen=</c> (TCP), QEMU 7.2's <c>-netdev stream,server=on</c> (Unix) and
-    /// vhost-user with QEMU as the chardev server (the new back-end is handed the rings where the guest left them).
+    /// vhost-user with QEMU as the chardev server.
     /// </summary>
     [Theory]
     [InlineData(AndroidNetSocket)]

@@ -36,6 +36,7 @@ internal sealed class EmulatorDialer : IEmulatorSource, IPollable, ITimerClient
     private int _delayMs = FirstRetryMs;
     private long _attachedAt;
     private bool _timerAdded;
+    private bool _warned;
     private bool _disposed;
 
     private EmulatorDialer(EventLoop loop, EndPoint endpoint, string description, ILogger logger)
@@ -115,6 +116,7 @@ internal sealed class EmulatorDialer : IEmulatorSource, IPollable, ITimerClient
 
     private void LogWaiting()
     {
+        _warned = false;
         _logger.LogInformation("Waiting for the emulator at {Endpoint} (Emunet dials it and retries until it answers).", Description);
     }
 
@@ -122,26 +124,35 @@ internal sealed class EmulatorDialer : IEmulatorSource, IPollable, ITimerClient
     private void Dial()
     {
         if (_disposed) return;
-        var socket = new Socket(_endpoint.AddressFamily, SocketType.Stream, _endpoint is UnixDomainSocketEndPoint ? ProtocolType.Unspecified : ProtocolType.Tcp)
-        {
-            Blocking = false,
-        };
+        Socket? socket = null;
         try
         {
+            socket = new Socket(_endpoint.AddressFamily, SocketType.Stream, _endpoint is UnixDomainSocketEndPoint ? ProtocolType.Unspecified : ProtocolType.Tcp)
+            {
+                Blocking = false,
+            };
             socket.Connect(_endpoint);
         }
-        catch (SocketException e) when (e.SocketErrorCode is SocketError.WouldBlock or SocketError.InProgress
+        catch (SocketException e) when (socket is not null && e.SocketErrorCode is SocketError.WouldBlock or SocketError.InProgress
             && _endpoint is not UnixDomainSocketEndPoint)
         {
             // The TCP handshake is under way: writability (or an error) says when it is done (connect(2), EINPROGRESS).
-            _connecting = socket;
-            _token = _loop.Register((int)socket.Handle, Libc.EPOLLOUT, this);
+            try
+            {
+                _token = _loop.Register((int)socket.Handle, Libc.EPOLLOUT, this);
+                _connecting = socket;
+            }
+            catch (InvalidOperationException)
+            {
+                socket.Dispose();
+                ScheduleRetry(SocketError.SocketError);
+            }
             return;
         }
         catch (SocketException e)
         {
-            // Refused, no such socket file, or a Unix listener whose backlog is full (EAGAIN): not there yet.
-            socket.Dispose();
+            // Refused, no such socket file, a Unix listener whose backlog is full (EAGAIN), or out of descriptors.
+            socket?.Dispose();
             ScheduleRetry(e.SocketErrorCode);
             return;
         }
@@ -156,7 +167,9 @@ internal sealed class EmulatorDialer : IEmulatorSource, IPollable, ITimerClient
         _loop.Unregister(_token, (int)socket.Handle);
         _connecting = null;
         _token = -1;
-        int error = (int)socket.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error)!;
+        int error;
+        try { error = (int)socket.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error)!; }
+        catch (SocketException e) { error = (int)e.SocketErrorCode; }
         if (error != 0)
         {
             socket.Dispose();
@@ -175,6 +188,14 @@ internal sealed class EmulatorDialer : IEmulatorSource, IPollable, ITimerClient
 
     private void ScheduleRetry(SocketError why)
     {
+        // Refused (nothing listens), no socket file yet, or a full backlog: the emulator is not there yet. Anything
+        // else (permission denied, ...) will not pass by itself: said once per wait, and still retried.
+        if (why is not (SocketError.ConnectionRefused or SocketError.AddressNotAvailable or SocketError.WouldBlock
+            or SocketError.TimedOut or SocketError.ConnectionReset) && !_warned)
+        {
+            _warned = true;
+            _logger.LogWarning("Dialling the emulator at {Endpoint} fails with {Error}; still retrying every {Max} ms at most.", Description, why, MaxRetryMs);
+        }
         if (_logger.IsEnabled(LogLevel.Debug))
             _logger.LogDebug("The emulator at {Endpoint} did not answer ({Error}); next attempt in {Delay} ms.", Description, why, _delayMs);
         _retryAt = _loop.NowMs + _delayMs;
