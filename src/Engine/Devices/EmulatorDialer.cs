@@ -17,7 +17,8 @@ namespace Emunet.Engine.Devices;
 /// answers at once, a TCP one completes later and the socket is watched for writability, then SO_ERROR says how it
 /// went. A connected socket goes to the <see cref="EmulatorLink"/> (the device logs it as attached); a refused one is closed and the next attempt is a
 /// loop deadline (<see cref="ITimerClient"/>) after a backoff of <see cref="FirstRetryMs"/> doubling to
-/// <see cref="MaxRetryMs"/>. When the link drops, dialling starts over. "Waiting for the emulator" is logged once per
+/// <see cref="MaxRetryMs"/>. When the link drops, dialling starts over (at once after a connection that lived, after
+/// the growing backoff after one that did not). "Waiting for the emulator" is logged once per
 /// wait, not per attempt. Dispose stops dialling and closes the socket being connected.
 /// </summary>
 internal sealed class EmulatorDialer : IEmulatorSource, IPollable, ITimerClient
@@ -37,6 +38,7 @@ internal sealed class EmulatorDialer : IEmulatorSource, IPollable, ITimerClient
     private long _attachedAt;
     private bool _timerAdded;
     private bool _warned;
+    private bool _redialAtOnce;
     private bool _disposed;
 
     private EmulatorDialer(EventLoop loop, EndPoint endpoint, string description, ILogger logger)
@@ -100,10 +102,13 @@ internal sealed class EmulatorDialer : IEmulatorSource, IPollable, ITimerClient
     public void OnConnectionClosed()
     {
         if (_disposed) return;
-        // A connection that ended at once (a peer that accepts and closes) keeps the backoff growing; one that lived
-        // resets it. Posted, not dialled here: this may run inside another timer client's turn, where a deadline
-        // set with WakeAt would be overwritten by the loop's recomputation.
-        if (_loop.NowMs - _attachedAt >= MaxRetryMs) _delayMs = FirstRetryMs;
+        // A connection that lived is dialled again at once, with the backoff from its start. One that ended within
+        // MaxRetryMs (a peer that accepts and closes, a stream that keeps losing its framing) waits the backoff
+        // first and keeps it growing, so such a peer is not dialled in a tight loop. Posted, not dialled here: this
+        // may run inside another timer client's turn, where a deadline set with WakeAt would be overwritten by the
+        // loop's recomputation.
+        _redialAtOnce = _loop.NowMs - _attachedAt >= MaxRetryMs;
+        if (_redialAtOnce) _delayMs = FirstRetryMs;
         _loop.Post(_dialAfterDrop);
     }
 
@@ -111,7 +116,8 @@ internal sealed class EmulatorDialer : IEmulatorSource, IPollable, ITimerClient
     {
         if (_disposed || _link is null || _link.IsConnected || _connecting is not null) return;
         LogWaiting();
-        Dial();
+        if (_redialAtOnce) Dial();
+        else ScheduleNext();
     }
 
     private void LogWaiting()
@@ -181,7 +187,6 @@ internal sealed class EmulatorDialer : IEmulatorSource, IPollable, ITimerClient
 
     private void Attach(Socket socket)
     {
-        _delayMs = FirstRetryMs;
         _attachedAt = _loop.NowMs;
         _link!.Offer(socket);
     }
@@ -198,6 +203,12 @@ internal sealed class EmulatorDialer : IEmulatorSource, IPollable, ITimerClient
         }
         if (_logger.IsEnabled(LogLevel.Debug))
             _logger.LogDebug("The emulator at {Endpoint} did not answer ({Error}); next attempt in {Delay} ms.", Description, why, _delayMs);
+        ScheduleNext();
+    }
+
+    /// <summary>The next attempt after the current backoff, which then doubles up to <see cref="MaxRetryMs"/>.</summary>
+    private void ScheduleNext()
+    {
         _retryAt = _loop.NowMs + _delayMs;
         _delayMs = Math.Min(_delayMs * 2, MaxRetryMs);
         _loop.WakeAt(_retryAt);

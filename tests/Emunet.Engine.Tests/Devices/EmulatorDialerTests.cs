@@ -157,6 +157,25 @@ public sealed class EmulatorDialerTests : IDisposable
     }
 
     [Fact]
+    public async Task A_peer_that_accepts_and_closes_at_once_is_not_dialled_in_a_tight_loop()
+    {
+        using var emulator = ListenUnix(SocketPath);
+        StartStream($"unix:{SocketPath}");
+        // Each connection ends at once; the next dial waits a backoff that keeps growing (100, 200, 400 ms, ...), so
+        // four connections take at least 100 + 200 + 400 ms after the first. A slow machine only makes it longer.
+        var clock = new System.Diagnostics.Stopwatch();
+        for (int i = 0; i < 4; i++)
+        {
+            using var peer = await AcceptAsync(emulator);
+            if (i == 0) clock.Start();
+            Assert.True(_handler.WaitConnected(Timeout));
+            peer.Shutdown(SocketShutdown.Both);
+            Assert.True(_handler.WaitDisconnected(Timeout));
+        }
+        Assert.True(clock.ElapsedMilliseconds >= 600, $"four short-lived connections in {clock.ElapsedMilliseconds} ms");
+    }
+
+    [Fact]
     public void The_backoff_doubles_from_100_ms_and_stops_at_2_s()
     {
         // Driven by hand, loop not running: each OnTimer at the deadline is one refused attempt (no socket file).
