@@ -241,16 +241,11 @@ internal sealed class EmulatorDialer : IEmulatorSource, IPollable, ITimerClient
 
     private static IPEndPoint ParseTcp(string endpoint, string option)
     {
-        var rest = endpoint[4..];
-        int colon = rest.LastIndexOf(':');
-        var host = colon < 0 ? "127.0.0.1" : rest[..colon];
-        if (host.StartsWith('[') && host.EndsWith(']')) host = host[1..^1];
-        IPAddress? address = host.Equals("localhost", StringComparison.OrdinalIgnoreCase) ? IPAddress.Loopback : null;
-        if (!int.TryParse(rest.AsSpan(colon + 1), out int port) || port is < 1 or > 65535 || address is null && !IPAddress.TryParse(host, out address))
+        if (!TcpEndpoint.TryParse(endpoint, loopbackShorthands: true, out var address, out int port))
             throw new EngineStartException($"The endpoint '{endpoint}' is not valid: use {option} tcp:127.0.0.1:PORT (or unix:PATH).");
         // The emulator's socket carries the guest's whole network unauthenticated: Emunet dials this machine only.
         if (!IPAddress.IsLoopback(address))
-            throw new EngineStartException($"Emunet dials emulators on this machine only, and {host} is not a loopback address: have the emulator listen on 127.0.0.1 (-netdev socket,listen=127.0.0.1:{port} or -net-socket listen=127.0.0.1:{port}) and give {option} tcp:127.0.0.1:{port}.");
+            throw new EngineStartException($"Emunet dials emulators on this machine only, and {address} is not a loopback address: have the emulator listen on 127.0.0.1 (-netdev socket,listen=127.0.0.1:{port} or -net-socket listen=127.0.0.1:{port}) and give {option} tcp:127.0.0.1:{port}.");
         return new IPEndPoint(address, port);
     }
 

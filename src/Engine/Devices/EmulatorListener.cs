@@ -92,9 +92,7 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable
 
     private static Socket BindTcp(string endpoint)
     {
-        var rest = endpoint[4..];
-        int colon = rest.LastIndexOf(':');
-        if (colon < 0 || !IPAddress.TryParse(rest[..colon], out var address) || !int.TryParse(rest[(colon + 1)..], out int port) || port is < 1 or > 65535)
+        if (!TcpEndpoint.TryParse(endpoint, loopbackShorthands: false, out var address, out int port))
             throw new EngineStartException($"The socket '{endpoint}' is not valid: use tcp:127.0.0.1:PORT (or a Unix socket path).");
         var s = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         try
