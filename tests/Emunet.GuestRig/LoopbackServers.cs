@@ -16,6 +16,38 @@ public static class LoopbackPorts
         l.Start();
         return ((IPEndPoint)l.LocalEndpoint).Port;
     }
+
+    /// <summary>
+    /// Waits until something listens on 127.0.0.1:<paramref name="port"/> (an emulator's <c>listen=</c> socket), by
+    /// reading /proc/net/tcp rather than connecting: a probe connection would be taken as the emulator's peer.
+    /// </summary>
+    public static async Task WaitListeningAsync(int port, TimeSpan timeout)
+    {
+        var entry = $"0100007F:{port:X4}";
+        var until = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            // /proc/net/tcp: "sl local_address rem_address st ..."; st 0A is TCP_LISTEN.
+            foreach (var line in File.ReadLines("/proc/net/tcp").Skip(1))
+            {
+                var f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                if (f.Length > 3 && f[1] == entry && f[3] == "0A") return;
+            }
+            if (DateTime.UtcNow > until) throw new TimeoutException($"Nothing listened on 127.0.0.1:{port} within {timeout.TotalSeconds:0} s.");
+            await Task.Delay(50);
+        }
+    }
+
+    /// <summary>Waits until the Unix socket file <paramref name="path"/> exists (an emulator listening there), without connecting.</summary>
+    public static async Task WaitSocketFileAsync(string path, TimeSpan timeout)
+    {
+        var until = DateTime.UtcNow + timeout;
+        while (!File.Exists(path))
+        {
+            if (DateTime.UtcNow > until) throw new TimeoutException($"No socket appeared at {path} within {timeout.TotalSeconds:0} s.");
+            await Task.Delay(50);
+        }
+    }
 }
 
 /// <summary>A UDP server on 127.0.0.1 that answers each datagram with "echo:" + its upper-cased text.</summary>

@@ -37,14 +37,36 @@ public static class GuestNetwork
     public static string[] SocketTcp(int port) => ["-netdev", $"socket,id=n0,connect=127.0.0.1:{port}", "-device", Device];
 
     /// <summary>
+    /// QEMU listens on 127.0.0.1:<paramref name="port"/> with the socket back-end (<c>-netdev socket,listen=</c>, as the
+    /// Android Emulator's <c>-net-socket listen=</c>); Emunet dials it (<c>tcp:127.0.0.1:PORT</c>, link mode Connect).
+    /// </summary>
+    public static string[] SocketListenTcp(int port) => ["-netdev", $"socket,id=n0,listen=127.0.0.1:{port}", "-device", Device];
+
+    /// <summary>QEMU 7.2+ listens on a Unix socket path with the stream back-end; Emunet dials it (<c>unix:PATH</c>, link mode Connect).</summary>
+    public static string[] StreamServerUnix(string path) =>
+        ["-netdev", $"stream,id=n0,server=on,addr.type=unix,addr.path={path}", "-device", Device];
+
+    /// <summary>QEMU 7.2+ listens on 127.0.0.1:<paramref name="port"/> with the stream back-end; Emunet dials it.</summary>
+    public static string[] StreamServerTcp(int port) =>
+        ["-netdev", $"stream,id=n0,server=on,addr.type=inet,addr.host=127.0.0.1,addr.port={port}", "-device", Device];
+
+    /// <summary>
     /// vhost-user to a Unix socket path (Emunet's <c>--vhost-user PATH</c>). The guest's RAM must be a shared memfd the
     /// back-end can map; <paramref name="memoryMb"/> must equal <see cref="GuestOptions.MemoryMb"/>. vectors=0: MSI-X
     /// under TCG with vhost-user is not dependable on the test hosts, INTx is.
     /// </summary>
-    public static string[] VhostUser(string path, int memoryMb = 512) =>
+    public static string[] VhostUser(string path, int memoryMb = 512) => VhostUserChardev($"socket,id=c0,path={path}", memoryMb);
+
+    /// <summary>
+    /// vhost-user with QEMU as the socket's server (<c>-chardev socket,server=on</c>): QEMU waits at start-up until the
+    /// back-end connects, and Emunet dials it (<c>unix:PATH</c>, link mode Connect). Otherwise as <see cref="VhostUser"/>.
+    /// </summary>
+    public static string[] VhostUserServer(string path, int memoryMb = 512) => VhostUserChardev($"socket,id=c0,path={path},server=on", memoryMb);
+
+    private static string[] VhostUserChardev(string chardev, int memoryMb) =>
     [
         "-object", $"memory-backend-memfd,id=mem,size={memoryMb}M,share=on", "-numa", "node,memdev=mem",
-        "-chardev", $"socket,id=c0,path={path}", "-netdev", "vhost-user,id=n0,chardev=c0",
+        "-chardev", chardev, "-netdev", "vhost-user,id=n0,chardev=c0",
         "-device", "virtio-net-pci,netdev=n0,vectors=0,romfile=",
     ];
 }
@@ -93,7 +115,7 @@ public sealed class QemuGuest : IDisposable
         _reader = Task.Run(ReadOutputAsync);
     }
 
-    /// <summary>The qemu-system-x86_64 process id.</summary>
+    /// <summary>The process id of qemu-system-x86_64 (the Android stand-in execs it, so the same id).</summary>
     public int ProcessId => _process.Id;
 
     /// <summary>Boots the guest; the script starts right after boot and DHCP.</summary>
@@ -101,7 +123,27 @@ public sealed class QemuGuest : IDisposable
     {
         var (dir, args) = PrepareCommandLine(options);
         args.AddRange(options.NetworkArgs);
-        var psi = new ProcessStartInfo("qemu-system-x86_64")
+        return StartProcess("qemu-system-x86_64", args, dir, options.Timeout);
+    }
+
+    /// <summary>The stand-in for the Android Emulator's <c>emulator</c> binary (tests/guest/fake-android-emulator).</summary>
+    public static string AndroidEmulator => Path.Combine(RepoPaths.Root, "tests", "guest", "fake-android-emulator");
+
+    /// <summary>
+    /// Boots the guest through <see cref="AndroidEmulator"/>: <paramref name="androidArgs"/> are the emulator's own
+    /// options (<c>-net-socket listen=127.0.0.1:P</c>, <c>-wifi-socket …</c>, <c>-avd NAME</c>, …) and the guest's QEMU
+    /// arguments follow <c>-qemu</c>, as the real emulator passes them on. <see cref="GuestOptions.NetworkArgs"/> are
+    /// added after those (usually none: the emulator's flags give the cards).
+    /// </summary>
+    public static QemuGuest StartAndroid(GuestOptions options, params string[] androidArgs)
+    {
+        var (dir, qemuArgs) = PrepareCommandLine(options);
+        return StartProcess(AndroidEmulator, [.. androidArgs, "-qemu", .. qemuArgs, .. options.NetworkArgs], dir, options.Timeout);
+    }
+
+    private static QemuGuest StartProcess(string program, List<string> args, string dir, TimeSpan timeout)
+    {
+        var psi = new ProcessStartInfo(program)
         {
             RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
         };
@@ -109,14 +151,14 @@ public sealed class QemuGuest : IDisposable
         Process process;
         try
         {
-            process = Process.Start(psi) ?? throw new InvalidOperationException("qemu-system-x86_64 did not start.");
+            process = Process.Start(psi) ?? throw new InvalidOperationException($"{program} did not start.");
         }
         catch (System.ComponentModel.Win32Exception e)
         {
             Directory.Delete(dir, true);
-            throw new InvalidOperationException("qemu-system-x86_64 is not installed; run scripts/setup.sh (apt-get install qemu-system-x86).", e);
+            throw new InvalidOperationException($"{program} cannot be run; qemu-system-x86_64 comes with scripts/setup.sh (apt-get install qemu-system-x86).", e);
         }
-        return new QemuGuest(process, dir, options.Timeout);
+        return new QemuGuest(process, dir, timeout);
     }
 
     /// <summary>

@@ -8,8 +8,8 @@ namespace Emunet.Engine.Devices;
 
 /// <summary>
 /// Where a device's emulator connection comes from. <see cref="EmulatorListener"/> accepts one (the emulator connects
-/// to Emunet); a dialler (Emunet connects to an emulator that listens, retrying until it answers) would be a second
-/// implementation. Either hands each connected socket to <see cref="EmulatorLink.Offer"/>.
+/// to Emunet); <see cref="EmulatorDialer"/> makes one (Emunet connects to an emulator that listens, retrying until it
+/// answers). Either hands each connected socket to <see cref="EmulatorLink.Offer"/>.
 /// </summary>
 internal interface IEmulatorSource : IDisposable
 {
@@ -82,6 +82,12 @@ internal sealed class EmulatorLink : IPollable, IDisposable
 
     /// <summary>True while the connection is also watched for room to write (<see cref="WatchWrites"/>).</summary>
     public bool WritesWatched { get; private set; }
+
+    /// <summary>
+    /// How a device names where its emulator is: the source's endpoint, behind <c>connect:</c> when Emunet dials it
+    /// (<c>unix:/run/emu.sock</c>, <c>connect:tcp:127.0.0.1:5555</c>).
+    /// </summary>
+    public static string Describe(IEmulatorSource source) => source is EmulatorDialer ? $"connect:{source.Description}" : source.Description;
 
     /// <summary>Starts the source. Throws <see cref="EngineStartException"/> naming the cause and the fix.</summary>
     public void Start() => _source.Start(this);

@@ -43,6 +43,9 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable
     /// <summary>Listens on the Unix socket <paramref name="path"/> only.</summary>
     public static EmulatorListener ForUnixPath(EventLoop loop, string path, string option, ILogger logger) => new(loop, path, option, false, logger);
 
+    /// <summary>The endpoint as given (for <see cref="ForUnixPath"/>, the path).</summary>
+    public string Path => _endpoint;
+
     /// <summary>The absolute socket path once bound to one, else null.</summary>
     public string? UnixPath { get; private set; }
 
@@ -51,7 +54,7 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable
     public void Start(EmulatorLink link)
     {
         _link = link;
-        _socket = _tcpAllowed && _endpoint.StartsWith("tcp:", StringComparison.OrdinalIgnoreCase) ? BindTcp(_endpoint) : BindUnix(Path.GetFullPath(_endpoint));
+        _socket = _tcpAllowed && _endpoint.StartsWith("tcp:", StringComparison.OrdinalIgnoreCase) ? BindTcp(_endpoint) : BindUnix(System.IO.Path.GetFullPath(_endpoint));
         _socket.Blocking = false;
         _token = _loop.Register((int)_socket.Handle, Libc.EPOLLIN, this);
     }
@@ -89,9 +92,7 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable
 
     private static Socket BindTcp(string endpoint)
     {
-        var rest = endpoint[4..];
-        int colon = rest.LastIndexOf(':');
-        if (colon < 0 || !IPAddress.TryParse(rest[..colon], out var address) || !int.TryParse(rest[(colon + 1)..], out int port) || port is < 1 or > 65535)
+        if (!TcpEndpoint.TryParse(endpoint, loopbackShorthands: false, out var address, out int port))
             throw new EngineStartException($"The socket '{endpoint}' is not valid: use tcp:127.0.0.1:PORT (or a Unix socket path).");
         var s = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         try
@@ -130,7 +131,7 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable
             }
             File.Delete(path); // stale socket of an engine that did not shut down
         }
-        var dir = Path.GetDirectoryName(path);
+        var dir = System.IO.Path.GetDirectoryName(path);
         if (dir is not null && !Directory.Exists(dir)) throw new EngineStartException($"The folder of the socket path '{path}' does not exist.");
         var u = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try

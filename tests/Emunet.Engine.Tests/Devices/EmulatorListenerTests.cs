@@ -13,7 +13,7 @@ namespace Emunet.Engine.Tests.Devices;
 /// <summary>
 /// The emulator listener and link both devices share: one emulator at a time, a second one refused and counted, the
 /// next one attached when the first leaves, the socket file removed on dispose; and the link's contract with its
-/// source, which a dial-out mode will rely on.
+/// source, which the dialer relies on (EmulatorDialerTests).
 /// </summary>
 public sealed class EmulatorListenerTests : IDisposable
 {
@@ -205,7 +205,7 @@ public sealed class EmulatorListenerTests : IDisposable
         return (ours, theirs);
     }
 
-    /// <summary>A source as a dial-out mode would be: it hands over sockets it made itself.</summary>
+    /// <summary>A source as the dialer is: it hands over sockets it made itself.</summary>
     private sealed class HandOverSource : IEmulatorSource
     {
         public EmulatorLink? Link;

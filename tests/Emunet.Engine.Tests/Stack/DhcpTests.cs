@@ -13,7 +13,8 @@ public class DhcpTests
     private delegate void WriteOptions(ref DhcpMessage.OptionWriter writer);
 
     private static byte[] ClientMessage(DhcpMessage.MessageType type, WriteOptions? options = null,
-        IPv4Address? ciaddr = null, bool broadcast = true, IPv4Address? ipSource = null, IPv4Address? ipDestination = null)
+        IPv4Address? ciaddr = null, bool broadcast = true, IPv4Address? ipSource = null, IPv4Address? ipDestination = null,
+        MacAddress? ethernetDestination = null)
     {
         var body = new byte[400];
         var w = DhcpMessage.WriteHeader(body, DhcpMessage.OpRequest, Xid, broadcast ? DhcpMessage.FlagBroadcast : (ushort)0,
@@ -22,7 +23,7 @@ public class DhcpTests
         options?.Invoke(ref w);
         int length = w.End();
         return GuestFrames.Udp(ipSource ?? IPv4Address.Any, 68, ipDestination ?? IPv4Address.Broadcast, 67, body.AsSpan(0, length),
-            to: MacAddress.Broadcast);
+            to: ethernetDestination ?? MacAddress.Broadcast);
     }
 
     /// <summary>A client message of <paramref name="type"/> as a frame, for tests elsewhere.</summary>
@@ -121,6 +122,62 @@ public class DhcpTests
         Assert.Equal(DhcpV4MessageType.Ack, ack.MessageType);
         Assert.Equal("10.0.2.15", ip.DestinationAddress.ToString());
         Assert.Equal("10.0.2.15", ack.ClientAddress.ToString());
+    }
+
+    /// <summary>
+    /// An engine restarted under a running guest: the guest keeps the lease an earlier engine gave and renews it
+    /// (RFC 2131 §4.3.2 RENEWING: ciaddr set, no requested-address or server-identifier option, unicast to the server,
+    /// at the Ethernet level to the gateway's MAC it has cached). This engine never saw a DISCOVER from it, yet acks the
+    /// configured address with a full lease, unicast to ciaddr (§4.1) and to the MAC the request came from.
+    /// </summary>
+    [Fact]
+    public void A_renewal_from_a_guest_this_engine_never_saw_is_acked_with_a_full_lease()
+    {
+        using var h = new StackHarness();
+        Assert.False(h.Stack.Dhcp.IsLeased);
+        h.Send(ClientMessage(DhcpMessage.MessageType.Request, ciaddr: StackHarness.GuestIp, broadcast: false,
+            ipSource: StackHarness.GuestIp, ipDestination: StackHarness.Gateway, ethernetDestination: h.GatewayMac));
+        var frame = h.Expect();
+        var (ip, ack, options) = Reply(frame);
+        Assert.Equal(DhcpV4MessageType.Ack, ack.MessageType);
+        Assert.Equal("10.0.2.15", ip.DestinationAddress.ToString());
+        Assert.Equal("10.0.2.15", ack.ClientAddress.ToString());
+        Assert.Equal("10.0.2.15", ack.YourAddress.ToString());
+        Assert.Equal(new byte[] { 0, 1, 0x51, 0x80 }, OptionData(options, 51));
+        Assert.Equal(new byte[] { 0, 0, 0xa8, 0xc0 }, OptionData(options, 58));
+        Assert.Equal(new byte[] { 10, 0, 2, 2 }, OptionData(options, 54));
+        Assert.Equal(new byte[] { 10, 0, 2, 2 }, OptionData(options, 3));
+        Assert.Equal(StackHarness.GuestMac.ToString().Replace(":", "").ToUpperInvariant(), Oracle.Ethernet(frame).DestinationHardwareAddress.ToString());
+        Assert.True(h.Stack.Dhcp.IsLeased);
+        Assert.Equal(0, h.Counters.TotalDrops);
+    }
+
+    /// <summary>RFC 2131 §4.3.2 REBINDING: the same request broadcast (T2 passed with no answer); still acked to ciaddr.</summary>
+    [Fact]
+    public void A_rebinding_broadcast_from_a_guest_this_engine_never_saw_is_acked_to_ciaddr()
+    {
+        using var h = new StackHarness();
+        h.Send(ClientMessage(DhcpMessage.MessageType.Request, ciaddr: StackHarness.GuestIp, broadcast: false,
+            ipSource: StackHarness.GuestIp, ipDestination: IPv4Address.Broadcast));
+        var (ip, ack, _) = Reply(h.Expect());
+        Assert.Equal(DhcpV4MessageType.Ack, ack.MessageType);
+        Assert.Equal("10.0.2.15", ip.DestinationAddress.ToString());
+        Assert.Equal("10.0.2.15", ack.YourAddress.ToString());
+        Assert.True(h.Stack.Dhcp.IsLeased);
+    }
+
+    /// <summary>A renewal of an address this engine does not give (another plan before the restart) is refused: NAK.</summary>
+    [Fact]
+    public void A_renewal_of_another_address_is_refused_so_the_guest_starts_over()
+    {
+        using var h = new StackHarness();
+        var other = new IPv4Address(10, 0, 2, 99);
+        h.Send(ClientMessage(DhcpMessage.MessageType.Request, ciaddr: other, broadcast: false,
+            ipSource: StackHarness.GuestIp, ipDestination: StackHarness.Gateway, ethernetDestination: h.GatewayMac));
+        var (ip, nak, _) = Reply(h.Expect());
+        Assert.Equal(DhcpV4MessageType.Nak, nak.MessageType);
+        Assert.Equal("255.255.255.255", ip.DestinationAddress.ToString());
+        Assert.False(h.Stack.Dhcp.IsLeased);
     }
 
     [Fact]

@@ -11,9 +11,10 @@ namespace Emunet.Engine.Devices.Stream;
 /// <summary>
 /// Theory of operation: QEMU's stream-socket network back-end (<c>-netdev stream</c> in QEMU 7.2+, and the older
 /// <c>-netdev socket,connect=</c> of emulator forks) carries each Ethernet frame as a 4-byte big-endian length followed
-/// by the frame. Emunet listens (Unix socket path or <c>tcp:127.0.0.1:PORT</c>, <see cref="EmulatorListener"/>) and
-/// serves one emulator at a time (<see cref="EmulatorLink"/>); when it disconnects the device goes back to listening,
-/// so a restarted emulator gets its network back.
+/// by the frame. Emunet listens (Unix socket path or <c>tcp:127.0.0.1:PORT</c>, <see cref="EmulatorListener"/>) or
+/// dials an emulator that listens (<see cref="EmulatorDialer"/>), and serves one emulator at a time
+/// (<see cref="EmulatorLink"/>); when the connection ends the source provides the next one, so a restarted emulator,
+/// or a restarted engine that dials, gets the guest its network back.
 ///
 /// Receive: one read fills a large buffer with as many frames as the kernel has; each whole frame is handed to the
 /// stack in place (no copy, no allocation); a partial tail is moved to the front. A length over
@@ -36,18 +37,25 @@ internal sealed class StreamDevice : IGuestDevice, IEndOfBatch, IEmulatorConnect
     private readonly ILogger _logger;
     private readonly byte[] _rx = GC.AllocateUninitializedArray<byte>(ReceiveBufferSize, pinned: true);
     private readonly FrameQueue _tx = new(TransmitBufferSize);
-    private readonly EmulatorListener _listener;
+    private readonly IEmulatorSource _source;
     private readonly EmulatorLink _link;
     private int _rxLength;
     private bool _pushedBack;
 
+    /// <summary>Listens on <paramref name="endpoint"/>: a Unix socket path or <c>tcp:127.0.0.1:PORT</c>.</summary>
     public StreamDevice(EventLoop loop, string endpoint, Counters counters, ILogger logger)
+        : this(loop, EmulatorListener.ForEndpoint(loop, endpoint, "--socket", logger), counters, logger)
+    {
+    }
+
+    /// <summary>Serves the emulator connections <paramref name="source"/> provides (a listener or a dialer); takes ownership of it.</summary>
+    public StreamDevice(EventLoop loop, IEmulatorSource source, Counters counters, ILogger logger)
     {
         _loop = loop;
         _counters = counters;
         _logger = logger;
-        _listener = EmulatorListener.ForEndpoint(loop, endpoint, "--socket", logger);
-        _link = new EmulatorLink(loop, _listener, "emulator", counters, logger, this);
+        _source = source;
+        _link = new EmulatorLink(loop, source, "emulator", counters, logger, this);
     }
 
     /// <summary>Where frames go; set before <see cref="Start"/>.</summary>
@@ -56,14 +64,14 @@ internal sealed class StreamDevice : IGuestDevice, IEndOfBatch, IEmulatorConnect
     /// <summary>Called for every frame in either direction (capture).</summary>
     public FrameTap? Tap { get; set; }
 
-    /// <summary>Human-readable endpoint, e.g. <c>stream:unix:/run/emu.sock</c>.</summary>
-    public string Description => $"stream:{_listener.Description}";
+    /// <summary>Human-readable endpoint, e.g. <c>stream:unix:/run/emu.sock</c>, or <c>stream:connect:tcp:127.0.0.1:5555</c> when Emunet dials.</summary>
+    public string Description => $"stream:{EmulatorLink.Describe(_source)}";
 
     public bool IsConnected => _link.IsConnected;
 
     public int TransmitSpace => _link.IsConnected ? _tx.Space : 0;
 
-    /// <summary>Binds and listens. Throws <see cref="EngineStartException"/> naming the cause and the fix.</summary>
+    /// <summary>Binds and listens, or starts dialling. Throws <see cref="EngineStartException"/> naming the cause and the fix.</summary>
     public void Start()
     {
         _link.Start();
@@ -193,6 +201,6 @@ internal sealed class StreamDevice : IGuestDevice, IEndOfBatch, IEmulatorConnect
         Handler?.OnDeviceDisconnected();
     }
 
-    /// <summary>Ends the connection, stops listening and removes the socket file.</summary>
+    /// <summary>Ends the connection and the source (stops listening and removes the socket file, or stops dialling).</summary>
     public void Dispose() => _link.Dispose();
 }

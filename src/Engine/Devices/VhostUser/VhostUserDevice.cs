@@ -8,7 +8,8 @@ namespace Emunet.Engine.Devices.VhostUser;
 
 /// <summary>
 /// Theory of operation: a vhost-user virtio-net back-end (QEMU <c>-netdev vhost-user</c>). Emunet listens on a Unix
-/// socket (<see cref="EmulatorListener"/>) and serves one front-end at a time (<see cref="EmulatorLink"/>). QEMU
+/// socket (<see cref="EmulatorListener"/>), or dials a front-end that listens (<c>-chardev socket,server=on</c>,
+/// <see cref="EmulatorDialer"/>), and serves one front-end at a time (<see cref="EmulatorLink"/>). QEMU
 /// connects, negotiates features, passes the guest's RAM as file descriptors and, per queue, its size, ring addresses,
 /// base index and eventfds; frames then move through guest memory directly, with no socket copy. The work is split as
 /// passt splits vhost_user.c / virtio.c / vu_common.c:
@@ -32,17 +33,24 @@ internal sealed class VhostUserDevice : IGuestDevice, IEmulatorConnectionHandler
 
     private readonly EventLoop _loop;
     private readonly ILogger _logger;
-    private readonly string _path;
+    private readonly IEmulatorSource _source;
     private readonly EmulatorLink _link;
     private readonly VhostUserSession _session;
     private readonly VirtioNetQueues _queues;
 
+    /// <summary>Listens on the Unix socket <paramref name="path"/>.</summary>
     public VhostUserDevice(EventLoop loop, string path, Counters counters, ILogger logger)
+        : this(loop, EmulatorListener.ForUnixPath(loop, Path.GetFullPath(path), "--vhost-user", logger), counters, logger)
+    {
+    }
+
+    /// <summary>Serves the front-end connections <paramref name="source"/> provides (a listener or a dialer); takes ownership of it.</summary>
+    public VhostUserDevice(EventLoop loop, IEmulatorSource source, Counters counters, ILogger logger)
     {
         _loop = loop;
-        _path = Path.GetFullPath(path);
+        _source = source;
         _logger = logger;
-        _link = new EmulatorLink(loop, EmulatorListener.ForUnixPath(loop, _path, "--vhost-user", logger), "vhost-user front-end", counters, logger, this);
+        _link = new EmulatorLink(loop, source, "vhost-user front-end", counters, logger, this);
         _session = new VhostUserSession(loop, _link, counters, logger, Description, this);
         _queues = new VirtioNetQueues(_session, this, counters);
     }
@@ -59,7 +67,8 @@ internal sealed class VhostUserDevice : IGuestDevice, IEmulatorConnectionHandler
         set => _queues.Tap = value;
     }
 
-    public string Description => $"vhost-user:{_path}";
+    /// <summary><c>vhost-user:/run/emu.sock</c> when Emunet listens, <c>vhost-user:connect:unix:/run/emu.sock</c> when it dials.</summary>
+    public string Description => _source is EmulatorListener listener ? $"vhost-user:{listener.Path}" : $"vhost-user:{EmulatorLink.Describe(_source)}";
 
     public bool IsConnected => _link.IsConnected;
 
@@ -100,6 +109,6 @@ internal sealed class VhostUserDevice : IGuestDevice, IEmulatorConnectionHandler
         Handler?.OnDeviceDisconnected();
     }
 
-    /// <summary>Ends the session, stops listening and removes the socket file.</summary>
+    /// <summary>Ends the session and the source (stops listening and removes the socket file, or stops dialling).</summary>
     public void Dispose() => _link.Dispose();
 }
