@@ -216,6 +216,8 @@ internal sealed unsafe class EventLoop : IDisposable
 
     private void RunTimers(long now)
     {
+        // Deadlines a client asks for with WakeAt during this pass must survive it: start from none, keep the least.
+        _nextDeadline = long.MaxValue;
         long next = long.MaxValue;
         foreach (var client in _timerClients)
         {
@@ -228,7 +230,7 @@ internal sealed unsafe class EventLoop : IDisposable
             }
             if (d < next) next = d;
         }
-        _nextDeadline = next;
+        if (next < _nextDeadline) _nextDeadline = next;
     }
 
     private void RunPosted()

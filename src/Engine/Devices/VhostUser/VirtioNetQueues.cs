@@ -210,6 +210,14 @@ internal sealed class VirtioNetQueues : IEndOfBatch
         int written = 0;
         while (written < total)
         {
+            if (chains == _rxHeads.Length || chains >= q.Size)
+            {
+                // §2.7.6: the driver never makes more buffers available than the ring holds; a frame needing more means
+                // the guest keeps adding them while the device writes (a buffer over avail->idx). Refuse the ring.
+                q.NextAvail = savedAvail;
+                v.Break(VirtqError.AvailIndexJump, "a frame would take more receive buffers than the ring holds");
+                return Delivery.Discarded;
+            }
             if (!q.TryPop(out var chain, out var ringError))
             {
                 q.NextAvail = savedAvail;
