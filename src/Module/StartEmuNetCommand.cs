@@ -15,6 +15,7 @@ public sealed class StartEmuNetCommand : EmunetCmdlet
 {
     private const string SocketSet = "Socket";
     private const string VhostUserSet = "VhostUser";
+    private const string ConnectSet = "Connect";
 
     [Parameter(Position = 0, HelpMessage = "The instance name; its control socket is NAME.sock in the runtime folder.")]
     [ValidateNotNullOrEmpty]
@@ -29,6 +30,11 @@ public sealed class StartEmuNetCommand : EmunetCmdlet
         HelpMessage = "Serve a vhost-user virtio-net device on this Unix socket path instead of a stream socket (the guest's RAM must be a shared memory backend).")]
     [ValidateNotNullOrEmpty]
     public string? VhostUser { get; set; }
+
+    [Parameter(Mandatory = true, ParameterSetName = ConnectSet,
+        HelpMessage = "Dial an emulator that listens (tcp:127.0.0.1:PORT, as the Android Emulator's -net-socket listen=127.0.0.1:PORT, or unix:PATH), retrying until it answers and again whenever the link drops.")]
+    [ValidateNotNullOrEmpty]
+    public new string? Connect { get; set; }
 
     [Parameter(HelpMessage = "Forwards to open at start: tcp:10977, tcp:127.0.0.1:8080:80, udp:5353:53 or hostfwd=tcp:127.0.0.1:8080-:80.")]
     public string[] Forward { get; set; } = [];
@@ -90,6 +96,11 @@ public sealed class StartEmuNetCommand : EmunetCmdlet
 
         var args = new List<string> { tool, "run", "--name", Name };
         if (VhostUser is not null) { args.Add("--vhost-user"); args.Add(GetUnresolvedProviderPathFromPSPath(VhostUser)); }
+        else if (Connect is not null)
+        {
+            args.Add("--connect");
+            args.Add(Connect.StartsWith("unix:", StringComparison.OrdinalIgnoreCase) ? "unix:" + GetUnresolvedProviderPathFromPSPath(Connect[5..]) : Connect);
+        }
         else
         {
             string socket = Socket ?? RuntimeDirectory.DeviceSocketPathFor(Name);

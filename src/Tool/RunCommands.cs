@@ -31,6 +31,12 @@ internal static partial class EmunetCli
         HelpName = "PATH",
     };
 
+    private static readonly Option<string?> ConnectOption = new("--connect")
+    {
+        Description = "Dial an emulator that listens, instead of waiting for it: tcp:127.0.0.1:PORT (QEMU -netdev socket,id=n0,listen=127.0.0.1:PORT; the Android Emulator's -net-socket listen=127.0.0.1:PORT) or unix:PATH (-netdev stream,id=n0,server=on,addr.type=unix,addr.path=PATH). Retries until it answers and dials again whenever the link drops, so the emulator may start first and survives engine restarts.",
+        HelpName = "tcp:127.0.0.1:PORT|unix:PATH",
+    };
+
     private static readonly Option<string?> NameOption = new("--name", "-n")
     {
         Description = "The instance name (its control socket is NAME.sock in the runtime folder). Default: 'default' for run, 'launch-PID' for launch.",
@@ -114,7 +120,7 @@ internal static partial class EmunetCli
     {
         var command = new Command("run", "Run an engine in the foreground until SIGINT/SIGTERM or a control 'shutdown'.")
         {
-            SocketOption, VhostUserOption, NameOption, ForwardOption, CaptureOption, DnsUpstreamOption, MtuOption,
+            SocketOption, VhostUserOption, ConnectOption, NameOption, ForwardOption, CaptureOption, DnsUpstreamOption, MtuOption,
             NoHostLoopbackOption, RestrictOption, AllowOption, DenyOption, BufferBudgetOption, LogLevelOption,
         };
         command.SetAction(RunAsync);
@@ -306,15 +312,23 @@ internal static partial class EmunetCli
 
     private static async Task<int> RunAsync(ParseResult r, CancellationToken cancellationToken)
     {
-        string? socket = r.GetValue(SocketOption), vhost = r.GetValue(VhostUserOption);
-        if ((socket is null) == (vhost is null))
-            return Fail(r, ExitCode.UsageError, "Give the guest device: --socket PATH|tcp:127.0.0.1:PORT (QEMU -netdev stream) or --vhost-user PATH, one of them.");
+        string? socket = r.GetValue(SocketOption), vhost = r.GetValue(VhostUserOption), connect = r.GetValue(ConnectOption);
+        if ((socket is null ? 0 : 1) + (vhost is null ? 0 : 1) + (connect is null ? 0 : 1) != 1)
+            return Fail(r, ExitCode.UsageError, "Give the guest device: --socket PATH|tcp:127.0.0.1:PORT (QEMU -netdev stream), --vhost-user PATH, or --connect tcp:127.0.0.1:PORT|unix:PATH (an emulator that listens), one of them.");
+        if (connect is not null && !connect.StartsWith("tcp:", StringComparison.OrdinalIgnoreCase) && !connect.StartsWith("unix:", StringComparison.OrdinalIgnoreCase))
+            return Fail(r, ExitCode.UsageError, $"--connect '{connect}' is not tcp:127.0.0.1:PORT or unix:PATH.");
+        if (connect is not null && connect.StartsWith("unix:", StringComparison.OrdinalIgnoreCase)) connect = "unix:" + Path.GetFullPath(connect[5..]);
         if (socket is not null && !socket.StartsWith("tcp:", StringComparison.OrdinalIgnoreCase)) socket = Path.GetFullPath(socket);
         if (vhost is not null) vhost = Path.GetFullPath(vhost);
 
         string name = r.GetValue(NameOption) ?? DefaultInstanceName;
         EngineOptions? options;
-        try { options = ReadEngineOptions(r, name, socket, vhost, out string? error); if (options is null) return Fail(r, ExitCode.UsageError, error!); }
+        try
+        {
+            options = ReadEngineOptions(r, name, socket, vhost, out string? error);
+            if (options is null) return Fail(r, ExitCode.UsageError, error!);
+            if (connect is not null) options = options with { Links = [new LinkOptions(LinkKind.Stream, LinkMode.Connect, connect)] };
+        }
         catch (ArgumentException e) { return Fail(r, ExitCode.UsageError, e.Message); }
 
         using var loggerFactory = ToolLog.CreateFactory(r.GetValue(LogLevelOption));

@@ -135,12 +135,29 @@ public sealed class ToolCommandTests : IDisposable
     [InlineData("run", "--socket", "/tmp/a.sock", "--allow", "10.0.0.0/40")]
     [InlineData("run", "--socket", "/tmp/a.sock", "--allow", "10.0.0.1:70000")]
     [InlineData("run", "--socket", "/tmp/a.sock", "--buffer-budget", "0")]
+    [InlineData("run", "--socket", "/tmp/a.sock", "--connect", "tcp:127.0.0.1:5000")]
+    [InlineData("run", "--connect", "ftp:127.0.0.1:5000")]
     [InlineData("launch")]
     public async Task Invalid_run_options_exit_with_UsageError(params string[] args)
     {
         var (code, _, err) = await Cli(args);
         Assert.Equal((int)ExitCode.UsageError, code);
         Assert.StartsWith("emunet: ", err);
+    }
+
+    [Fact]
+    public async Task Connect_dials_an_emulator_that_listens_and_names_its_arguments()
+    {
+        using var emulator = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        emulator.Start();
+        int port = ((System.Net.IPEndPoint)emulator.LocalEndpoint).Port;
+        await using var run = new RunningTool("dial", "--connect", $"tcp:127.0.0.1:{port}");
+        using var link = await emulator.AcceptSocketAsync().WaitAsync(TimeSpan.FromSeconds(10));
+        var instances = await Cli("instances", "--json");
+        var info = JsonDocument.Parse(instances.Out).RootElement.EnumerateArray().Single();
+        Assert.Equal($"stream:connect:tcp:127.0.0.1:{port}", info.GetProperty("device").GetString());
+        Assert.Equal(["-netdev", $"socket,id=n0,listen=127.0.0.1:{port}", "-device", "virtio-net-pci,netdev=n0"],
+            Emunet.Engine.Control.EmulatorArguments.For(info.GetProperty("device").GetString()!));
     }
 
     [Fact]

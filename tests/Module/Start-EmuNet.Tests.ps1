@@ -63,6 +63,21 @@ Describe 'Start-EmuNet' -Tag CI {
         (Get-EmuStat -Instance start8).BufferBudget | Should -Be (16MB)
     }
 
+    It 'dials an emulator that listens with -Connect' {
+        $emulator = [System.Net.Sockets.TcpListener]::new([System.Net.IPAddress]::Loopback, 0)
+        $emulator.Start()
+        try {
+            $port = $emulator.LocalEndpoint.Port
+            $i = Start-EmuNet -Name start10 -Connect "tcp:127.0.0.1:$port"
+            $i.Device | Should -Be "stream:connect:tcp:127.0.0.1:$port"
+            $i.EmulatorArguments -join ' ' | Should -Be "-netdev socket,id=n0,listen=127.0.0.1:$port -device virtio-net-pci,netdev=n0"
+            $accept = $emulator.AcceptSocketAsync()
+            $accept.Wait(10000) | Should -BeTrue
+            $accept.Result.Dispose()
+        }
+        finally { $emulator.Stop() }
+    }
+
     It 'reports the engine refusing a rule that is not ADDR[/PREFIX][:PORT[-PORT]]' {
         { Start-EmuNet -Name start9 -Deny 10.0.0 } | Should -Throw -ErrorId 'Emunet.StartFailed,*' -ExpectedMessage '*--deny*'
     }

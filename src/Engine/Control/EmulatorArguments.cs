@@ -20,11 +20,21 @@ public static class EmulatorArguments
             return ["-netdev", $"stream,id={netdevId},server=off,addr.type=unix,addr.path={device[StreamUnix.Length..]}", "-device", nic];
         if (device.StartsWith(StreamTcp, StringComparison.Ordinal))
         {
+            // -netdev socket,connect= speaks the same framing and exists in QEMU 7.2 and in the Android Emulator's 2.12
+            // fork, which has no -netdev stream (its own flag: -net-socket connect=HOST:PORT).
             string hostPort = device[StreamTcp.Length..];
-            int colon = hostPort.LastIndexOf(':');
-            if (colon < 0) return [];
-            return ["-netdev", $"stream,id={netdevId},server=off,addr.type=inet,addr.host={hostPort[..colon]},addr.port={hostPort[(colon + 1)..]}", "-device", nic];
+            if (hostPort.LastIndexOf(':') < 0) return [];
+            return ["-netdev", $"socket,id={netdevId},connect={hostPort}", "-device", nic];
         }
+        if (device.StartsWith(StreamConnectTcp, StringComparison.Ordinal))
+        {
+            // The engine dials: the emulator listens. -netdev socket exists in QEMU 7.2 and in the Android Emulator's 2.12
+            // fork (whose own flag is -net-socket listen=HOST:PORT); both reconnect to nothing, so the engine dials again.
+            string hostPort = device[StreamConnectTcp.Length..];
+            return ["-netdev", $"socket,id={netdevId},listen={hostPort}", "-device", nic];
+        }
+        if (device.StartsWith(StreamConnectUnix, StringComparison.Ordinal))
+            return ["-netdev", $"stream,id={netdevId},server=on,addr.type=unix,addr.path={device[StreamConnectUnix.Length..]}", "-device", nic];
         if (device.StartsWith(VhostUser, StringComparison.Ordinal))
         {
             return
@@ -37,6 +47,8 @@ public static class EmulatorArguments
     }
 
     private const string StreamUnix = "stream:unix:";
+    private const string StreamConnectTcp = "stream:connect:tcp:";
+    private const string StreamConnectUnix = "stream:connect:unix:";
     private const string StreamTcp = "stream:tcp:";
     private const string VhostUser = "vhost-user:";
 }

@@ -94,6 +94,9 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable
     {
         if (!TcpEndpoint.TryParse(endpoint, loopbackShorthands: false, out var address, out int port))
             throw new EngineStartException($"The socket '{endpoint}' is not valid: use tcp:127.0.0.1:PORT (or a Unix socket path).");
+        // Whoever connects first becomes the guest: on any other address, anyone who can reach this machine could.
+        if (!IPAddress.IsLoopback(address))
+            throw new EngineStartException($"The socket '{endpoint}' would let any machine that reaches {address} attach as the guest; Emunet serves emulators on loopback only. Use tcp:127.0.0.1:{port} (or a Unix socket path).");
         var s = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         try
         {

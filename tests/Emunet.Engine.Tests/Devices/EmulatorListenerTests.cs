@@ -151,6 +151,27 @@ public sealed class EmulatorListenerTests : IDisposable
         Assert.Contains("use tcp:127.0.0.1:PORT", e.Message);
     }
 
+    [Theory]
+    [InlineData("tcp:0.0.0.0:{0}")]
+    [InlineData("tcp:[::]:{0}")]
+    public void A_tcp_socket_off_loopback_is_refused_and_nothing_listens(string form)
+    {
+        int port = FreeTcpPort();
+        using var device = new StreamDevice(_loop, string.Format(System.Globalization.CultureInfo.InvariantCulture, form, port), _counters, NullLogger.Instance);
+        var e = Assert.Throws<EngineStartException>(device.Start);
+        Assert.Contains("loopback only", e.Message);
+        Assert.Contains($"tcp:127.0.0.1:{port}", e.Message);
+        using var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, port);
+        probe.Start(); // the port was never taken
+    }
+
+    private static int FreeTcpPort()
+    {
+        using var l = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        l.Start();
+        return ((System.Net.IPEndPoint)l.LocalEndpoint).Port;
+    }
+
     [Fact]
     public void The_link_tells_its_source_when_a_connection_closes_but_not_when_it_is_disposed()
     {
