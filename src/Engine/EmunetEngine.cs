@@ -53,7 +53,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         _device = DeviceFactory.Create(links[0], _loop, _counters, deviceLogger);
         var map = new AddressMap(options.Network);
         _stack = new NetStack(_loop, _device, options.Network, map, _counters, loggerFactory);
-        _forwards = new ForwardTable(_loop, _stack, loggerFactory.CreateLogger("Emunet.Forward"));
+        _forwards = new ForwardTable(_loop, _stack, _counters, loggerFactory.CreateLogger("Emunet.Forward"));
         if (Libc.OpenFileLimit() is long nofile && _stack.Flows.FitTo(nofile))
             _logger.LogWarning("The open-file limit is {Limit}: the flow table holds at most {Tcp} TCP, {Udp} UDP and {Icmp} ICMP flows. Raise it (ulimit -n) for more.",
                 nofile, _stack.Flows.LimitOf(FlowProtocol.Tcp), _stack.Flows.LimitOf(FlowProtocol.Udp), _stack.Flows.LimitOf(FlowProtocol.Icmp));

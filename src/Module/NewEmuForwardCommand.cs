@@ -54,7 +54,7 @@ public sealed class NewEmuForwardCommand : EmunetCmdlet
             }
             return;
         }
-        if (Address.Count(c => c == '.') != 3 || !IPAddress.TryParse(Address, out var address) || address.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
+        if (!Engine.Wire.IPv4Address.TryParseDottedQuad(Address, out var address))
         {
             WriteError(Error(ErrorIds.InvalidArgument, ErrorCategory.InvalidArgument, $"'{Address}' is not an IPv4 address.", Address));
             return;
@@ -72,5 +72,7 @@ public sealed class NewEmuForwardCommand : EmunetCmdlet
     {
         if (!ShouldProcess($"{name}: {spec}", "Add forward")) return;
         foreach (var f in client.AddForwards(spec)) WriteObject(EmuForward.From(name, f));
+        if (!client.Info().GuestConnected)
+            WriteWarning($"No guest is attached to '{name}' yet: until its emulator attaches, clients of this forward are reset at once.");
     });
 }

@@ -28,6 +28,10 @@ internal static partial class ToolLog
         {
             o.FormatterName = ConsoleFormatterNames.Simple;
             o.LogToStandardErrorThreshold = LogLevel.Trace;
+            // A stderr nobody reads must never block the engine's thread: when the console's queue is full, lines are
+            // dropped, not waited for (the engine's own rate limit keeps floods out of the queue in the first place).
+            o.QueueFullMode = ConsoleLoggerQueueFullMode.DropWrite;
+            o.MaxQueueLength = 10_000;
         });
         builder.Services.Configure<SimpleConsoleFormatterOptions>(o =>
         {

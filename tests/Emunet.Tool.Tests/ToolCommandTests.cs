@@ -209,6 +209,7 @@ public sealed class ToolCommandTests : IDisposable
             var add = await Cli("forward", "add", "tcp:0:22", "--json");
             Assert.Equal(0, add.Code);
             int bound = JsonDocument.Parse(add.Out).RootElement.GetProperty("hostPort").GetInt32();
+            Assert.Equal(0, JsonDocument.Parse(add.Out).RootElement.GetProperty("requestedHostPort").GetInt32()); // any free port was asked for
             Assert.False(PortFree(bound));
 
             var remove = await Cli("forward", "remove", bound.ToString());
@@ -304,6 +305,7 @@ public sealed class ToolCommandTests : IDisposable
     public async Task Forward_remove_resets_connections_only_with_reset_connections()
     {
         await using var run = new RunningTool("reset", "--socket", DeviceSocket("reset"));
+        using var guest = SilentGuest(DeviceSocket("reset"));
         int Add() => JsonDocument.Parse(Cli("forward", "add", "tcp:0:80", "--json").Result.Out).RootElement.GetProperty("hostPort").GetInt32();
         int kept = Add(), reset = Add();
         using var c1 = new TcpClient(); c1.Connect(IPAddress.Loopback, kept);
@@ -316,6 +318,25 @@ public sealed class ToolCommandTests : IDisposable
         Assert.Equal(0, (await Cli("forward", "remove", reset.ToString(), "--reset-connections")).Code);
         Assert.Equal(0, Flows(reset));
         Assert.Equal(1, Flows(kept));
+    }
+
+    /// <summary>
+    /// A stand-in guest on the device socket: it announces itself (a gratuitous ARP, so the engine knows its MAC) and
+    /// answers nothing, so forwarded connections wait in SYN-SENT (with no guest at all, forwarded clients are reset).
+    /// </summary>
+    private System.Net.Sockets.Socket SilentGuest(string deviceSocket)
+    {
+        var s = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        s.Connect(new System.Net.Sockets.UnixDomainSocketEndPoint(deviceSocket));
+        byte[] arp =
+        [
+            0, 0, 0, 42, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x08, 0x06,
+            0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 10, 0, 2, 15, 0, 0, 0, 0, 0, 0, 10, 0, 2, 15,
+        ];
+        s.Send(arp);
+        Wait.Until(() => JsonDocument.Parse(Cli("instances", "--json").Result.Out).RootElement.EnumerateArray()
+            .Any(i => i.TryGetProperty("guestMac", out var mac) && mac.ValueKind == JsonValueKind.String), "the engine to learn the stand-in guest's MAC");
+        return s;
     }
 
     [Fact]

@@ -45,3 +45,19 @@ function Connect-Tcp([int] $Port) {
     $c.Connect('127.0.0.1', $Port)
     $c
 }
+
+# Attaches a stand-in guest to instance $Name's default device socket: it announces itself (one gratuitous ARP, so the
+# engine knows its MAC) and then answers nothing, so forwarded connections wait in SYN-SENT. Without any guest, the
+# engine resets forwarded clients at once. The caller disposes the returned socket (the guest detaches).
+function Connect-SilentGuest([string] $Name) {
+    $path = Join-Path $RunDir "net/$Name.sock"
+    $s = [System.Net.Sockets.Socket]::new([System.Net.Sockets.AddressFamily]::Unix, [System.Net.Sockets.SocketType]::Stream, [System.Net.Sockets.ProtocolType]::Unspecified)
+    $s.Connect([System.Net.Sockets.UnixDomainSocketEndPoint]::new($path))
+    # Ethernet broadcast from 52:54:00:12:34:56, ARP request: 10.0.2.15 announcing itself.
+    $frame = [byte[]](0xff,0xff,0xff,0xff,0xff,0xff, 0x52,0x54,0x00,0x12,0x34,0x56, 0x08,0x06,
+        0x00,0x01, 0x08,0x00, 6, 4, 0x00,0x01, 0x52,0x54,0x00,0x12,0x34,0x56, 10,0,2,15, 0,0,0,0,0,0, 10,0,2,15)
+    $framed = [byte[]](0, 0, 0, $frame.Length) + $frame
+    $null = $s.Send($framed)
+    Wait-Until { (Get-EmuNet -Name $Name).GuestMac } "instance $Name to learn the stand-in guest's MAC"
+    $s
+}

@@ -39,13 +39,14 @@ Describe 'Get-EmuConnection' -Tag CI {
 
     Context 'with forwarded flows' {
         BeforeAll {
+            $guest = Connect-SilentGuest conn1
             $a = New-EmuForward -Port 0 -GuestPort 80 -Instance conn1
             $b = New-EmuForward -Port 0 -GuestPort 81 -Instance conn1
             $ca = Connect-Tcp $a.HostPort
             $cb = Connect-Tcp $b.HostPort
             Wait-Until { @(Get-EmuConnection -Instance conn1).Count -eq 2 } 'two forwarded flows'
         }
-        AfterAll { $ca.Dispose(); $cb.Dispose() }
+        AfterAll { $ca.Dispose(); $cb.Dispose(); $guest.Dispose() }
 
         It 'lists only the flows of the forward piped to it' {
             $flows = Get-EmuForward -Port $a.HostPort -Instance conn1 | Get-EmuConnection

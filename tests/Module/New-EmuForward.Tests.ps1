@@ -19,6 +19,18 @@ Describe 'New-EmuForward' -Tag CI {
         try { $client.Connect('127.0.0.1', $port); $client.Connected | Should -BeTrue } finally { $client.Dispose() }
     }
 
+    It 'warns that no guest is attached, whose clients are reset at once' {
+        $f = New-EmuForward -Port 0 -GuestPort 80 -WarningVariable warned -WarningAction SilentlyContinue
+        $warned | Should -HaveCount 1
+        "$warned" | Should -BeLike '*No guest is attached*reset at once*'
+        $client = [System.Net.Sockets.TcpClient]::new('127.0.0.1', $f.HostPort)
+        try {
+            $stream = $client.GetStream()
+            $stream.ReadTimeout = 5000
+            { $stream.ReadByte() } | Should -Throw '*reset*'
+        } finally { $client.Dispose() }
+    }
+
     It 'takes the guest port from -Port when -GuestPort is left out' {
         $port = Get-FreeTcpPort
         (New-EmuForward $port).GuestPort | Should -Be $port

@@ -59,6 +59,7 @@ Describe 'Remove-EmuForward' -Tag CI {
     It 'leaves open connections with -Force, and resets them only with -ResetConnections' {
         $kept = New-EmuForward -Port 0 -GuestPort 80
         $reset = New-EmuForward -Port 0 -GuestPort 80
+        $guest = Connect-SilentGuest rm1
         $c1 = Connect-Tcp $kept.HostPort
         $c2 = Connect-Tcp $reset.HostPort
         try {
@@ -69,7 +70,7 @@ Describe 'Remove-EmuForward' -Tag CI {
             $reset | Remove-EmuForward -ResetConnections -Confirm:$false
             Get-EmuConnection -Port $reset.HostPort | Should -BeNullOrEmpty
             @(Get-EmuConnection -Port $kept.HostPort).Count | Should -Be 1
-        } finally { $c1.Dispose(); $c2.Dispose() }
+        } finally { $c1.Dispose(); $c2.Dispose(); $guest.Dispose() }
     }
 
     It 'finds the forward on a port whatever its address when -Address is left out' {

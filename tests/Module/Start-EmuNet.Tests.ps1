@@ -57,10 +57,10 @@ Describe 'Start-EmuNet' -Tag CI {
     }
 
     It 'applies -Restrict, -Allow and -Deny (allow rules first) and shows the policy on the instance' {
-        $i = Start-EmuNet -Name start8 -Restrict -Allow 192.0.2.0/24:443 -Deny 192.0.2.0/24, 198.51.100.7 -BufferBudgetMiB 16
+        $i = Start-EmuNet -Name start11 -Restrict -Allow 192.0.2.0/24:443 -Deny 192.0.2.0/24, 198.51.100.7 -BufferBudgetMiB 16
         $i.OutboundPolicy | Should -BeLike 'restricted*'
         $i.OutboundPolicy | Should -BeLike '*first match wins: allow 192.0.2.0/24:443, then deny 192.0.2.0/24, then deny 198.51.100.7/32, else allow*'
-        (Get-EmuStat -Instance start8).BufferBudget | Should -Be (16MB)
+        (Get-EmuStat -Instance start11).BufferBudget | Should -Be (16MB)
     }
 
     It 'dials an emulator that listens with -Connect' {
@@ -68,7 +68,7 @@ Describe 'Start-EmuNet' -Tag CI {
         $emulator.Start()
         try {
             $port = $emulator.LocalEndpoint.Port
-            $i = Start-EmuNet -Name start10 -Connect "tcp:127.0.0.1:$port"
+            $i = Start-EmuNet -Name start13 -Connect "tcp:127.0.0.1:$port"
             $i.Device | Should -Be "stream:connect:tcp:127.0.0.1:$port"
             $i.EmulatorArguments -join ' ' | Should -Be "-netdev socket,id=n0,listen=127.0.0.1:$port -device virtio-net-pci,netdev=n0"
             $accept = $emulator.AcceptSocketAsync()
@@ -79,7 +79,7 @@ Describe 'Start-EmuNet' -Tag CI {
     }
 
     It 'reports the engine refusing a rule that is not ADDR[/PREFIX][:PORT[-PORT]]' {
-        { Start-EmuNet -Name start9 -Deny 10.0.0 } | Should -Throw -ErrorId 'Emunet.StartFailed,*' -ExpectedMessage '*--deny*'
+        { Start-EmuNet -Name start12 -Deny 10.0.0 } | Should -Throw -ErrorId 'Emunet.StartFailed,*' -ExpectedMessage '*--deny*'
     }
 
     It 'reports the engine refusing a -DnsUpstream that is not an address' {

@@ -155,7 +155,7 @@ public sealed class ForwardDto
         string address = f.Spec.HostAddress.ToString();
         return new ForwardDto
         {
-            Protocol = proto, Address = address, HostPort = f.BoundPort, RequestedHostPort = f.Spec.HostPort,
+            Protocol = proto, Address = address, HostPort = f.BoundPort, RequestedHostPort = f.RequestedHostPort,
             GuestPort = f.Spec.GuestPort,
             Spec = string.Create(CultureInfo.InvariantCulture, $"{proto}:{address}:{f.BoundPort}:{f.Spec.GuestPort}"),
             ActiveConnections = f.ActiveConnections, TotalConnections = f.TotalConnections, Created = f.Created,
@@ -291,7 +291,6 @@ internal static class EndPointText
         if (string.IsNullOrEmpty(text)) { address = IPAddress.Loopback; return true; }
         if (text == "*") { address = IPAddress.Any; return true; }
         address = IPAddress.None;
-        return text.Count(c => c == '.') == 3 && IPAddress.TryParse(text, out address!)
-            && address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork;
+        return Wire.IPv4Address.TryParseDottedQuad(text, out address);
     }
 }

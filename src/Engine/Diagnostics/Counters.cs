@@ -41,6 +41,8 @@ internal enum DropReason
     GuestMacUnknown,
     DeviceProtocolError,
     ForwardRefused,
+    /// <summary>A forwarded client reset at once: no guest was attached (or known yet) to open its connection into.</summary>
+    ForwardNoGuest,
     IPv6NotSupported,
     IPv4FragmentOverlap,
     IPv4FragmentTooLarge,

@@ -160,9 +160,7 @@ public sealed record ForwardSpec(ForwardProtocol Protocol, IPAddress HostAddress
     private static IPAddress ParseAddress(string text, string a)
     {
         if (a == "*" ) return IPAddress.Any;
-        // Dotted-quad only: IPAddress.TryParse also takes "1.2.3" (as 1.2.0.3) and "127.1", which hide typos.
-        if (a.Count(c => c == '.') != 3 || !IPAddress.TryParse(a, out var ip) || ip.AddressFamily != System.Net.Sockets.AddressFamily.InterNetwork)
-            throw Bad(text, $"'{a}' is not an IPv4 address");
+        if (!Wire.IPv4Address.TryParseDottedQuad(a, out var ip)) throw Bad(text, $"'{a}' is not an IPv4 address");
         return ip;
     }
 
@@ -190,8 +188,10 @@ public sealed record ForwardSpec(ForwardProtocol Protocol, IPAddress HostAddress
 public sealed record ForwardInfo
 {
     public required ForwardSpec Spec { get; init; }
-    /// <summary>The port actually bound (differs from the spec when it asked for port 0).</summary>
+    /// <summary>The port actually bound (the spec carries it too, once bound).</summary>
     public required int BoundPort { get; init; }
+    /// <summary>The host port asked for: 0 when any free port was.</summary>
+    public int RequestedHostPort { get; init; }
     public int ActiveConnections { get; init; }
     public long TotalConnections { get; init; }
     public required DateTimeOffset Created { get; init; }

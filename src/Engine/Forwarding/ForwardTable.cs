@@ -1,4 +1,5 @@
 using System.Net;
+using Emunet.Engine.Diagnostics;
 using Emunet.Engine.Runtime;
 using Emunet.Engine.Stack;
 using Emunet.Engine.Wire;
@@ -20,11 +21,13 @@ internal sealed class ForwardTable : ITimerClient
     private readonly EventLoop _loop;
     private readonly NetStack _stack;
     private readonly Func<IPv4Address> _target;
+    private readonly Counters _counters;
     private readonly ILogger _logger;
     private readonly Dictionary<(ForwardProtocol, IPAddress, int), Forwarder> _forwards = new();
 
-    public ForwardTable(EventLoop loop, NetStack stack, ILogger logger)
+    public ForwardTable(EventLoop loop, NetStack stack, Counters counters, ILogger logger)
     {
+        _counters = counters;
         _loop = loop;
         _stack = stack;
         _logger = logger;
@@ -61,7 +64,7 @@ internal sealed class ForwardTable : ITimerClient
         if (_forwards.Count >= MaxForwards)
             throw new InvalidOperationException($"Cannot add the forward {spec}: at most {MaxForwards} forwards can exist; remove one first.");
         Forwarder forwarder = spec.Protocol == ForwardProtocol.Tcp
-            ? new TcpForwarder(_loop, _stack.Tcp, _target, spec, _logger)
+            ? new TcpForwarder(_loop, _stack.Tcp, _target, spec, _counters, _logger)
             : new UdpForwarder(_loop, _stack.Udp, _target, spec, _logger);
         forwarder.Start(); // logs where it listens
         _forwards[(spec.Protocol, spec.HostAddress, forwarder.BoundPort)] = forwarder;

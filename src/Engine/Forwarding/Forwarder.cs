@@ -32,6 +32,7 @@ internal abstract class Forwarder : IPollable
         _loop = loop;
         _target = target;
         Spec = spec;
+        RequestedHostPort = spec.HostPort;
         Logger = logger;
         Binding = new ForwardBinding(spec.ToString());
     }
@@ -40,6 +41,9 @@ internal abstract class Forwarder : IPollable
 
     /// <summary>What the flow table counts this forward's flows by.</summary>
     public ForwardBinding Binding { get; }
+
+    /// <summary>The host port asked for (0: any free one).</summary>
+    public int RequestedHostPort { get; }
 
     /// <summary>The port bound (the spec's, or the one the kernel chose for port 0).</summary>
     public int BoundPort { get; private set; }
@@ -56,6 +60,7 @@ internal abstract class Forwarder : IPollable
     {
         Spec = Spec,
         BoundPort = BoundPort,
+        RequestedHostPort = RequestedHostPort,
         ActiveConnections = Binding.ActiveFlows,
         TotalConnections = Binding.TotalFlows,
         Created = Created,

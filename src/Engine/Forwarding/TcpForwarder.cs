@@ -1,4 +1,5 @@
 using System.Net.Sockets;
+using Emunet.Engine.Diagnostics;
 using Emunet.Engine.Runtime;
 using Emunet.Engine.Stack.Tcp;
 using Emunet.Engine.Wire;
@@ -10,9 +11,17 @@ namespace Emunet.Engine.Forwarding;
 /// A TCP forward: each client accepted on the listener becomes a connection from the gateway (10.0.2.2) into the
 /// guest's port, through <see cref="TcpStack.OpenToGuest"/>. Owner thread only.
 /// </summary>
-internal sealed class TcpForwarder(EventLoop loop, TcpStack tcp, Func<IPv4Address> target, ForwardSpec spec, ILogger logger)
+internal sealed class TcpForwarder(EventLoop loop, TcpStack tcp, Func<IPv4Address> target, ForwardSpec spec, Counters counters, ILogger logger)
     : Forwarder(loop, target, spec, logger)
 {
+    /// <summary>Closes an accepted client with SO_LINGER 0, so it sees a reset at once.</summary>
+    private static void Reset(Socket client)
+    {
+        try { client.LingerState = new LingerOption(true, 0); }
+        catch (SocketException) { }
+        client.Dispose();
+    }
+
     /// <summary>Connections accepted per readiness event, so one busy listener cannot starve the loop.</summary>
     private const int AcceptBudget = 64;
 
@@ -46,12 +55,18 @@ internal sealed class TcpForwarder(EventLoop loop, TcpStack tcp, Func<IPv4Addres
                 return;
             }
             Accepted();
+            if (!tcp.GuestReachable)
+            {
+                // No guest to send a SYN to: the client hears so at once (a reset), not after the SYN retries.
+                counters.Drop(DropReason.ForwardNoGuest);
+                if (Logger.IsEnabled(LogLevel.Information)) Logger.LogInformation("forward {Forward}: no guest is attached; client reset", Spec);
+                Reset(client);
+                continue;
+            }
             if (!tcp.OpenToGuest(client, Target, Spec.GuestPort, Binding))
             {
                 if (Logger.IsEnabled(LogLevel.Warning)) Logger.LogWarning("forward {Forward}: connection table full; client reset", Spec);
-                try { client.LingerState = new LingerOption(true, 0); }
-                catch (SocketException) { }
-                client.Dispose();
+                Reset(client);
             }
         }
     }

@@ -26,6 +26,9 @@ internal interface IPacketSender
 
     /// <summary>The payload size one packet can carry (guest MTU minus the IPv4 header).</summary>
     int MaxPayload { get; }
+
+    /// <summary>A guest is attached and known (its MAC learned): a packet begun now can reach it.</summary>
+    bool GuestReachable { get; }
 }
 
 /// <summary>

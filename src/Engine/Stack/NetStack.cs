@@ -193,6 +193,8 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
 
     public int TransmitSpace => _device.TransmitSpace;
 
+    public bool GuestReachable => _device.IsConnected && GuestMac is not null;
+
     /// <summary>The guest MTU less the IPv4 header; an MTU above 65535 cannot be used (RFC 791 total length).</summary>
     public int MaxPayload => Math.Clamp(_config.Mtu, 68, ushort.MaxValue) - IPv4Packet.MinHeaderLength;
 

@@ -60,7 +60,7 @@ internal sealed class StackHarness : IDisposable
         // No test may reach a real resolver: DNS goes to a closed loopback port unless a test says otherwise.
         Config = config ?? new NetworkConfig { DnsUpstream = new[] { new IPEndPoint(IPAddress.Loopback, 9) } };
         Stack = new NetStack(Loop, Device, Config, new AddressMap(Config), Counters, NullLoggerFactory.Instance);
-        Forwards = new ForwardTable(Loop, Stack, NullLogger.Instance);
+        Forwards = new ForwardTable(Loop, Stack, Counters, NullLogger.Instance);
     }
 
     public MacAddress GatewayMac => Config.GatewayMac;

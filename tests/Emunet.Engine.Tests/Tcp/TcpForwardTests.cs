@@ -148,7 +148,7 @@ public class TcpForwardTests
     {
         using var h = new TcpHarness();
         var spec = ForwardSpec.Create(ForwardProtocol.Tcp, 0, GuestPort);
-        var fwd = new TcpForwarder(h.Loop, h.Tcp, () => TcpHarness.Guest, spec, NullLogger.Instance);
+        var fwd = new TcpForwarder(h.Loop, h.Tcp, () => TcpHarness.Guest, spec, h.Counters, NullLogger.Instance);
         h.Invoke(_ => fwd.Start());
         Assert.True(fwd.BoundPort > 0);
 
@@ -179,12 +179,29 @@ public class TcpForwardTests
     }
 
     [Fact]
+    public void WithNoGuestAttachedAForwardedClientIsResetAtOnce()
+    {
+        using var h = new TcpHarness();
+        h.Sender.Attached = false;
+        var fwd = new TcpForwarder(h.Loop, h.Tcp, () => TcpHarness.Guest, ForwardSpec.Create(ForwardProtocol.Tcp, 0, GuestPort), h.Counters, NullLogger.Instance);
+        h.Invoke(_ => fwd.Start());
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveTimeout = 5000 };
+        client.Connect(new IPEndPoint(IPAddress.Loopback, fwd.BoundPort));
+        var sw = Stopwatch.StartNew();
+        Assert.Equal(SocketError.ConnectionReset, HostSide.ReceiveError(client, out _));
+        Assert.True(sw.ElapsedMilliseconds < 1000, $"the reset took {sw.ElapsedMilliseconds} ms");
+        Assert.Equal(1, h.Counters.Drops(DropReason.ForwardNoGuest));
+        Assert.Equal(0, h.Invoke(t => t.ConnectionCount));
+        h.Invoke(_ => fwd.Stop(resetConnections: false));
+    }
+
+    [Fact]
     public void PortInUseNamesTheAddressAndTheProcess()
     {
         using var h = new TcpHarness();
         using var holder = HostSide.Listen();
         int port = HostSide.Port(holder);
-        var fwd = new TcpForwarder(h.Loop, h.Tcp, () => TcpHarness.Guest, ForwardSpec.Create(ForwardProtocol.Tcp, port, GuestPort), NullLogger.Instance);
+        var fwd = new TcpForwarder(h.Loop, h.Tcp, () => TcpHarness.Guest, ForwardSpec.Create(ForwardProtocol.Tcp, port, GuestPort), h.Counters, NullLogger.Instance);
         var e = Assert.Throws<InvalidOperationException>(() => h.Invoke(_ => fwd.Start()));
         Assert.Contains($"tcp 127.0.0.1:{port}", e.Message);
         Assert.Contains("in use", e.Message);

@@ -27,6 +27,9 @@ internal sealed class RecordingSender : IPacketSender
     public int Refused;
     public int MaxPayload { get; init; } = 1480;
     public int TransmitSpace => Full ? 0 : int.MaxValue;
+    /// <summary>False plays an engine with no guest attached.</summary>
+    public volatile bool Attached = true;
+    public bool GuestReachable => Attached;
 
     public OutboundPacket BeginPacket(IPv4Address source, IPv4Address destination, byte protocol, int maxPayload)
     {

@@ -88,6 +88,9 @@ internal sealed partial class TcpStack : ITcpHandler
 
     public int ConnectionCount => _flows.CountOf(FlowProtocol.Tcp);
 
+    /// <summary>A guest is attached and known: a forwarded connection can be opened into it now.</summary>
+    public bool GuestReachable => _sender.GuestReachable;
+
     /// <summary>Outbound connections with their host connect pending (at most <see cref="HalfOpenLimit"/>).</summary>
     public int HalfOpenCount => _halfOpen;
 
