@@ -12,17 +12,6 @@ namespace Emunet.Integration.Tests;
 /// </summary>
 public sealed class DescriptorLimitTests
 {
-    private static string ToolDll
-    {
-        get
-        {
-            var config = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd('/')).Parent!.Name;
-            var dll = Path.Combine(RepoPaths.Root, "src", "Tool", "bin", config, "net10.0", "Emunet.Tool.dll");
-            Assert.True(File.Exists(dll), $"build the tool first: {dll}");
-            return dll;
-        }
-    }
-
     /// <summary>CPU seconds (user + system) the process has used, from /proc/PID/stat.</summary>
     private static double CpuSeconds(int pid)
     {
@@ -39,7 +28,7 @@ public sealed class DescriptorLimitTests
         int port = LoopbackPorts.Free();
         var psi = new ProcessStartInfo("bash") { RedirectStandardError = true, RedirectStandardOutput = true };
         psi.ArgumentList.Add("-c");
-        psi.ArgumentList.Add($"ulimit -n 256 && exec dotnet \"{ToolDll}\" run --socket \"{Path.Combine(dir, "g.sock")}\" --name nofile --forward tcp:{port}:80 --log-level Information");
+        psi.ArgumentList.Add($"ulimit -n 256 && exec dotnet \"{ToolProcessTests.ToolDll}\" run --socket \"{Path.Combine(dir, "g.sock")}\" --name nofile --forward tcp:{port}:80 --log-level Information");
         psi.Environment["EMUNET_RUNTIME_DIR"] = Path.Combine(dir, "run");
         using var engine = Process.Start(psi)!;
         var lines = new List<string>();

@@ -9,7 +9,8 @@ namespace Emunet.Integration.Tests;
 /// </summary>
 public sealed class ToolProcessTests
 {
-    private static string ToolDll
+    /// <summary>The built tool (same configuration as this test assembly), for tests that run it as its own process.</summary>
+    internal static string ToolDll
     {
         get
         {
