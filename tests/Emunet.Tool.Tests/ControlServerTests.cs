@@ -197,6 +197,60 @@ public sealed class ControlServerTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Idle_squatters_cannot_lock_the_control_plane_out()
+    {
+        string path = _folder.File("squat.sock");
+        await using var server = new ControlServer(_engine, path, NullLogger.Instance) { EvictAfterIdle = TimeSpan.FromMilliseconds(200) };
+        server.Start();
+        var squatters = new List<RawClient>();
+        try
+        {
+            // Many more idle connections than slots (the ones over the limit are refused while all are fresh).
+            for (int i = 0; i < 3 * ControlServer.MaxClients; i++)
+            {
+                try { squatters.Add(new RawClient(path)); }
+                catch (System.Net.Sockets.SocketException) { } // the backlog was full for a moment
+            }
+            // A real client gets in: it takes the slot of the one idle longest.
+            await Task.Run(() => Wait.Until(() =>
+            {
+                try { using var c = ControlClient.Connect(path); return c.Info().Name == "fake"; }
+                catch (ControlException) { return false; }
+            }, "a client to get past the idle squatters"));
+        }
+        finally
+        {
+            foreach (var c in squatters) c.Dispose();
+        }
+    }
+
+    [Fact]
+    public async Task Idle_and_trickling_clients_are_closed()
+    {
+        string path = _folder.File("slow.sock");
+        await using var server = new ControlServer(_engine, path, NullLogger.Instance)
+        {
+            IdleTimeout = TimeSpan.FromSeconds(1), LineTimeout = TimeSpan.FromMilliseconds(500),
+        };
+        server.Start();
+        using var idle = new RawClient(path);
+        using var trickle = new RawClient(path);
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var trickling = Task.Run(async () =>
+        {
+            foreach (char ch in "{\"v\":1,\"op\":\"info\"}")
+            {
+                try { trickle.Send(ch.ToString()); } catch (System.Net.Sockets.SocketException) { return; }
+                await Task.Delay(100);
+            }
+        });
+        Assert.Null(trickle.ReadLine()); // closed before its line was whole: no reply, EOF
+        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), $"the trickling client lasted {sw.Elapsed}");
+        Assert.Null(idle.ReadLine());    // closed after IdleTimeout without a request
+        await trickling;
+    }
+
+    [Fact]
     public async Task Clients_over_the_limit_are_told_so_and_the_rest_keep_working()
     {
         _engine.BlockStats = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -14,7 +14,11 @@ namespace Emunet.Engine.Control;
 /// Untrusted input rules: a line is read into a fixed buffer of <see cref="ControlProtocol.MaxRequestBytes"/>;
 /// a longer one is answered with <c>line_too_long</c> and the connection closed; malformed JSON, an unknown op or a
 /// bad field get an error reply and the connection stays usable; an exception from the engine becomes an error
-/// reply. A client that goes away mid-line or mid-reply only ends its own task.
+/// reply. A client that goes away mid-line or mid-reply only ends its own task. No client can lock the others out:
+/// one idle for <see cref="IdleTimeout"/> is closed, a line must arrive whole within <see cref="LineTimeout"/> of its
+/// first byte (a client trickling a byte at a time is closed), and when all <see cref="MaxClients"/> slots are taken a
+/// new client takes the slot of the one idle longest (at least <see cref="EvictAfterIdle"/>); only when every client
+/// is busy is it told <c>too_many_clients</c>. An accept that fails (out of descriptors) backs off instead of spinning.
 /// </summary>
 public sealed class ControlServer : IAsyncDisposable
 {
@@ -31,10 +35,26 @@ public sealed class ControlServer : IAsyncDisposable
     /// <summary>Clients served at once; one more is told <c>too_many_clients</c> and closed.</summary>
     public const int MaxClients = 32;
 
+    /// <summary>A client idle this long is closed.</summary>
+    public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromSeconds(60);
+    /// <summary>A request line must arrive whole within this long of its first byte.</summary>
+    public TimeSpan LineTimeout { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>A client idle at least this long gives its slot to a new one when all are taken.</summary>
+    public TimeSpan EvictAfterIdle { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>One connected client: when it last finished a request, whether it is mid-request, how to close it.</summary>
+    private sealed class ClientSlot
+    {
+        public readonly CancellationTokenSource Close = new();
+        public long IdleSince = Environment.TickCount64;
+        public volatile bool Busy;
+    }
+
     private readonly IEngineControl _engine;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _stop = new();
     private readonly List<Task> _clientTasks = new();
+    private readonly List<ClientSlot> _slots = new();
     private Socket? _listener;
     private Task? _acceptTask;
     private int _clients;
@@ -81,6 +101,7 @@ public sealed class ControlServer : IAsyncDisposable
     private async Task AcceptLoopAsync()
     {
         var token = _stop.Token;
+        int acceptBackoffMs = 50;
         while (!token.IsCancellationRequested)
         {
             Socket client;
@@ -90,23 +111,51 @@ public sealed class ControlServer : IAsyncDisposable
             catch (SocketException e)
             {
                 if (token.IsCancellationRequested) return;
-                _logger.LogWarning(Events.AcceptFailed, "Control socket accept failed: {Message}", e.Message);
+                _logger.LogWarning(Events.AcceptFailed, "Control socket accept failed: {Message}; retrying in {Ms} ms", e.Message, acceptBackoffMs);
+                // Out of descriptors (EMFILE) fails every accept at once: wait rather than spin.
+                try { await Task.Delay(acceptBackoffMs, token).ConfigureAwait(false); } catch (OperationCanceledException) { return; }
+                acceptBackoffMs = Math.Min(acceptBackoffMs * 2, 2000);
                 continue;
             }
+            acceptBackoffMs = 50;
 
-            if (Interlocked.Increment(ref _clients) > MaxClients)
+            if (Interlocked.Increment(ref _clients) > MaxClients && !EvictIdlest())
             {
                 Interlocked.Decrement(ref _clients);
                 _ = RefuseAsync(client);
                 continue;
             }
-            var task = Task.Run(() => ServeClientAsync(client, token));
+            var slot = new ClientSlot();
+            lock (_slots) _slots.Add(slot);
+            var task = Task.Run(() => ServeClientAsync(client, slot, token));
             lock (_clientTasks)
             {
                 _clientTasks.RemoveAll(t => t.IsCompleted);
                 _clientTasks.Add(task);
             }
         }
+    }
+
+    /// <summary>
+    /// All slots are taken: closes the client idle longest (at least <see cref="EvictAfterIdle"/>) so the new one gets
+    /// its slot, as a kept-free slot would. False when every client is busy or only just finished a request.
+    /// </summary>
+    private bool EvictIdlest()
+    {
+        ClientSlot? idlest = null;
+        long now = Environment.TickCount64;
+        lock (_slots)
+        {
+            foreach (var c in _slots)
+                if (!c.Busy && now - c.IdleSince >= EvictAfterIdle.TotalMilliseconds && (idlest is null || c.IdleSince < idlest.IdleSince))
+                    idlest = c;
+            if (idlest is null) return false;
+            _slots.Remove(idlest);
+        }
+        // Its task ends and gives back its count; the new client is counted already, so one slot moves over.
+        Interlocked.Decrement(ref _clients);
+        idlest.Close.Cancel();
+        return true;
     }
 
     private static async Task RefuseAsync(Socket client)
@@ -122,19 +171,31 @@ public sealed class ControlServer : IAsyncDisposable
         }
     }
 
-    private async Task ServeClientAsync(Socket client, CancellationToken token)
+    private async Task ServeClientAsync(Socket client, ClientSlot slot, CancellationToken serverToken)
     {
         var buffer = new byte[ControlProtocol.MaxRequestBytes + 1];
         int filled = 0;
+        long lineStarted = 0;
+        using var closing = CancellationTokenSource.CreateLinkedTokenSource(serverToken, slot.Close.Token);
+        var token = closing.Token;
         try
         {
             using (client)
             {
                 while (!token.IsCancellationRequested)
                 {
-                    int n = await client.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None, token).ConfigureAwait(false);
+                    // Idle, the client has IdleTimeout to start a line; mid-line, what is left of LineTimeout.
+                    var wait = filled == 0 ? IdleTimeout : LineTimeout - TimeSpan.FromMilliseconds(Environment.TickCount64 - lineStarted);
+                    if (wait <= TimeSpan.Zero) return;
+                    using var timeout = CancellationTokenSource.CreateLinkedTokenSource(token);
+                    timeout.CancelAfter(wait);
+                    int n;
+                    try { n = await client.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None, timeout.Token).ConfigureAwait(false); }
+                    catch (OperationCanceledException) when (!token.IsCancellationRequested) { return; } // idle or trickling: closed
                     if (n == 0) return; // EOF: a half-written request is dropped with the connection.
+                    if (filled == 0) lineStarted = Environment.TickCount64;
                     filled += n;
+                    slot.Busy = true;
 
                     int start = 0;
                     while (true)
@@ -155,6 +216,12 @@ public sealed class ControlServer : IAsyncDisposable
                     {
                         Buffer.BlockCopy(buffer, start, buffer, 0, filled - start);
                         filled -= start;
+                        lineStarted = Environment.TickCount64;
+                    }
+                    if (filled == 0)
+                    {
+                        slot.Busy = false;
+                        slot.IdleSince = Environment.TickCount64;
                     }
                     if (filled > ControlProtocol.MaxRequestBytes)
                     {
@@ -174,7 +241,10 @@ public sealed class ControlServer : IAsyncDisposable
         }
         finally
         {
-            Interlocked.Decrement(ref _clients);
+            bool removed;
+            lock (_slots) removed = _slots.Remove(slot);
+            // An evicted client is out of the list already: its count moved to the client that took its slot.
+            if (removed) Interlocked.Decrement(ref _clients);
         }
     }
 
