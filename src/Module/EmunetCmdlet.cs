@@ -20,6 +20,7 @@ public static class ErrorIds
     public const string ToolNotFound = "Emunet.ToolNotFound";
     public const string CaptureFailed = "Emunet.CaptureFailed";
     public const string CaptureRunning = "Emunet.CaptureRunning";
+    public const string GuestNotReady = "Emunet.GuestNotReady";
     public const string ControlError = "Emunet.ControlError";
 }
 

@@ -39,6 +39,13 @@ public sealed class NewEmuForwardCommand : EmunetCmdlet
     [ArgumentCompleter(typeof(InstanceNameCompleter))]
     public string? Instance { get; set; }
 
+    [Parameter(HelpMessage = "Return only once the guest accepts on each TCP port forwarded (a progress bar shows the wait), so scripts need no handshake of their own.")]
+    public SwitchParameter Wait { get; set; }
+
+    [Parameter(HelpMessage = "With -Wait: give up after this many seconds (error Emunet.GuestNotReady; the forward stays).")]
+    [ValidateRange(1, 3600)]
+    public int TimeoutSeconds { get; set; } = 60;
+
     protected override void ProcessRecord()
     {
         if (ParameterSetName == SpecSet)
@@ -68,11 +75,35 @@ public sealed class NewEmuForwardCommand : EmunetCmdlet
         Add(string.Create(CultureInfo.InvariantCulture, $"{(Protocol == ForwardProtocol.Udp ? "udp" : "tcp")}:{address}:{Port}:{guest}"));
     }
 
+    /// <summary>Probes until the guest accepts behind <paramref name="f"/>, with a progress bar; false (error written) at the timeout.</summary>
+    private bool WaitForGuest(ControlClient client, string name, ForwardDto f)
+    {
+        var timeout = TimeSpan.FromSeconds(TimeoutSeconds);
+        var progress = new ProgressRecord(1, $"Waiting for the guest of '{name}'", $"guest port {f.GuestPort} behind {f.Address}:{f.HostPort}");
+        bool ready = ForwardReadiness.WaitUntilAccepting(client, f, timeout, waited =>
+        {
+            progress.PercentComplete = (int)Math.Min(99, waited.TotalSeconds * 100 / timeout.TotalSeconds);
+            progress.StatusDescription = $"guest port {f.GuestPort}: not accepting yet ({waited.TotalSeconds:0} s of {TimeoutSeconds} s)";
+            WriteProgress(progress);
+        });
+        progress.RecordType = ProgressRecordType.Completed;
+        WriteProgress(progress);
+        if (ready) return true;
+        WriteError(Error(ErrorIds.GuestNotReady, ErrorCategory.OperationTimeout,
+            $"The guest of '{name}' did not accept on port {f.GuestPort} within {TimeoutSeconds} s; the forward {f.Spec} stays. Is the app listening, and is a guest attached?", f.Spec));
+        return false;
+    }
+
     private void Add(string spec) => WithInstance(Instance, spec, (client, name) =>
     {
         if (!ShouldProcess($"{name}: {spec}", "Add forward")) return;
-        foreach (var f in client.AddForwards(spec)) WriteObject(EmuForward.From(name, f));
-        if (!client.Info().GuestConnected)
+        var added = client.AddForwards(spec);
+        if (!client.Info().GuestConnected && !Wait)
             WriteWarning($"No guest is attached to '{name}' yet: until its emulator attaches, clients of this forward are reset at once.");
+        foreach (var f in added)
+        {
+            if (Wait && string.Equals(f.Protocol, "tcp", StringComparison.OrdinalIgnoreCase) && !WaitForGuest(client, name, f)) continue;
+            WriteObject(EmuForward.From(name, f));
+        }
     });
 }

@@ -101,6 +101,18 @@ internal static partial class EmunetCli
         return command;
     }
 
+    private static readonly Option<bool> WaitOption = new("--wait")
+    {
+        Description = "Return only once the guest accepts on each TCP port forwarded (probing: a reset means not yet), so scripts need no handshake of their own.",
+    };
+
+    private static readonly Option<int> WaitTimeoutOption = new("--timeout")
+    {
+        Description = "With --wait: give up after this many seconds (exit 12, GuestNotReady; the forward stays).",
+        HelpName = "SECONDS",
+        DefaultValueFactory = _ => 60,
+    };
+
     private static Command BuildForwardCommand()
     {
         var forward = new Command("forward", "Add, list and remove direct host-to-guest forwards of a running instance.");
@@ -109,6 +121,17 @@ internal static partial class EmunetCli
         {
             CombineForwardSpec(r.GetValue(ForwardSpecArgument)!, r.GetValue(ForwardGuestArgument), out string spec);
             var added = client.AddForwards(spec);
+            if (r.GetValue(WaitOption))
+            {
+                var timeout = TimeSpan.FromSeconds(r.GetValue(WaitTimeoutOption));
+                foreach (var f in added)
+                {
+                    if (!string.Equals(f.Protocol, "tcp", StringComparison.OrdinalIgnoreCase)) continue;
+                    if (!ForwardReadiness.WaitUntilAccepting(client, f, timeout))
+                        return Fail(r, ExitCode.GuestNotReady,
+                            $"the guest did not accept on port {f.GuestPort} within {timeout.TotalSeconds:0} s (the forward {f.Spec} stays; is the app listening, and is a guest attached?)");
+                }
+            }
             if (r.GetValue(JsonOption))
                 return added.Count == 1 ? WriteJson(r, added[0], ControlJsonContext.Indented.ForwardDto) : WriteJson(r, added, ControlJsonContext.Indented.ListForwardDto);
             foreach (var f in added)
@@ -119,6 +142,8 @@ internal static partial class EmunetCli
             : $"The guest side '{r.GetValue(ForwardGuestArgument)}' is not PROTO:PORT with the host side's protocol (adb's form: forward add tcp:10990 tcp:10990).");
         add.Add(ForwardSpecArgument);
         add.Add(ForwardGuestArgument);
+        add.Add(WaitOption);
+        add.Add(WaitTimeoutOption);
 
         var list = ClientCommand("list", "List the forwards.", (r, client) =>
         {

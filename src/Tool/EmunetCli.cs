@@ -27,6 +27,7 @@ internal static partial class EmunetCli
           9  CaptureFailed      the capture file could not be written
          10  Conflict           it exists already: a forward on that port, or a running capture
          11  StopTimeout        the instance acknowledged the stop but was still there after --timeout
+         12  GuestNotReady      forward add --wait: the guest did not accept on the port within --timeout
           emunet launch exits with the emulator's own exit code once the emulator has run.
 
         Instances keep their control sockets in $EMUNET_RUNTIME_DIR, else $XDG_RUNTIME_DIR/emunet, else ~/.emunet/run.

@@ -30,4 +30,6 @@ public enum ExitCode
     Conflict = 10,
     /// <summary>The instance acknowledged the stop but was still there when the wait ended.</summary>
     StopTimeout = 11,
+    /// <summary>forward add --wait: the guest did not accept on the forwarded port within --timeout.</summary>
+    GuestNotReady = 12,
 }

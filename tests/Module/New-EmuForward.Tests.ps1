@@ -31,6 +31,14 @@ Describe 'New-EmuForward' -Tag CI {
         } finally { $client.Dispose() }
     }
 
+    It 'with -Wait, gives up cleanly when the guest never accepts, keeping the forward' {
+        $f = New-EmuForward -Port 0 -GuestPort 8099 -Wait -TimeoutSeconds 2 -ErrorVariable failed -ErrorAction SilentlyContinue
+        $f | Should -BeNullOrEmpty
+        $failed | Should -HaveCount 1
+        $failed[0].FullyQualifiedErrorId | Should -BeLike 'Emunet.GuestNotReady,*'
+        @(Get-EmuForward | Where-Object GuestPort -eq 8099) | Should -HaveCount 1
+    }
+
     It 'takes the guest port from -Port when -GuestPort is left out' {
         $port = Get-FreeTcpPort
         (New-EmuForward $port).GuestPort | Should -Be $port
