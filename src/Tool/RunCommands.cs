@@ -343,6 +343,7 @@ internal static partial class EmunetCli
         {
             string device = instance.Engine.Info.Device;
             logger.InstanceReady(name, device, options.ControlSocketPath!, string.Join(' ', EmulatorArguments.For(device)));
+            if (EmulatorArguments.AndroidFor(device) is { } android) logger.AndroidHint(android);
             await WaitAsync(instance.Engine.Completion, stop.Token).ConfigureAwait(false);
             logger.InstanceStopping(name);
         }

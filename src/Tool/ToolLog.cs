@@ -48,6 +48,10 @@ internal static partial class ToolLog
         builder.AddConsole();
     });
 
+    [LoggerMessage(EventId = 106, EventName = "AndroidHint", Level = LogLevel.Information,
+        Message = "Android Emulator: {Arguments} (-wifi-socket the same way for the Wi-Fi link; keep clear of ports 5554-5585)")]
+    internal static partial void AndroidHint(this ILogger logger, string arguments);
+
     [LoggerMessage(EventId = 101, EventName = "InstanceReady", Level = LogLevel.Information,
         Message = "Instance '{Name}' ready on {Device}; control socket {Control}. QEMU: {QemuArguments}")]
     internal static partial void InstanceReady(this ILogger logger, string name, string device, string control, string qemuArguments);

@@ -160,6 +160,18 @@ public sealed class ToolCommandTests : IDisposable
             Emunet.Engine.Control.EmulatorArguments.For(info.GetProperty("device").GetString()!));
     }
 
+    [Theory]
+    [InlineData("stream:tcp:127.0.0.1:5600", "-netdev socket,id=n0,connect=127.0.0.1:5600 -device virtio-net-pci,netdev=n0", "-net-socket connect=127.0.0.1:5600")]
+    [InlineData("stream:connect:tcp:127.0.0.1:5600", "-netdev socket,id=n0,listen=127.0.0.1:5600 -device virtio-net-pci,netdev=n0", "-net-socket listen=127.0.0.1:5600")]
+    [InlineData("stream:connect:unix:/run/e.sock", "-netdev stream,id=n0,server=on,addr.type=unix,addr.path=/run/e.sock -device virtio-net-pci,netdev=n0", null)]
+    [InlineData("stream:unix:/run/e.sock", "-netdev stream,id=n0,server=off,addr.type=unix,addr.path=/run/e.sock -device virtio-net-pci,netdev=n0", null)]
+    public void A_tcp_link_is_attached_with_netdev_socket_and_has_an_android_hint(string device, string qemu, string? android)
+    {
+        // -netdev socket exists in QEMU 7.2 and in the Android Emulator's 2.12 fork, which lacks -netdev stream.
+        Assert.Equal(qemu, string.Join(' ', Emunet.Engine.Control.EmulatorArguments.For(device)));
+        Assert.Equal(android, Emunet.Engine.Control.EmulatorArguments.AndroidFor(device));
+    }
+
     [Fact]
     public async Task Allow_and_deny_rules_keep_their_command_line_order()
     {

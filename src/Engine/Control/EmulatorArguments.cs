@@ -46,6 +46,18 @@ public static class EmulatorArguments
         return [];
     }
 
+    /// <summary>
+    /// The Android Emulator's own flag for a TCP link (its QEMU has <c>-netdev socket</c> but not <c>-netdev stream</c>):
+    /// <c>-net-socket connect=HOST:PORT</c> when the engine listens, <c>-net-socket listen=HOST:PORT</c> when it dials
+    /// (use <c>-wifi-socket</c> the same way for the Wi-Fi link). Null for a link the Android Emulator cannot use.
+    /// </summary>
+    public static string? AndroidFor(string device)
+    {
+        if (device.StartsWith(StreamTcp, StringComparison.Ordinal)) return "-net-socket connect=" + device[StreamTcp.Length..];
+        if (device.StartsWith(StreamConnectTcp, StringComparison.Ordinal)) return "-net-socket listen=" + device[StreamConnectTcp.Length..];
+        return null;
+    }
+
     private const string StreamUnix = "stream:unix:";
     private const string StreamConnectTcp = "stream:connect:tcp:";
     private const string StreamConnectUnix = "stream:connect:unix:";
