@@ -30,6 +30,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
     private readonly NetStack _stack;
     private readonly ForwardTable _forwards;
     private readonly CaptureTap _capture;
+    private readonly string _policy;
     private readonly RateLimitedLoggerFactory _loggers;
     private readonly GuestViewPublisher _guestView;
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -40,6 +41,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
     public EmunetEngine(EngineOptions options, ILoggerFactory loggerFactory)
     {
         _options = options;
+        _policy = DescribePolicy(options.Network); // the options never change: described once
         // Every log line the engine writes passes one rate limit (a guest can trigger many of them).
         _loggers = new RateLimitedLoggerFactory(loggerFactory);
         loggerFactory = _loggers;
@@ -86,7 +88,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         Started = _started,
         GuestConnected = _guestView.Current.Connected,
         GuestMac = _guestView.Current.Mac,
-        OutboundPolicy = DescribePolicy(_options.Network),
+        OutboundPolicy = _policy,
     };
 
     /// <summary>
@@ -127,10 +129,10 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         _thread = new Thread(RunLoop) { Name = $"emunet:{_options.Name}", IsBackground = true };
         _thread.Start();
         _logger.LogInformation("Engine '{Name}' started on {Device}.", _options.Name, _device.Description);
-        var network = _options.Network;
-        if (network.Restrict || network.OutboundRules.Count > 0 || !network.MapGatewayToLoopback)
-            _logger.LogInformation("Outbound policy: {Policy}.", DescribePolicy(network));
+        if (_policy != OpenPolicy) _logger.LogInformation("Outbound policy: {Policy}.", _policy);
     }
+
+    private const string OpenPolicy = "open";
 
     /// <summary>The outbound policy as one line: what the guest may reach, rules in the order they apply.</summary>
     internal static string DescribePolicy(NetworkConfig network)
@@ -139,7 +141,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         if (network.Restrict) parts.Add("restricted (the guest reaches only the DNS relay; forwards still come in)");
         if (!network.MapGatewayToLoopback) parts.Add("no host loopback at 10.0.2.2");
         if (network.OutboundRules.Count > 0) parts.Add("rules, first match wins: " + string.Join(", then ", network.OutboundRules) + ", else allow");
-        return parts.Count == 0 ? "open" : string.Join("; ", parts);
+        return parts.Count == 0 ? OpenPolicy : string.Join("; ", parts);
     }
 
     private void RunLoop()

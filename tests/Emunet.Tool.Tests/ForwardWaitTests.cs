@@ -74,7 +74,11 @@ public sealed class ForwardWaitTests : IDisposable
         return true;
     }
 
-    private static Socket AttachGuest(string deviceSocket)
+    /// <summary>
+    /// A stand-in guest on an engine's device socket: it announces itself with a gratuitous ARP (so the engine learns
+    /// its MAC) and answers nothing unless a test drives it. The caller disposes it (the guest detaches).
+    /// </summary>
+    internal static Socket AttachGuest(string deviceSocket)
     {
         var link = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         link.Connect(new UnixDomainSocketEndPoint(deviceSocket));

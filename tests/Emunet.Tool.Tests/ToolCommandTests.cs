@@ -333,19 +333,12 @@ public sealed class ToolCommandTests : IDisposable
     }
 
     /// <summary>
-    /// A stand-in guest on the device socket: it announces itself (a gratuitous ARP, so the engine knows its MAC) and
-    /// answers nothing, so forwarded connections wait in SYN-SENT (with no guest at all, forwarded clients are reset).
+    /// A silent stand-in guest (<see cref="ForwardWaitTests.AttachGuest"/>), once the engine knows it: forwarded
+    /// connections then wait in SYN-SENT (with no guest at all, forwarded clients are reset at once).
     /// </summary>
     private System.Net.Sockets.Socket SilentGuest(string deviceSocket)
     {
-        var s = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
-        s.Connect(new System.Net.Sockets.UnixDomainSocketEndPoint(deviceSocket));
-        byte[] arp =
-        [
-            0, 0, 0, 42, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x08, 0x06,
-            0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 10, 0, 2, 15, 0, 0, 0, 0, 0, 0, 10, 0, 2, 15,
-        ];
-        s.Send(arp);
+        var s = ForwardWaitTests.AttachGuest(deviceSocket);
         Wait.Until(() => JsonDocument.Parse(Cli("instances", "--json").Result.Out).RootElement.EnumerateArray()
             .Any(i => i.TryGetProperty("guestMac", out var mac) && mac.ValueKind == JsonValueKind.String), "the engine to learn the stand-in guest's MAC");
         return s;

@@ -33,7 +33,6 @@ internal sealed class Icmp : IDisposable
     private readonly Counters _counters;
     private readonly ILogger _logger;
     private readonly FlowTable _flows;
-    private readonly List<IcmpFlow> _closing = new();
     private readonly byte[] _scratch = new byte[65536];
     private long _refusedUntil = long.MinValue;
 
@@ -247,7 +246,7 @@ internal sealed class Icmp : IDisposable
         UnreachablesSent++;
     }
 
-    public void OnGuestGone() => CloseAll();
+    public void OnGuestGone() => _flows.AbortAll(FlowProtocol.Icmp);
 
     private void Close(IcmpFlow flow)
     {
@@ -258,14 +257,6 @@ internal sealed class Icmp : IDisposable
         flow.HostSocket = null;
     }
 
-    private void CloseAll()
-    {
-        _closing.Clear();
-        for (int i = 0; i < _flows.Count; i++)
-            if (_flows[i] is IcmpFlow f) _closing.Add(f);
-        foreach (var f in _closing) Close(f);
-        _closing.Clear();
-    }
 
-    public void Dispose() => CloseAll();
+    public void Dispose() => OnGuestGone();
 }

@@ -24,7 +24,6 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
     private readonly IPv4Reassembly _reassembly;
 
     private ushort _nextIdentification;
-    private IPv4Address _guestAddress;
 
     /// <summary>
     /// Builds the stack over <paramref name="device"/>: the flow table, then each protocol, every one given what it
@@ -37,7 +36,7 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
         _config = config;
         _counters = counters;
         _logger = loggers.CreateLogger("Emunet.Stack");
-        _guestAddress = config.Guest;
+        GuestAddress = config.Guest;
         Flows = new FlowTable(loop, counters, new BufferBudget(config.ConnectionBufferBudget));
         Arp = new Arp(this, device, config, counters);
         _reassembly = new IPv4Reassembly(loop, counters);
@@ -59,11 +58,7 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
     public MacAddress? GuestMac { get; internal set; }
 
     /// <summary>The guest's IPv4 address: the configured one, or what it announced in ARP. Forwards deliver to it.</summary>
-    public IPv4Address GuestAddress
-    {
-        get => _guestAddress;
-        internal set => _guestAddress = value;
-    }
+    public IPv4Address GuestAddress { get; internal set; }
 
     public Arp Arp { get; }
     public Icmp Icmp { get; }
@@ -151,7 +146,7 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
         // Only the guest's own address may source packets (a spoofed SYN flood, or another host bridged onto the
         // link, is dropped here); 0.0.0.0 only for UDP, where DHCP needs it (RFC 2131 §4.1) and OnUdp checks.
         var source = packet.Source;
-        if (source != _guestAddress && !(source == IPv4Address.Any && packet.Protocol == IPv4Packet.ProtocolUdp))
+        if (source != GuestAddress && !(source == IPv4Address.Any && packet.Protocol == IPv4Packet.ProtocolUdp))
         {
             _counters.Drop(DropReason.SourceSpoofed);
             return;

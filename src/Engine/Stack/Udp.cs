@@ -227,14 +227,7 @@ internal sealed partial class Udp : IDisposable
     // ---- teardown ----
 
     /// <summary>The guest went away: every UDP flow ends; forward sockets stay.</summary>
-    public void OnGuestGone()
-    {
-        _closing.Clear();
-        for (int i = 0; i < _flows.Count; i++)
-            if (_flows[i] is UdpFlow f) _closing.Add(f);
-        foreach (var f in _closing) Close(f);
-        _closing.Clear();
-    }
+    public void OnGuestGone() => _flows.AbortAll(FlowProtocol.Udp);
 
     private void Close(UdpFlow flow)
     {

@@ -67,10 +67,13 @@ internal abstract class Flow : IPollable, IFaultIsolated
     protected virtual void OnIdle() { }
 
     /// <summary>
-    /// Code handling this flow threw: the owner drops just this flow (both sides reset where that means something),
-    /// so one flow's fault never ends the engine. Must not throw.
+    /// Code handling this flow threw (or its protocol's flows all end): the owner drops just this flow (both sides
+    /// reset where that means something), so one flow's fault never ends the engine. Must not throw.
     /// </summary>
     protected abstract void Abort();
+
+    /// <summary>Drops this flow: its owner closes it and takes it out of the table.</summary>
+    public void End() => Abort();
 
     public void OnFault(Exception error) => Abort();
 

@@ -147,6 +147,20 @@ internal sealed class FlowTable : ITimerClient
         return next;
     }
 
+    /// <summary>
+    /// Ends every flow of <paramref name="protocol"/>: each owner drops its own (the guest went away, or the engine
+    /// stops). Backwards, as the timer scan: a removal swaps in a flow already passed.
+    /// </summary>
+    public void AbortAll(FlowProtocol protocol)
+    {
+        for (int i = _all.Count - 1; i >= 0; i--)
+        {
+            if (i >= _all.Count) continue;
+            var flow = _all[i];
+            if (flow.Protocol == protocol) flow.End();
+        }
+    }
+
     /// <summary>Every flow as the control API shows it.</summary>
     public void Snapshot(List<ConnectionInfo> into)
     {
