@@ -8,6 +8,7 @@ using Emunet.Engine.Forwarding;
 using Emunet.Engine.Interop;
 using Emunet.Engine.Runtime;
 using Emunet.Engine.Stack;
+using Emunet.Engine.Wire;
 using Emunet.Engine.Stack.Nat;
 using Microsoft.Extensions.Logging;
 
@@ -29,6 +30,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
     private readonly IGuestDevice _device;
     private readonly NetStack _stack;
     private readonly ForwardTable _forwards;
+    private readonly AddressMap _map;
     private readonly CaptureTap _capture;
     private readonly string _policy;
     private readonly RateLimitedLoggerFactory _loggers;
@@ -53,7 +55,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         if (links.Count > 1)
             throw new EngineStartException("This engine serves one guest link; give one --socket or --vhost-user.");
         _device = DeviceFactory.Create(links[0], _loop, _counters, deviceLogger);
-        var map = new AddressMap(options.Network);
+        var map = _map = new AddressMap(options.Network);
         _stack = new NetStack(_loop, _device, options.Network, map, _counters, loggerFactory);
         _forwards = new ForwardTable(_loop, _stack, _counters, loggerFactory.CreateLogger("Emunet.Forward"));
         if (Libc.OpenFileLimit() is long nofile && _stack.Flows.FitTo(nofile))
@@ -118,6 +120,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         _device.Start();
         try
         {
+            foreach (var remap in _options.Network.Remaps) _map.Remaps.Add(remap);
             foreach (var spec in _options.Forwards) AddForwardOnOwner(spec);
             if (_options.CapturePath is not null) StartCaptureOnOwner(_options.CapturePath);
         }
@@ -168,7 +171,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         Safely(_forwards.StopAll, "the forwards");
         Safely(_stack.Dispose, "the stack");
         Safely(_device.Dispose, "the device");
-        Safely(() => { _device.Tap = null; _capture.Stop(); }, "the capture");
+        Safely(() => { _device.Tap = null; _capture.Dispose(); }, "the capture");
     }
 
     private void Safely(Action step, string what)
@@ -196,6 +199,25 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
             return list;
         });
 
+    public Task<GuestRemap> AddRemapAsync(string spec, string? target, CancellationToken cancellationToken = default) =>
+        _loop.InvokeAsync(() =>
+        {
+            var gateway = _options.Network.Gateway;
+            bool parsed = target is null
+                ? GuestRemap.TryParse(spec, gateway, out var remap, out string? error)
+                : GuestRemap.TryParsePair(spec, target, gateway, out remap, out error);
+            if (!parsed || remap is null) throw new ArgumentException(error);
+            _map.Remaps.Add(remap);
+            _logger.LogInformation("Remap: the guest's {Protocol} {Guest} reaches {Host}.", remap.ProtocolName, remap.GuestEndPoint, remap.Host);
+            return remap;
+        });
+
+    public Task<IReadOnlyList<GuestRemap>> ListRemapsAsync(CancellationToken cancellationToken = default) =>
+        _loop.InvokeAsync(_map.Remaps.List);
+
+    public Task<GuestRemap?> RemoveRemapAsync(RemapProtocol protocol, IPv4Address? guestAddress, int guestPort, CancellationToken cancellationToken = default) =>
+        _loop.InvokeAsync(() => _map.Remaps.Remove(protocol, guestAddress ?? _options.Network.Gateway, guestPort));
+
     public Task<EngineStatistics> GetStatisticsAsync(CancellationToken cancellationToken = default) =>
         _loop.InvokeAsync(() => new EngineStatistics
         {
@@ -212,6 +234,8 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
             BufferBudget = _stack.Flows.Budget.Limit,
             CaptureFile = _capture.FilePath,
             CaptureFailure = _capture.Failure,
+            LiveCaptures = _capture.LiveCount,
+            LiveCaptureFramesDropped = _capture.LiveFramesDropped,
             LogLinesSuppressed = _loggers.Suppressed,
         });
 
@@ -226,7 +250,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         if (_capture.IsRunning)
             throw new InvalidOperationException($"A capture to '{_capture.FilePath}' is already running; stop it first.");
         _capture.Start(path);
-        _device.Tap = _capture.OnFrame;
+        UpdateTap();
         _logger.LogInformation("Capturing frames to {Path}.", _capture.FilePath);
     }
 
@@ -234,11 +258,25 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
     {
         if (!_capture.IsRunning && _capture.Failure is { } failure)
             throw new InvalidOperationException(failure);
-        _device.Tap = null;
         var path = _capture.Stop();
+        UpdateTap();
         if (path is not null) _logger.LogInformation("Capture to {Path} stopped.", path);
         return path;
     }
+
+    /// <summary>The device's tap is set only while a capture wants frames: no capture costs nothing per frame.</summary>
+    private void UpdateTap() => _device.Tap = _capture.IsActive ? _capture.OnFrame : null;
+
+    public Task<ILiveCaptureStream> OpenLiveCaptureAsync(CancellationToken cancellationToken = default) =>
+        _loop.InvokeAsync<ILiveCaptureStream>(() =>
+        {
+            var live = new LiveCapture();
+            if (!_capture.AddLive(live))
+                throw new InvalidOperationException($"{CaptureTap.MaxLiveCaptures} live captures are running already; stop one first.");
+            UpdateTap();
+            _logger.LogInformation("Streaming a live capture to a control client.");
+            return new LiveCaptureStream(live, () => _loop.Post(() => { _capture.RemoveLive(live); UpdateTap(); }));
+        });
 
     public void RequestShutdown() => _loop.Stop();
 

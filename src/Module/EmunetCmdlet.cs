@@ -22,6 +22,8 @@ public static class ErrorIds
     public const string CaptureRunning = "Emunet.CaptureRunning";
     public const string GuestNotReady = "Emunet.GuestNotReady";
     public const string ControlError = "Emunet.ControlError";
+    public const string RemapNotFound = "Emunet.RemapNotFound";
+    public const string RemapConflict = "Emunet.RemapConflict";
 }
 
 /// <summary>What every Emunet cmdlet shares: reaching an instance and turning control failures into error records.</summary>

@@ -90,4 +90,29 @@
             @{ Code = 'Get-EmuNet | Stop-EmuCapture'; Remarks = 'Stops the captures of every instance.' }
         )
     }
+    'New-EmuReverse' = @{
+        Synopsis    = "Makes the guest's connections to 10.0.2.2:PORT reach a host address and port you choose (adb reverse, QEMU's guestfwd)."
+        Description = "Adds a guest-to-host remap to the instance: new TCP connections (or UDP flows) the guest opens to -GuestAddress:-GuestPort (10.0.2.2, the host alias, by default; any free address of the guest network as QEMU's guestfwd) go to -HostAddress:-HostPort instead of 127.0.0.1 on the same port. A remap is an explicit grant: it works under -Restrict and -NoHostLoopback. The guest side remapped already writes Emunet.RemapConflict; a spec that is not valid writes Emunet.InvalidArgument."
+        Examples    = @(
+            @{ Code = 'New-EmuReverse -GuestPort 8000 -HostPort 9000'; Remarks = "The guest's 10.0.2.2:8000 reaches the host's 127.0.0.1:9000, as 'adb reverse tcp:8000 tcp:9000' does." }
+            @{ Code = 'New-EmuReverse -GuestAddress 10.0.2.100 -GuestPort 80 -HostPort 8080'; Remarks = "The guest's 10.0.2.100:80 reaches the host's 127.0.0.1:8080 (QEMU's guestfwd=tcp:10.0.2.100:80-127.0.0.1:8080)." }
+            @{ Code = "New-EmuReverse -Spec 'udp:5353:53', 'tcp:8000:9000'"; Remarks = 'Remaps in the emunet tool''s form.' }
+        )
+    }
+    'Get-EmuReverse' = @{
+        Synopsis    = "Lists an instance's guest-to-host remaps."
+        Description = 'Lists the remaps of the instance (or the only one running); takes instances from Get-EmuNet by the pipeline.'
+        Examples    = @(
+            @{ Code = 'Get-EmuReverse'; Remarks = 'Every remap: the guest side and the host side it reaches.' }
+            @{ Code = 'Get-EmuNet | Get-EmuReverse'; Remarks = 'The remaps of every running instance.' }
+        )
+    }
+    'Remove-EmuReverse' = @{
+        Synopsis    = 'Removes guest-to-host remaps.'
+        Description = 'Removes the remap of a guest port (on 10.0.2.2 unless -GuestAddress names another); connections already open keep going. Takes remaps from Get-EmuReverse by the pipeline. A remap that does not exist writes Emunet.RemapNotFound.'
+        Examples    = @(
+            @{ Code = 'Remove-EmuReverse 8000'; Remarks = "Removes the remap of the guest's TCP port 8000 on 10.0.2.2." }
+            @{ Code = 'Get-EmuReverse | Remove-EmuReverse -Force'; Remarks = 'Removes every remap without asking.' }
+        )
+    }
 }

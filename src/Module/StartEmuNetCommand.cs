@@ -61,6 +61,9 @@ public sealed class StartEmuNetCommand : EmunetCmdlet
     [Parameter(HelpMessage = "Guest destinations to deny, ADDR[/PREFIX][:PORT[-PORT]], e.g. 192.168.0.0/16; checked after -Allow.")]
     public string[] Deny { get; set; } = [];
 
+    [Parameter(HelpMessage = "Guest-to-host remaps at start, as New-EmuReverse -Spec takes them: tcp:8000:9000 makes the guest's 10.0.2.2:8000 reach the host's 127.0.0.1:9000 (as adb reverse; also under -Restrict).")]
+    public string[] Reverse { get; set; } = [];
+
     [Parameter(HelpMessage = "MiB all connection buffers together may hold (1-65536); left out, 48.")]
     [ValidateRange(1, 65536)]
     public int? BufferBudgetMiB { get; set; }
@@ -115,6 +118,7 @@ public sealed class StartEmuNetCommand : EmunetCmdlet
         if (Restrict) args.Add("--restrict");
         foreach (string a in Allow) { args.Add("--allow"); args.Add(a); }
         foreach (string d in Deny) { args.Add("--deny"); args.Add(d); }
+        foreach (string m in Reverse) { args.Add("--reverse"); args.Add(m); }
         if (BufferBudgetMiB is { } mib) { args.Add("--buffer-budget"); args.Add(mib.ToString(System.Globalization.CultureInfo.InvariantCulture)); }
         args.Add("--log-level"); args.Add(LogLevel);
 

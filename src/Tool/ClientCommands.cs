@@ -61,7 +61,7 @@ internal static partial class EmunetCli
 
     private static readonly Argument<string> CaptureFileArgument = new("file")
     {
-        Description = "The pcap file to write (created or truncated).",
+        Description = "The pcap file to write (created or truncated), or - for standard output (a live stream for wireshark -k -i -).",
     };
 
     private static readonly Argument<string?> CaptureStopFileArgument = new("file")
@@ -343,13 +343,16 @@ internal static partial class EmunetCli
     private static Command BuildCaptureCommand()
     {
         var capture = new Command("capture", "Capture the guest's frames to a pcap file (Wireshark, tshark, tcpdump -r) while the instance runs.");
-        var start = ClientCommand("start", "Start writing every frame to and from the guest to FILE.", (r, client) =>
+        var start = ClientCommand("start", "Start writing every frame to and from the guest to FILE; with '-', stream the pcap to standard output until Ctrl+C (emunet capture start - | wireshark -k -i -).", async (r, client, token) =>
         {
+            if (r.GetValue(CaptureFileArgument) == "-") return await StreamCaptureAsync(r, client, token).ConfigureAwait(false);
             var c = client.StartCapture(Path.GetFullPath(r.GetValue(CaptureFileArgument)!));
             if (r.GetValue(JsonOption)) return WriteJson(r, c, ControlJsonContext.Indented.CaptureDto);
             r.InvocationConfiguration.Output.WriteLine($"Capturing to {c.File}");
             return 0;
-        });
+        }, r => r.GetValue(CaptureFileArgument) == "-" && r.GetValue(JsonOption)
+            ? "--json does not go with '-': standard output carries the pcap stream."
+            : null);
         start.Add(CaptureFileArgument);
         var stop = ClientCommand("stop", "Stop the capture and close its file.", (r, client) =>
         {
@@ -362,6 +365,36 @@ internal static partial class EmunetCli
         capture.Add(start);
         capture.Add(stop);
         return capture;
+    }
+
+    /// <summary>
+    /// <c>capture start -</c>: the live pcap stream to standard output, until Ctrl+C, the instance stops, or the reader
+    /// closes the pipe. Its own capture, beside any file capture; frames a slow reader misses are counted in stats.
+    /// </summary>
+    private static async Task<int> StreamCaptureAsync(ParseResult r, ControlClient client, CancellationToken token)
+    {
+        var output = r.InvocationConfiguration.Output;
+        Stream? stream = output switch
+        {
+            _ when ReferenceEquals(output, Console.Out) => Console.IsOutputRedirected ? Console.OpenStandardOutput() : null,
+            StreamWriter w => w.BaseStream,
+            _ => null,
+        };
+        if (stream is null)
+        {
+            return Fail(r, ExitCode.UsageError,
+                "capture start - writes a binary pcap stream: pipe it into a reader (emunet capture start - | wireshark -k -i -, or | tshark -r -), or give a FILE.");
+        }
+        output.Flush();
+        try
+        {
+            await client.StreamCaptureAsync(stream, token).ConfigureAwait(false);
+        }
+        catch (IOException)
+        {
+            // The reader closed the pipe (Wireshark quit): the capture ends with it; that is not a failure.
+        }
+        return 0;
     }
 
     private static int WriteJson<T>(ParseResult r, T value, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type)

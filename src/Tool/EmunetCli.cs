@@ -56,6 +56,7 @@ internal static partial class EmunetCli
         root.Add(BuildRunCommand());
         root.Add(BuildLaunchCommand());
         root.Add(BuildForwardCommand());
+        root.Add(BuildReverseCommand());
         root.Add(BuildConnectionsCommand());
         root.Add(BuildInstancesCommand());
         root.Add(BuildStatsCommand());

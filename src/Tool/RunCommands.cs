@@ -121,7 +121,7 @@ internal static partial class EmunetCli
         var command = new Command("run", "Run an engine in the foreground until SIGINT/SIGTERM or a control 'shutdown'.")
         {
             SocketOption, VhostUserOption, ConnectOption, NameOption, ForwardOption, CaptureOption, DnsUpstreamOption, MtuOption,
-            NoHostLoopbackOption, RestrictOption, AllowOption, DenyOption, BufferBudgetOption, LogLevelOption,
+            NoHostLoopbackOption, RestrictOption, AllowOption, DenyOption, ReverseOption, BufferBudgetOption, LogLevelOption,
         };
         command.SetAction(RunAsync);
         return command;
@@ -133,7 +133,7 @@ internal static partial class EmunetCli
             "Start an engine on a fresh socket, run the emulator attached to it (-netdev stream,id=emunet0,... -device virtio-net-pci,netdev=emunet0 are appended), stop the engine when it exits, and exit with its exit code.")
         {
             NameOption, ForwardOption, CaptureOption, DnsUpstreamOption, MtuOption, NoHostLoopbackOption, RestrictOption,
-            AllowOption, DenyOption, BufferBudgetOption, LogLevelOption, EmulatorArgument,
+            AllowOption, DenyOption, ReverseOption, BufferBudgetOption, LogLevelOption, EmulatorArgument,
         };
         command.SetAction(LaunchAsync);
         return command;
@@ -180,8 +180,11 @@ internal static partial class EmunetCli
             error = $"--buffer-budget {b} is not between 1 and 65536 MiB.";
             return null;
         }
+        var remaps = ReadRemaps(r, network, out error);
+        if (remaps is null) return null;
         network = network with
         {
+            Remaps = remaps,
             Mtu = mtu ?? network.Mtu,
             MapGatewayToLoopback = !r.GetValue(NoHostLoopbackOption),
             Restrict = r.GetValue(RestrictOption),

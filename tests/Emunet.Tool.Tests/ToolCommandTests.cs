@@ -84,7 +84,7 @@ public sealed class ToolCommandTests : IDisposable
         var (code, output, _) = await Cli("--help");
         Assert.Equal(0, code);
         Assert.Contains("emunet [command] [options]", output);
-        foreach (string command in new[] { "run", "launch", "forward", "connections", "instances", "stats", "capture", "stop", "completion" })
+        foreach (string command in new[] { "run", "launch", "forward", "reverse", "connections", "instances", "stats", "capture", "stop", "completion" })
             Assert.Contains($"  {command}", output);
         Assert.Contains("Exit codes:", output);
         foreach (var value in Enum.GetValues<ExitCode>())

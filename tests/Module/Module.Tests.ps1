@@ -4,8 +4,8 @@ Describe 'Emunet module' -Tag CI {
 
     It 'exports exactly its cmdlets' {
         (Get-Command -Module Emunet).Name | Sort-Object | Should -Be @(
-            'Get-EmuConnection', 'Get-EmuForward', 'Get-EmuNet', 'Get-EmuStat', 'New-EmuForward', 'Remove-EmuForward',
-            'Start-EmuCapture', 'Start-EmuNet', 'Stop-EmuCapture', 'Stop-EmuNet')
+            'Get-EmuConnection', 'Get-EmuForward', 'Get-EmuNet', 'Get-EmuReverse', 'Get-EmuStat', 'New-EmuForward', 'New-EmuReverse',
+            'Remove-EmuForward', 'Remove-EmuReverse', 'Start-EmuCapture', 'Start-EmuNet', 'Stop-EmuCapture', 'Stop-EmuNet')
     }
 
     It 'uses approved verbs' {
@@ -15,7 +15,7 @@ Describe 'Emunet module' -Tag CI {
 
     It 'has help with examples and described parameters for <_>' -ForEach @(
         'Start-EmuNet', 'Stop-EmuNet', 'Get-EmuNet', 'New-EmuForward', 'Get-EmuForward', 'Remove-EmuForward', 'Get-EmuConnection',
-        'Get-EmuStat', 'Start-EmuCapture', 'Stop-EmuCapture') {
+        'Get-EmuStat', 'Start-EmuCapture', 'Stop-EmuCapture', 'New-EmuReverse', 'Get-EmuReverse', 'Remove-EmuReverse') {
         $help = Get-Help $_ -Full
         $help.Synopsis | Should -Not -BeNullOrEmpty
         # Without a MAML entry the synopsis would be the generated syntax line.
@@ -29,7 +29,7 @@ Describe 'Emunet module' -Tag CI {
 
     It 'has help that says what the cmdlet metadata says for <_>' -ForEach @(
         'Start-EmuNet', 'Stop-EmuNet', 'Get-EmuNet', 'New-EmuForward', 'Get-EmuForward', 'Remove-EmuForward', 'Get-EmuConnection',
-        'Get-EmuStat', 'Start-EmuCapture', 'Stop-EmuCapture') {
+        'Get-EmuStat', 'Start-EmuCapture', 'Stop-EmuCapture', 'New-EmuReverse', 'Get-EmuReverse', 'Remove-EmuReverse') {
         $cmd = Get-Command $_
         $help = Get-Help $_ -Full
         $own = $cmd.Parameters.Values | Where-Object { $_.Name -notin [System.Management.Automation.PSCmdlet]::CommonParameters -and $_.Name -notin [System.Management.Automation.PSCmdlet]::OptionalCommonParameters }

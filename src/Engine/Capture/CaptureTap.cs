@@ -5,14 +5,20 @@ namespace Emunet.Engine.Capture;
 /// Owner thread only (start, stop and every frame), like the writer. Buffered frames are written out at least every
 /// <see cref="FlushIntervalMs"/> while frames flow, so a capture can be watched while it grows. A file that fails (a
 /// full disk) stops the capture, never the engine: <see cref="Failure"/> says why until the next start.
+/// Besides the file, up to <see cref="MaxLiveCaptures"/> live captures (<see cref="LiveCapture"/>, streamed to control
+/// clients) get every frame; a slow reader loses frames, counted, and never holds the owner thread.
 /// </summary>
 internal sealed class CaptureTap : IDisposable
 {
     public const long FlushIntervalMs = 1000;
+    /// <summary>Live captures (clients streaming the pcap, e.g. <c>emunet capture start -</c>) at once.</summary>
+    public const int MaxLiveCaptures = 4;
 
     private readonly Action<string>? _onFailure;
     private PcapWriter? _writer;
     private long _lastFlush;
+    private readonly List<LiveCapture> _live = new(MaxLiveCaptures);
+    private long _liveDropsClosed;
 
     /// <param name="onFailure">Told once, with the reason, when a running capture fails and stops.</param>
     public CaptureTap(Action<string>? onFailure = null) => _onFailure = onFailure;
@@ -21,6 +27,37 @@ internal sealed class CaptureTap : IDisposable
     public string? Failure { get; private set; }
 
     public bool IsRunning => _writer is not null;
+
+    /// <summary>True while a file or a live capture wants frames (the device's tap is set only then).</summary>
+    public bool IsActive => _writer is not null || _live.Count > 0;
+
+    public int LiveCount => _live.Count;
+
+    /// <summary>Frames live captures have dropped because their reader was behind, those closed included.</summary>
+    public long LiveFramesDropped
+    {
+        get
+        {
+            long sum = _liveDropsClosed;
+            foreach (var l in _live) sum += l.FramesDropped;
+            return sum;
+        }
+    }
+
+    /// <summary>Adds a live capture; false when <see cref="MaxLiveCaptures"/> are running.</summary>
+    public bool AddLive(LiveCapture live)
+    {
+        if (_live.Count >= MaxLiveCaptures) return false;
+        _live.Add(live);
+        return true;
+    }
+
+    /// <summary>Closes and removes a live capture (its reader went away, or the engine stops).</summary>
+    public void RemoveLive(LiveCapture live)
+    {
+        if (_live.Remove(live)) _liveDropsClosed += live.FramesDropped;
+        live.Close();
+    }
 
     /// <summary>The file being written, or null.</summary>
     public string? FilePath => _writer?.FilePath;
@@ -56,15 +93,17 @@ internal sealed class CaptureTap : IDisposable
     /// <summary>Records one frame either way (matches the device's tap). Borrows <paramref name="frame"/> for the call.</summary>
     public void OnFrame(ReadOnlySpan<byte> frame, bool toGuest)
     {
+        long now = DateTime.UtcNow.Ticks;
+        foreach (var live in _live) live.OnFrame(frame, now);
         var writer = _writer;
         if (writer is null) return;
         try
         {
-            writer.Write(frame, DateTime.UtcNow.Ticks);
-            long now = Environment.TickCount64;
-            if (now - _lastFlush >= FlushIntervalMs)
+            writer.Write(frame, now);
+            long tick = Environment.TickCount64;
+            if (tick - _lastFlush >= FlushIntervalMs)
             {
-                _lastFlush = now;
+                _lastFlush = tick;
                 writer.Flush();
             }
         }
@@ -82,5 +121,9 @@ internal sealed class CaptureTap : IDisposable
         _onFailure?.Invoke(Failure);
     }
 
-    public void Dispose() => Stop();
+    public void Dispose()
+    {
+        Stop();
+        while (_live.Count > 0) RemoveLive(_live[^1]);
+    }
 }

@@ -41,7 +41,13 @@ internal sealed class PcapWriter : IDisposable
     {
         _stream = stream;
         _leaveOpen = leaveOpen;
-        Span<byte> h = _buffer.AsSpan(0, FileHeaderLength);
+        WriteFileHeader(_buffer.AsSpan(0, FileHeaderLength));
+        _used = FileHeaderLength;
+    }
+
+    /// <summary>The pcap file header (<see cref="FileHeaderLength"/> bytes) into <paramref name="h"/>.</summary>
+    public static void WriteFileHeader(Span<byte> h)
+    {
         BinaryPrimitives.WriteUInt32LittleEndian(h[0..4], Magic);
         BinaryPrimitives.WriteUInt16LittleEndian(h[4..6], 2);   // version 2.4
         BinaryPrimitives.WriteUInt16LittleEndian(h[6..8], 4);
@@ -49,7 +55,20 @@ internal sealed class PcapWriter : IDisposable
         BinaryPrimitives.WriteUInt32LittleEndian(h[12..16], 0); // sigfigs
         BinaryPrimitives.WriteInt32LittleEndian(h[16..20], SnapLength);
         BinaryPrimitives.WriteInt32LittleEndian(h[20..24], LinkTypeEthernet);
-        _used = FileHeaderLength;
+    }
+
+    /// <summary>One record's header (<see cref="RecordHeaderLength"/> bytes): when, bytes kept, bytes the frame had.</summary>
+    public static void WriteRecordHeader(Span<byte> h, long timestampTicks, int captured, int originalLength)
+    {
+        long sinceEpoch = timestampTicks - DateTime.UnixEpoch.Ticks;
+        if (sinceEpoch < 0) sinceEpoch = 0;
+        // A uint of seconds lasts until 2106; the format has no room for more.
+        uint seconds = (uint)Math.Min(sinceEpoch / TimeSpan.TicksPerSecond, uint.MaxValue);
+        uint micros = (uint)(sinceEpoch % TimeSpan.TicksPerSecond / TimeSpan.TicksPerMicrosecond);
+        BinaryPrimitives.WriteUInt32LittleEndian(h[0..4], seconds);
+        BinaryPrimitives.WriteUInt32LittleEndian(h[4..8], micros);
+        BinaryPrimitives.WriteInt32LittleEndian(h[8..12], captured);
+        BinaryPrimitives.WriteInt32LittleEndian(h[12..16], originalLength);
     }
 
     /// <summary>The file written, when made from a path.</summary>
@@ -64,18 +83,8 @@ internal sealed class PcapWriter : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         int captured = Math.Min(frame.Length, SnapLength);
-        long sinceEpoch = timestampTicks - DateTime.UnixEpoch.Ticks;
-        if (sinceEpoch < 0) sinceEpoch = 0;
-        // A uint of seconds lasts until 2106; the format has no room for more.
-        uint seconds = (uint)Math.Min(sinceEpoch / TimeSpan.TicksPerSecond, uint.MaxValue);
-        uint micros = (uint)(sinceEpoch % TimeSpan.TicksPerSecond / TimeSpan.TicksPerMicrosecond);
-
         if (_used + RecordHeaderLength + captured > _buffer.Length) Flush();
-        Span<byte> h = _buffer.AsSpan(_used, RecordHeaderLength);
-        BinaryPrimitives.WriteUInt32LittleEndian(h[0..4], seconds);
-        BinaryPrimitives.WriteUInt32LittleEndian(h[4..8], micros);
-        BinaryPrimitives.WriteInt32LittleEndian(h[8..12], captured);
-        BinaryPrimitives.WriteInt32LittleEndian(h[12..16], frame.Length);
+        WriteRecordHeader(_buffer.AsSpan(_used, RecordHeaderLength), timestampTicks, captured, frame.Length);
         _used += RecordHeaderLength;
         if (_used + captured <= _buffer.Length)
         {

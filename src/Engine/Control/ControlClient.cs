@@ -158,6 +158,51 @@ public sealed class ControlClient : IDisposable
 
     public CaptureDto StopCapture() => Send(new ControlRequest { Op = ControlProtocol.Ops.CaptureStop }).Capture ?? throw Missing("capture");
 
+    /// <summary>Adds a guest-to-host remap: one spec (<c>tcp:8000:9000</c>), or adb's pair (<c>tcp:8000</c>, <c>tcp:9000</c>).</summary>
+    public RemapDto AddRemap(string spec, string? target = null) =>
+        Send(new ControlRequest { Op = ControlProtocol.Ops.RemapAdd, Spec = spec, Target = target }).Remap ?? throw Missing("remap");
+
+    public List<RemapDto> ListRemaps() => Send(new ControlRequest { Op = ControlProtocol.Ops.RemapList }).Remaps ?? throw Missing("remaps");
+
+    /// <summary>Removes the remap of the guest's <paramref name="protocol"/> <paramref name="guestPort"/> (on the gateway alias unless <paramref name="guestAddress"/> names another).</summary>
+    public RemapDto RemoveRemap(string protocol, int guestPort, string? guestAddress = null) =>
+        Send(new ControlRequest { Op = ControlProtocol.Ops.RemapRemove, Protocol = protocol, Port = guestPort, Address = guestAddress }).Remap
+        ?? throw Missing("remap");
+
+    /// <summary>
+    /// Starts a live capture and copies its pcap bytes to <paramref name="destination"/> until the engine stops, the
+    /// token is cancelled, or the destination closes (a reader such as Wireshark quit). The connection is the
+    /// capture's from then on: dispose the client after. Returns the bytes copied.
+    /// </summary>
+    public async Task<long> StreamCaptureAsync(Stream destination, CancellationToken cancellationToken)
+    {
+        Send(new ControlRequest { Op = ControlProtocol.Ops.CaptureStream });
+        _socket.ReceiveTimeout = 0;
+        long copied = 0;
+        // Bytes that came with the reply line are the start of the stream.
+        if (_filled > _start)
+        {
+            await destination.WriteAsync(_buffer.AsMemory(_start, _filled - _start), cancellationToken).ConfigureAwait(false);
+            copied += _filled - _start;
+            _start = _filled = 0;
+        }
+        var chunk = new byte[64 * 1024];
+        try
+        {
+            while (true)
+            {
+                int n = await _socket.ReceiveAsync(chunk, SocketFlags.None, cancellationToken).ConfigureAwait(false);
+                if (n == 0) break;
+                await destination.WriteAsync(chunk.AsMemory(0, n), cancellationToken).ConfigureAwait(false);
+                await destination.FlushAsync(cancellationToken).ConfigureAwait(false);
+                copied += n;
+            }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested) { }
+        catch (SocketException e) when (e.SocketErrorCode is SocketError.ConnectionReset or SocketError.Shutdown) { }
+        return copied;
+    }
+
     /// <summary>Asks the instance to stop; returns once it has acknowledged.</summary>
     public void Shutdown() => Send(new ControlRequest { Op = ControlProtocol.Ops.Shutdown });
 

@@ -31,10 +31,15 @@ public static class ControlProtocol
         public const string Stats = "stats";
         public const string CaptureStart = "capture.start";
         public const string CaptureStop = "capture.stop";
+        public const string RemapAdd = "remap.add";
+        public const string RemapList = "remap.list";
+        public const string RemapRemove = "remap.remove";
+        /// <summary>After its reply, the connection carries a live pcap stream (no more request lines) until either side closes.</summary>
+        public const string CaptureStream = "capture.stream";
         public const string Shutdown = "shutdown";
 
         public static readonly IReadOnlyList<string> All =
-            [Info, ForwardAdd, ForwardList, ForwardRemove, ConnectionsList, Stats, CaptureStart, CaptureStop, Shutdown];
+            [Info, ForwardAdd, ForwardList, ForwardRemove, ConnectionsList, Stats, CaptureStart, CaptureStop, CaptureStream, RemapAdd, RemapList, RemapRemove, Shutdown];
     }
 }
 
@@ -83,6 +88,8 @@ public sealed class ControlRequest
     public bool Force { get; set; }
     /// <summary>connections.list: filter on the state name (case-insensitive).</summary>
     public string? State { get; set; }
+    /// <summary>remap.add: the host side in adb's two-argument form (<c>spec</c> "tcp:8000", <c>target</c> "tcp:9000").</summary>
+    public string? Target { get; set; }
     /// <summary>capture.start: the pcap file to write.</summary>
     public string? Path { get; set; }
 }
@@ -105,10 +112,16 @@ public sealed class ControlResponse
     public List<ConnectionDto>? Connections { get; set; }
     public StatsDto? Stats { get; set; }
     public CaptureDto? Capture { get; set; }
+    public RemapDto? Remap { get; set; }
+    public List<RemapDto>? Remaps { get; set; }
 
     /// <summary>Server side only: ask the engine to stop once this reply is sent.</summary>
     [JsonIgnore]
     internal bool ShutdownAfterSend { get; set; }
+
+    /// <summary>Server side only: after this reply the connection streams this live capture.</summary>
+    [JsonIgnore]
+    internal Capture.ILiveCaptureStream? StreamAfterSend { get; set; }
 
     public static ControlResponse Failure(JsonElement? id, string code, string message) =>
         new() { Id = id, Ok = false, Error = new ControlError { Code = code, Message = message } };
@@ -223,6 +236,8 @@ public sealed class StatsDto
     public long BufferBytes { get; set; }
     public long BufferBudget { get; set; }
     public long LogLinesSuppressed { get; set; }
+    public int LiveCaptures { get; set; }
+    public long LiveCaptureFramesDropped { get; set; }
 
     public static StatsDto From(EngineStatistics s) => new()
     {
@@ -230,7 +245,25 @@ public sealed class StatsDto
         BytesToGuest = s.BytesToGuest, TotalDrops = s.TotalDrops, DropsByReason = new Dictionary<string, long>(s.DropsByReason),
         TcpFlows = s.TcpFlows, UdpFlows = s.UdpFlows, Forwards = s.Forwards, CaptureFile = s.CaptureFile,
         CaptureFailure = s.CaptureFailure, BufferBytes = s.BufferBytes, BufferBudget = s.BufferBudget,
-        LogLinesSuppressed = s.LogLinesSuppressed,
+        LogLinesSuppressed = s.LogLinesSuppressed, LiveCaptures = s.LiveCaptures,
+        LiveCaptureFramesDropped = s.LiveCaptureFramesDropped,
+    };
+}
+
+/// <summary>A guest-to-host remap: the guest's <c>guestAddress:guestPort</c> reaches <c>hostAddress:hostPort</c>.</summary>
+public sealed class RemapDto
+{
+    /// <summary>"tcp" or "udp".</summary>
+    public required string Protocol { get; set; }
+    public required string GuestAddress { get; set; }
+    public int GuestPort { get; set; }
+    public required string HostAddress { get; set; }
+    public int HostPort { get; set; }
+
+    public static RemapDto From(Stack.GuestRemap r) => new()
+    {
+        Protocol = r.ProtocolName, GuestAddress = r.GuestAddress.ToString(), GuestPort = r.GuestPort,
+        HostAddress = r.Host.Address.ToString(), HostPort = r.Host.Port,
     };
 }
 
@@ -251,6 +284,7 @@ public sealed class CaptureDto
 [JsonSerializable(typeof(List<ForwardDto>))]
 [JsonSerializable(typeof(List<ConnectionDto>))]
 [JsonSerializable(typeof(List<InstanceDto>))]
+[JsonSerializable(typeof(List<RemapDto>))]
 [JsonSerializable(typeof(long))]
 public sealed partial class ControlJsonContext : JsonSerializerContext
 {

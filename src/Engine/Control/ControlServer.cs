@@ -206,6 +206,16 @@ public sealed class ControlServer : IAsyncDisposable
                         if (end > start)
                         {
                             var reply = await HandleLineAsync(buffer.AsMemory(start, end - start), token).ConfigureAwait(false);
+                            if (reply.StreamAfterSend is { } live)
+                            {
+                                // The connection becomes the live capture's: never idle, never evicted.
+                                using (live)
+                                {
+                                    await client.SendAsync(Encode(reply), SocketFlags.None, token).ConfigureAwait(false);
+                                    await StreamCaptureAsync(client, live, token).ConfigureAwait(false);
+                                }
+                                return;
+                            }
                             await client.SendAsync(Encode(reply), SocketFlags.None, token).ConfigureAwait(false);
                             if (reply.ShutdownAfterSend) { _engine.RequestShutdown(); return; }
                         }
@@ -245,6 +255,41 @@ public sealed class ControlServer : IAsyncDisposable
             lock (_slots) removed = _slots.Remove(slot);
             // An evicted client is out of the list already: its count moved to the client that took its slot.
             if (removed) Interlocked.Decrement(ref _clients);
+        }
+    }
+
+    /// <summary>
+    /// Sends a live capture's pcap bytes until the engine ends it or the client is done: the client says nothing more
+    /// on this connection, so any byte or its half-close ends the capture (what it holds is still sent, whole records
+    /// only), and a send that fails (the client went away) ends it at once.
+    /// </summary>
+    private static async Task StreamCaptureAsync(Socket client, Capture.ILiveCaptureStream live, CancellationToken token)
+    {
+        using var done = CancellationTokenSource.CreateLinkedTokenSource(token);
+        var watch = Task.Run(async () =>
+        {
+            var one = new byte[1];
+            try { await client.ReceiveAsync(one, SocketFlags.None, done.Token).ConfigureAwait(false); }
+            catch (Exception e) when (e is SocketException or OperationCanceledException or ObjectDisposedException) { }
+            live.Dispose();
+        });
+        var chunk = new byte[64 * 1024];
+        try
+        {
+            while (true)
+            {
+                int n = await live.ReadAsync(chunk, done.Token).ConfigureAwait(false);
+                if (n == 0) break;
+                await client.SendAsync(chunk.AsMemory(0, n), SocketFlags.None, done.Token).ConfigureAwait(false);
+            }
+            client.Shutdown(SocketShutdown.Send);
+        }
+        catch (OperationCanceledException) { }
+        catch (SocketException) { }
+        finally
+        {
+            done.Cancel();
+            await watch.ConfigureAwait(false);
         }
     }
 
@@ -379,6 +424,44 @@ public sealed class ControlServer : IAsyncDisposable
                     return ControlResponse.Failure(null, ControlErrorCodes.CaptureFailed, $"Cannot write the capture file '{full}': {e.Message}");
                 }
                 return new ControlResponse { Ok = true, Capture = new CaptureDto { File = full, Running = true } };
+            }
+
+            case ControlProtocol.Ops.RemapAdd:
+            {
+                var added = await _engine.AddRemapAsync(r.Spec ?? "", r.Target, token).WaitAsync(token).ConfigureAwait(false);
+                return new ControlResponse { Ok = true, Remap = RemapDto.From(added) };
+            }
+
+            case ControlProtocol.Ops.RemapList:
+            {
+                var list = await _engine.ListRemapsAsync(token).WaitAsync(token).ConfigureAwait(false);
+                return new ControlResponse { Ok = true, Remaps = list.Select(RemapDto.From).ToList() };
+            }
+
+            case ControlProtocol.Ops.RemapRemove:
+            {
+                if (!Stack.GuestRemap.TryProtocol(r.Protocol ?? "tcp", out var protocol))
+                    return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, $"protocol '{r.Protocol}' is not tcp or udp.");
+                if (r.Port is not { } port || port < 1 || port > 65535)
+                    return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, "port (the guest port of the remap) is required, between 1 and 65535.");
+                Wire.IPv4Address? address = null;
+                if (r.Address is not null)
+                {
+                    if (!Wire.IPv4Address.TryParseDottedQuad(r.Address, out var a))
+                        return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, $"address '{r.Address}' is not an IPv4 address of the guest network.");
+                    address = Wire.IPv4Address.From(a);
+                }
+                var removed = await _engine.RemoveRemapAsync(protocol, address, port, token).WaitAsync(token).ConfigureAwait(false);
+                if (removed is null)
+                    return ControlResponse.Failure(null, ControlErrorCodes.NotFound,
+                        $"No remap of the guest's {(r.Protocol ?? "tcp").ToLowerInvariant()} port {port}{(address is null ? "" : $" on {address}")}; 'emunet reverse list' shows them.");
+                return new ControlResponse { Ok = true, Remap = RemapDto.From(removed) };
+            }
+
+            case ControlProtocol.Ops.CaptureStream:
+            {
+                var live = await _engine.OpenLiveCaptureAsync(token).WaitAsync(token).ConfigureAwait(false);
+                return new ControlResponse { Ok = true, Capture = new CaptureDto { File = "-", Running = true }, StreamAfterSend = live };
             }
 
             case ControlProtocol.Ops.CaptureStop:

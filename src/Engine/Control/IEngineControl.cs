@@ -1,3 +1,5 @@
+using Emunet.Engine.Stack;
+using Emunet.Engine.Capture;
 using Emunet.Engine.Forwarding;
 using Emunet.Engine.Stack.Nat;
 
@@ -19,6 +21,28 @@ public interface IEngineControl
     Task StartCaptureAsync(string path, CancellationToken cancellationToken = default);
     /// <summary>Stops the capture; returns the file written, or null if none was running.</summary>
     Task<string?> StopCaptureAsync(CancellationToken cancellationToken = default);
+    /// <summary>
+    /// Adds a guest-to-host remap (<c>adb reverse</c>, QEMU's <c>guestfwd</c>) from its spec (<see cref="GuestRemap"/>;
+    /// with <paramref name="target"/>, adb's two-argument form); flows opened after it use it.
+    /// </summary>
+    /// <exception cref="ArgumentException">The spec is not valid (the message says why).</exception>
+    Task<GuestRemap> AddRemapAsync(string spec, string? target, CancellationToken cancellationToken = default) =>
+        throw new NotSupportedException("This engine has no guest-to-host remaps.");
+    Task<IReadOnlyList<GuestRemap>> ListRemapsAsync(CancellationToken cancellationToken = default) =>
+        throw new NotSupportedException("This engine has no guest-to-host remaps.");
+    /// <summary>
+    /// Removes the remap of that guest side (the gateway alias when <paramref name="guestAddress"/> is null; flows already
+    /// open keep their host end); returns it, or null.
+    /// </summary>
+    Task<GuestRemap?> RemoveRemapAsync(RemapProtocol protocol, Wire.IPv4Address? guestAddress, int guestPort, CancellationToken cancellationToken = default) =>
+        throw new NotSupportedException("This engine has no guest-to-host remaps.");
+    /// <summary>
+    /// Starts a live capture: the pcap stream (file header, then a record per frame either way) read from the returned
+    /// stream until it is disposed or the engine stops. A reader that falls behind loses frames, counted in
+    /// <see cref="EngineStatistics.LiveCaptureFramesDropped"/>; the engine never waits for it.
+    /// </summary>
+    Task<ILiveCaptureStream> OpenLiveCaptureAsync(CancellationToken cancellationToken = default) =>
+        throw new NotSupportedException("This engine does not stream live captures.");
     /// <summary>Asks the engine to shut down cleanly.</summary>
     void RequestShutdown();
 }
@@ -55,6 +79,9 @@ public sealed record EngineStatistics
     public string? CaptureFile { get; init; }
     /// <summary>Why the last capture stopped on its own (its file failed, e.g. a full disk), until the next start.</summary>
     public string? CaptureFailure { get; init; }
+    /// <summary>Live captures streaming to control clients now, and the frames they dropped because a reader was behind.</summary>
+    public int LiveCaptures { get; init; }
+    public long LiveCaptureFramesDropped { get; init; }
     /// <summary>Log lines held back by the engine's rate limit (lines a guest or client could trigger in floods).</summary>
     public long LogLinesSuppressed { get; init; }
 }

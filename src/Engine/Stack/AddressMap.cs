@@ -20,6 +20,7 @@ internal enum OutboundVerdict
 /// Where a guest's outbound flow goes on the host, and whether it may (the NAT rule and the outbound policy, shared
 /// by UDP, TCP and ICMP), decided in this order:
 /// <list type="number">
+/// <item>a guest-to-host remap (<see cref="Remaps"/>, TCP and UDP): its host end, whatever the policy (an explicit grant);</item>
 /// <item>the DNS address, port 53: the upstream resolver (the relay works whatever the policy);</item>
 /// <item>the gateway: the host's 127.0.0.1, unless <see cref="NetworkConfig.MapGatewayToLoopback"/> is off;</item>
 /// <item>other addresses of the guest network, broadcast, multicast, 0.0.0.0/8: nothing;</item>
@@ -48,6 +49,25 @@ internal sealed class AddressMap
         _config = config;
         _dnsUpstream = config.DnsUpstream.Count > 0 ? config.DnsUpstream.ToArray() : ReadResolvConf("/etc/resolv.conf");
         _hostAddresses = hostAddresses ?? ReadHostAddresses;
+        Remaps = new RemapTable(config);
+    }
+
+    /// <summary>The guest-to-host remaps (<c>adb reverse</c>, QEMU's <c>guestfwd</c>), changed at run time.</summary>
+    public RemapTable Remaps { get; }
+
+    /// <summary>
+    /// As <see cref="MapOutbound(IPv4Address, int, out IPAddress, out int)"/> for a TCP or UDP flow, a remap of that
+    /// guest side first.
+    /// </summary>
+    public OutboundVerdict MapOutbound(RemapProtocol protocol, IPv4Address destination, int port, out IPAddress host, out int hostPort)
+    {
+        if (Remaps.TryFind(protocol, destination, port, out var remapped))
+        {
+            host = remapped.Address;
+            hostPort = remapped.Port;
+            return OutboundVerdict.Mapped;
+        }
+        return MapOutbound(destination, port, out host, out hostPort);
     }
 
     public IReadOnlyList<IPEndPoint> DnsUpstream => _dnsUpstream;

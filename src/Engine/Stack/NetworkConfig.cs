@@ -29,6 +29,8 @@ public sealed record NetworkConfig
     public IReadOnlyList<OutboundRule> OutboundRules { get; init; } = Array.Empty<OutboundRule>();
     /// <summary>Bytes all connection buffers together may hold beyond a few KiB each (<see cref="Nat.BufferBudget"/>).</summary>
     public long ConnectionBufferBudget { get; init; } = Nat.BufferBudget.DefaultLimit;
+    /// <summary>Guest-to-host remaps the engine starts with (<see cref="GuestRemap"/>); more can be added at run time.</summary>
+    public IReadOnlyList<GuestRemap> Remaps { get; init; } = Array.Empty<GuestRemap>();
     /// <summary>Upstream DNS servers; empty means those of /etc/resolv.conf.</summary>
     public IReadOnlyList<System.Net.IPEndPoint> DnsUpstream { get; init; } = Array.Empty<System.Net.IPEndPoint>();
 

@@ -31,7 +31,7 @@ internal sealed partial class TcpStack
             SendResetFor(source, destination, seg);
             return;
         }
-        var verdict = _map.MapOutbound(destination, seg.DestinationPort, out var hostAddress, out int hostPort);
+        var verdict = _map.MapOutbound(RemapProtocol.Tcp, destination, seg.DestinationPort, out var hostAddress, out int hostPort);
         if (verdict != OutboundVerdict.Mapped)
         {
             // Refused the way a closed port is: the guest's connect() fails at once.
