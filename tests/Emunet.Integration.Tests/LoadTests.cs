@@ -94,6 +94,114 @@ public sealed class LoadTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>VmRSS or VmHWM of <paramref name="pid"/> in MiB, from /proc/PID/status.</summary>
+    private static double MemoryMiB(int pid, string field)
+    {
+        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+            if (line.StartsWith(field + ":", StringComparison.Ordinal))
+                return long.Parse(line[(field.Length + 1)..].Trim().Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture) / 1024.0;
+        throw new InvalidOperationException($"no {field} in /proc/{pid}/status");
+    }
+
+    /// <summary>
+    /// The memory target of the hardening issue: a thousand forwarded connections each pushing 2 MiB into a guest
+    /// app that does not read keep the engine (its own process, <c>emunet run</c>) under 300 MiB, and once the
+    /// clients close and QEMU is gone it is back within 64 MiB of where it started.
+    /// </summary>
+    [Fact]
+    public async Task A_thousand_connections_pushing_2_MiB_into_a_guest_that_does_not_read_keep_the_engine_under_300_MiB()
+    {
+        const int PushBytes = 2 * 1024 * 1024;
+        byte[] peer = await LoadPeer.BinaryAsync();
+        var dir = Directory.CreateTempSubdirectory("emunet-mem-").FullName;
+        string sock = Path.Combine(dir, "g.sock");
+        int port = LoopbackPorts.Free();
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var a in new[] { ToolProcessTests.ToolDll, "run", "--socket", sock, "--name", "mem", "--forward", $"tcp:{port}:{GuestEchoPort}" })
+            psi.ArgumentList.Add(a);
+        psi.Environment["EMUNET_RUNTIME_DIR"] = Path.Combine(dir, "run");
+        using var engine = Process.Start(psi)!;
+        var started = new TaskCompletionSource();
+        engine.ErrorDataReceived += (_, e) => { if (e.Data?.Contains("started on", StringComparison.Ordinal) == true) started.TrySetResult(); };
+        engine.OutputDataReceived += (_, _) => { };
+        engine.BeginErrorReadLine();
+        engine.BeginOutputReadLine();
+        var clients = new List<Socket>();
+        QemuGuest? guest = null;
+        try
+        {
+            await started.Task.WaitAsync(Step);
+            using var control = Emunet.Engine.Control.ControlClient.Connect(Path.Combine(dir, "run", "mem.sock"));
+            double startRss = MemoryMiB(engine.Id, "VmRSS");
+            guest = QemuGuest.Start(new GuestOptions
+            {
+                NetworkArgs = GuestNetwork.StreamUnix(sock),
+                Files = new Dictionary<string, byte[]> { ["loadpeer"] = peer },
+                Timeout = TimeSpan.FromMinutes(5),
+                Script = $"""
+                    cp /loadpeer /tmp/lp && chmod +x /tmp/lp
+                    /tmp/lp hold {GuestEchoPort} > /tmp/hold.log 2>&1 &
+                    while ! netstat -ltn | grep -q ':{GuestEchoPort} '; do usleep 50000; done
+                    echo ready
+                    sleep 600
+                    """,
+            });
+            await guest.WaitForLineAsync(l => l == "ready", Step);
+
+            var payload = RandomNumberGenerator.GetBytes(PushBytes);
+            var sends = new List<Task>();
+            for (int i = 0; i < Forwarded; i++)
+            {
+                var c = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                clients.Add(c);
+                await c.ConnectAsync(IPAddress.Loopback, port);
+                sends.Add(c.SendAsync(payload).ContinueWith(_ => { }, TaskScheduler.Default)); // never completes while the guest does not read
+            }
+            // Wait until every connection is through to the guest and the data has stopped moving: the engine holds
+            // all it is going to hold.
+            var watch = Stopwatch.StartNew();
+            long lastToGuest = -1;
+            int steady = 0;
+            while (steady < 3)
+            {
+                Assert.True(watch.Elapsed < Step, "the push never settled");
+                await Task.Delay(1000); // sampling the engine's counters until they settle
+                var stats = await Task.Run(control.Stats);
+                steady = stats.TcpFlows >= Forwarded && stats.BytesToGuest == lastToGuest ? steady + 1 : 0;
+                lastToGuest = stats.BytesToGuest;
+            }
+            double peak = MemoryMiB(engine.Id, "VmHWM");
+            var settled = await Task.Run(control.Stats);
+            output.WriteLine($"start {startRss:0} MiB, peak {peak:0} MiB with {settled.TcpFlows} flows, {settled.BytesToGuest / (1 << 20)} MiB to the guest, buffers {settled.BufferBytes / (1 << 20)} of {settled.BufferBudget / (1 << 20)} MiB");
+            Assert.True(peak < 300, $"the engine peaked at {peak:0} MiB");
+
+            foreach (var c in clients) c.Dispose();
+            clients.Clear();
+            guest.Dispose();
+            guest = null;
+            // The flows end with their clients and the guest; then the memory goes back.
+            watch.Restart();
+            double rss;
+            while (true)
+            {
+                var stats = await Task.Run(control.Stats);
+                rss = MemoryMiB(engine.Id, "VmRSS");
+                if (stats.TcpFlows == 0 && rss <= startRss + 64) break;
+                Assert.True(watch.Elapsed < TimeSpan.FromSeconds(60), $"after 60 s: {stats.TcpFlows} TCP flows, {rss:0} MiB against {startRss:0} MiB at start");
+                await Task.Delay(500);
+            }
+            output.WriteLine($"back to {rss:0} MiB (start {startRss:0} MiB) in {watch.Elapsed.TotalSeconds:0.0} s");
+        }
+        finally
+        {
+            foreach (var c in clients) c.Dispose();
+            guest?.Dispose();
+            if (!engine.HasExited) engine.Kill();
+            await engine.WaitForExitAsync();
+            try { Directory.Delete(dir, true); } catch (IOException) { }
+        }
+    }
+
     /// <summary>Sends <see cref="Bytes"/> random bytes, reads the echo while sending, compares their sha256.</summary>
     private static async Task RoundTripAsync(Socket client)
     {
