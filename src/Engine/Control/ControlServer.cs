@@ -1,4 +1,5 @@
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using Emunet.Engine.Forwarding;
 using Emunet.Engine.Stack.Nat;
@@ -18,7 +19,11 @@ namespace Emunet.Engine.Control;
 /// one idle for <see cref="IdleTimeout"/> is closed, a line must arrive whole within <see cref="LineTimeout"/> of its
 /// first byte (a client trickling a byte at a time is closed), and when all <see cref="MaxClients"/> slots are taken a
 /// new client takes the slot of the one idle longest (at least <see cref="EvictAfterIdle"/>); only when every client
-/// is busy is it told <c>too_many_clients</c>. An accept that fails (out of descriptors) backs off instead of spinning.
+/// is busy is it told <c>too_many_clients</c>. An accept that fails backs off instead of spinning (50 ms doubling to
+/// 2 s, logged once per episode). Out of file descriptors, a client would otherwise get no answer at all; so the server
+/// holds a reserve descriptor (<c>/dev/null</c>, the libev/nginx trick): on EMFILE/ENFILE it closes the reserve, accepts
+/// the waiting client into the freed slot, tells it <c>too_many_clients</c> naming the descriptor limit, closes it and
+/// reopens the reserve. A CLI always hears why, even when the engine's descriptors are spent.
 /// </summary>
 public sealed class ControlServer : IAsyncDisposable
 {
@@ -34,6 +39,9 @@ public sealed class ControlServer : IAsyncDisposable
 
     /// <summary>Clients served at once; one more is told <c>too_many_clients</c> and closed.</summary>
     public const int MaxClients = 32;
+
+    /// <summary>How long a refused client has to read its answer and close before the server closes it.</summary>
+    private static readonly TimeSpan RefuseLinger = TimeSpan.FromSeconds(1);
 
     /// <summary>A client idle this long is closed.</summary>
     public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromSeconds(60);
@@ -56,6 +64,7 @@ public sealed class ControlServer : IAsyncDisposable
     private readonly List<Task> _clientTasks = new();
     private readonly List<ClientSlot> _slots = new();
     private Socket? _listener;
+    private SafeHandle? _reserve;
     private Task? _acceptTask;
     private int _clients;
     private int _disposed;
@@ -94,6 +103,7 @@ public sealed class ControlServer : IAsyncDisposable
             throw new IOException($"Cannot listen on the control socket '{SocketPath}': {e.Message}. Check that its folder is writable.", e);
         }
         _listener = listener;
+        _reserve = OpenReserve();
         _acceptTask = Task.Run(AcceptLoopAsync);
         if (_logger.IsEnabled(LogLevel.Debug)) _logger.LogDebug(Events.Listening, "Control API listening on {Path}", SocketPath);
     }
@@ -101,7 +111,8 @@ public sealed class ControlServer : IAsyncDisposable
     private async Task AcceptLoopAsync()
     {
         var token = _stop.Token;
-        int acceptBackoffMs = 50;
+        int acceptBackoffMs = 0;
+        bool failing = false; // logged once per episode of failed accepts
         while (!token.IsCancellationRequested)
         {
             Socket client;
@@ -111,13 +122,24 @@ public sealed class ControlServer : IAsyncDisposable
             catch (SocketException e)
             {
                 if (token.IsCancellationRequested) return;
-                _logger.LogWarning(Events.AcceptFailed, "Control socket accept failed: {Message}; retrying in {Ms} ms", e.Message, acceptBackoffMs);
-                // Out of descriptors (EMFILE) fails every accept at once: wait rather than spin.
+                bool outOfDescriptors = e.SocketErrorCode == SocketError.TooManyOpenSockets;
+                if (!failing)
+                {
+                    failing = true;
+                    if (outOfDescriptors)
+                        _logger.LogWarning(Events.AcceptFailed, "The process is out of file descriptors: control clients are told so and closed until one is free. Raise the limit (ulimit -n) or close connections.");
+                    else
+                        _logger.LogWarning(Events.AcceptFailed, "Control socket accept failed: {Message}; retrying every 50 to 2000 ms", e.Message);
+                }
+                if (outOfDescriptors && await AnswerWithReserveAsync(token).ConfigureAwait(false)) continue;
+                // No reserve (or another thread took its slot): wait rather than spin, as every accept fails at once.
+                acceptBackoffMs = acceptBackoffMs == 0 ? 50 : Math.Min(acceptBackoffMs * 2, 2000);
                 try { await Task.Delay(acceptBackoffMs, token).ConfigureAwait(false); } catch (OperationCanceledException) { return; }
-                acceptBackoffMs = Math.Min(acceptBackoffMs * 2, 2000);
                 continue;
             }
-            acceptBackoffMs = 50;
+            acceptBackoffMs = 0;
+            failing = false;
+            _reserve ??= OpenReserve(); // given back after an episode: take it again while descriptors are free
 
             if (Interlocked.Increment(ref _clients) > MaxClients && !EvictIdlest())
             {
@@ -158,17 +180,64 @@ public sealed class ControlServer : IAsyncDisposable
         return true;
     }
 
-    private static async Task RefuseAsync(Socket client)
+    private static Task RefuseAsync(Socket client) => RefuseAsync(client,
+        $"The control socket serves at most {MaxClients} clients at once; try again when one has closed.");
+
+    private static async Task RefuseAsync(Socket client, string message)
     {
         using (client)
         {
             try
             {
-                await client.SendAsync(Encode(ControlResponse.Failure(null, ControlErrorCodes.TooManyClients,
-                    $"The control socket serves at most {MaxClients} clients at once; try again when one has closed."))).ConfigureAwait(false);
+                using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+                await client.SendAsync(Encode(ControlResponse.Failure(null, ControlErrorCodes.TooManyClients, message)), SocketFlags.None, timeout.Token).ConfigureAwait(false);
+                // Closed at once, a client still sending its request would get EPIPE instead of reading the answer:
+                // wait briefly for it to close first, reading (and dropping) what it sends.
+                client.Shutdown(SocketShutdown.Send);
+                timeout.CancelAfter(RefuseLinger);
+                var sink = new byte[512];
+                while (await client.ReceiveAsync(sink, SocketFlags.None, timeout.Token).ConfigureAwait(false) > 0) { }
             }
             catch (SocketException) { }
+            catch (OperationCanceledException) { }
         }
+    }
+
+    /// <summary>A descriptor held only so that it can be given up for one accept when the process has none left.</summary>
+    private SafeHandle? OpenReserve()
+    {
+        try { return File.OpenHandle("/dev/null", FileMode.Open, FileAccess.Read); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or PlatformNotSupportedException)
+        {
+            return null; // out of descriptors already, or no /dev/null: the accept loop only backs off
+        }
+    }
+
+    /// <summary>
+    /// Out of descriptors: frees the reserve, accepts the waiting client into its slot, tells it why it cannot be
+    /// served and closes it, then takes the reserve back. False when there is no reserve or the slot was taken first.
+    /// </summary>
+    private async Task<bool> AnswerWithReserveAsync(CancellationToken token)
+    {
+        var reserve = Interlocked.Exchange(ref _reserve, null);
+        if (reserve is null) return false;
+        reserve.Dispose();
+        Socket client;
+        try
+        {
+            using var wait = CancellationTokenSource.CreateLinkedTokenSource(token);
+            wait.CancelAfter(TimeSpan.FromSeconds(1));
+            client = await _listener!.AcceptAsync(wait.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is SocketException or OperationCanceledException or ObjectDisposedException)
+        {
+            _reserve = OpenReserve();
+            return false;
+        }
+        await RefuseAsync(client, "The engine is out of file descriptors (its open-file limit is spent) and cannot serve this request. " +
+            "Raise the limit (ulimit -n) before starting it, or close connections or forwards: each gives its descriptor back.").ConfigureAwait(false);
+        _reserve = OpenReserve();
+        return _reserve is not null;
     }
 
     private async Task ServeClientAsync(Socket client, ClientSlot slot, CancellationToken serverToken)
@@ -330,7 +399,10 @@ public sealed class ControlServer : IAsyncDisposable
         catch (Exception e)
         {
             var (code, message) = Classify(e);
-            if (code == ControlErrorCodes.Internal) _logger.LogWarning(Events.RequestFailed, e, "Control request {Op} failed", request.Op);
+            // Out of descriptors, rendering a stack trace would load assemblies, which takes descriptors the runtime
+            // then cannot get (it aborts): the line says what happened without the trace.
+            if (IsOutOfDescriptors(e)) _logger.LogWarning(Events.RequestFailed, "Control request {Op} failed: the process is out of file descriptors", request.Op);
+            else if (code == ControlErrorCodes.Internal) _logger.LogWarning(Events.RequestFailed, e, "Control request {Op} failed", request.Op);
             return ControlResponse.Failure(request.Id, code, message);
         }
     }
@@ -508,6 +580,13 @@ public sealed class ControlServer : IAsyncDisposable
         return new ControlResponse { Ok = true, Forward = dtos[0], Forwards = dtos };
     }
 
+    private static bool IsOutOfDescriptors(Exception e)
+    {
+        for (Exception? x = e; x is not null; x = x.InnerException)
+            if (x is SocketException { SocketErrorCode: SocketError.TooManyOpenSockets }) return true;
+        return false;
+    }
+
     /// <summary>Maps an engine failure onto a stable code and a message that names the fix.</summary>
     public static (string Code, string Message) Classify(Exception e)
     {
@@ -523,6 +602,8 @@ public sealed class ControlServer : IAsyncDisposable
                         $"Binding the host port was refused ({e.Message}). Ports below 1024 need privileges; choose a higher one."),
                     SocketError.AddressNotAvailable => (ControlErrorCodes.BadRequest,
                         $"The host address is not on this machine ({e.Message})."),
+                    SocketError.TooManyOpenSockets => (ControlErrorCodes.Internal,
+                        "The engine is out of file descriptors (its open-file limit is spent). Raise the limit (ulimit -n) before starting it, or remove forwards or close connections."),
                     _ => (ControlErrorCodes.Internal, e.Message),
                 };
             }
@@ -542,6 +623,7 @@ public sealed class ControlServer : IAsyncDisposable
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         _stop.Cancel();
         _listener?.Dispose();
+        Interlocked.Exchange(ref _reserve, null)?.Dispose();
         if (_acceptTask is not null) await _acceptTask.ConfigureAwait(false);
         Task[] tasks;
         lock (_clientTasks) tasks = _clientTasks.ToArray();

@@ -80,6 +80,9 @@ internal sealed class EmulatorLink : IPollable, IDisposable
 
     public bool IsConnected => Connection is not null;
 
+    /// <summary>The engine's counters, where the source counts what it drops.</summary>
+    public Counters Counters => _counters;
+
     /// <summary>True while the connection is also watched for room to write (<see cref="WatchWrites"/>).</summary>
     public bool WritesWatched { get; private set; }
 

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using Emunet.Engine.Diagnostics;
 using Emunet.Engine.Interop;
 using Emunet.Engine.Runtime;
 using Microsoft.Extensions.Logging;
@@ -12,10 +13,17 @@ namespace Emunet.Engine.Devices;
 /// registered on the loop for the device's whole life, and hands every connection it accepts to the
 /// <see cref="EmulatorLink"/>, which keeps one and refuses the others; so when an emulator leaves, the next one is
 /// accepted at once. Dispose closes it and removes the socket file.
+/// Out of file descriptors (EMFILE/ENFILE), the waiting connection cannot be accepted and the level-triggered
+/// listener would wake the loop again at once; so the socket leaves the loop for a pause (50 ms doubling to 2 s while
+/// it keeps happening), each refusal is counted (<see cref="DropReason.AcceptOutOfDescriptors"/>), and the log says so
+/// once per episode, as the forwards do.
 /// </summary>
-internal sealed class EmulatorListener : IEmulatorSource, IPollable
+internal sealed class EmulatorListener : IEmulatorSource, IPollable, ITimerClient
 {
     private const int Backlog = 4;
+    /// <summary>The first pause after an accept ran out of descriptors; it doubles up to <see cref="MaxPauseMs"/>.</summary>
+    internal const int FirstPauseMs = 50;
+    internal const int MaxPauseMs = 2000;
     private readonly EventLoop _loop;
     private readonly string _endpoint;
     private readonly string _option;
@@ -24,6 +32,9 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable
     private EmulatorLink? _link;
     private Socket? _socket;
     private int _token = -1;
+    private int _fd = -1;
+    private int _pauseMs;
+    private long _refusedThisEpisode;
 
     private EmulatorListener(EventLoop loop, string endpoint, string option, bool tcpAllowed, ILogger logger)
     {
@@ -51,28 +62,80 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable
 
     public string Description => UnixPath is not null ? $"unix:{UnixPath}" : _endpoint;
 
+    /// <summary>Until when (loop ms) the socket is out of the loop after an accept failed; 0 when listening.</summary>
+    public long PausedUntil { get; private set; }
+
     public void Start(EmulatorLink link)
     {
         _link = link;
         _socket = _tcpAllowed && _endpoint.StartsWith("tcp:", StringComparison.OrdinalIgnoreCase) ? BindTcp(_endpoint) : BindUnix(System.IO.Path.GetFullPath(_endpoint));
         _socket.Blocking = false;
-        _token = _loop.Register((int)_socket.Handle, Libc.EPOLLIN, this);
+        _fd = (int)_socket.Handle;
+        _token = _loop.Register(_fd, Libc.EPOLLIN, this);
+        _loop.AddTimerClient(this);
     }
 
     public void OnPoll(uint events)
     {
-        while (_socket is not null && _link is not null)
+        while (_socket is not null && _link is not null && PausedUntil == 0)
         {
             Socket accepted;
             try { accepted = _socket.Accept(); }
             catch (SocketException e) when (e.SocketErrorCode == SocketError.WouldBlock) { return; }
+            catch (SocketException e) when (e.SocketErrorCode is SocketError.ConnectionAborted or SocketError.ConnectionReset)
+            {
+                // The emulator gave up between readiness and accept: its connection left the backlog, nothing to retry.
+                if (_logger.IsEnabled(LogLevel.Debug)) _logger.LogDebug("Accepting a connection on {Endpoint}: {Error}", Description, e.SocketErrorCode);
+                continue;
+            }
             catch (SocketException e)
             {
-                _logger.LogWarning("Accepting a connection on {Endpoint} failed: {Error}", Description, e.SocketErrorCode);
+                Pause(e.SocketErrorCode);
                 return;
             }
+            if (_refusedThisEpisode > 0 && _logger.IsEnabled(LogLevel.Information))
+                _logger.LogInformation("Accepting emulator connections on {Endpoint} again, after {Count} failed attempts.", Description, _refusedThisEpisode);
+            _pauseMs = 0;
+            _refusedThisEpisode = 0;
             _link.Offer(accepted);
+            // One per wake-up: accept(2) takes a descriptor before it looks at the backlog, so with none left a second
+            // try fails even when nobody waits. The listener is level-triggered: another waiting emulator wakes it again.
+            return;
         }
+    }
+
+    /// <summary>
+    /// The accept failed with the connection still waiting (EMFILE/ENFILE above all): retrying at once would spin the
+    /// loop, so the socket leaves it for <see cref="_pauseMs"/>. Counted every time, logged once per episode.
+    /// </summary>
+    private void Pause(SocketError error)
+    {
+        if (_socket is null || PausedUntil != 0) return;
+        bool outOfDescriptors = error == SocketError.TooManyOpenSockets;
+        if (outOfDescriptors) _link!.Counters.Drop(DropReason.AcceptOutOfDescriptors);
+        _pauseMs = _pauseMs == 0 ? FirstPauseMs : Math.Min(_pauseMs * 2, MaxPauseMs);
+        if (_refusedThisEpisode++ == 0 && _logger.IsEnabled(LogLevel.Warning))
+        {
+            if (outOfDescriptors)
+                _logger.LogWarning("The process is out of file descriptors: the emulator's connection to {Endpoint} waits until one is free (retrying every {Min} to {Max} ms). Raise the limit (ulimit -n) or close connections.",
+                    Description, FirstPauseMs, MaxPauseMs);
+            else
+                _logger.LogWarning("Accepting a connection on {Endpoint} failed: {Error}; retrying every {Min} to {Max} ms.", Description, error, FirstPauseMs, MaxPauseMs);
+        }
+        _loop.Unregister(_token, _fd);
+        _token = -1;
+        PausedUntil = _loop.NowMs + _pauseMs;
+        _loop.WakeAt(PausedUntil);
+    }
+
+    /// <summary>Puts the socket back in the loop when its pause is over; a connection still waiting wakes it at once.</summary>
+    public long OnTimer(long nowMs)
+    {
+        if (PausedUntil == 0 || _socket is null) return long.MaxValue;
+        if (nowMs < PausedUntil) return PausedUntil;
+        PausedUntil = 0;
+        _token = _loop.Register(_fd, Libc.EPOLLIN, this);
+        return long.MaxValue;
     }
 
     /// <summary>Nothing to do: the listener never stopped listening, and the next emulator's connection is accepted.</summary>
@@ -81,9 +144,11 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable
     public void Dispose()
     {
         if (_socket is null) return;
-        _loop.Unregister(_token, (int)_socket.Handle);
+        if (_token >= 0) _loop.Unregister(_token, _fd);
         _socket.Dispose();
         _socket = null;
+        _token = -1;
+        PausedUntil = 0;
         if (UnixPath is not null)
         {
             try { File.Delete(UnixPath); } catch (IOException) { }

@@ -61,6 +61,8 @@ internal enum DropReason
     SourceSpoofed,
     /// <summary>A receive buffer too small for a whole frame without VIRTIO_NET_F_MRG_RXBUF (VIRTIO 1.2 §5.1.6.3.1).</summary>
     VirtioBufferTooSmall,
+    /// <summary>An emulator's connection not accepted: the process was out of file descriptors (EMFILE/ENFILE); the device listener pauses and retries.</summary>
+    AcceptOutOfDescriptors,
 }
 
 /// <summary>

@@ -50,13 +50,14 @@ internal sealed class BufferBudget
     public void Release(int bytes)
     {
         Used -= bytes;
-        // Far below the peak: connections holding tens of MiB have closed. Their arrays are garbage now; a collection
-        // that compacts the large-object heap lets the runtime return those pages instead of keeping them for reuse.
+        // Far below the peak: connections holding tens of MiB have closed. Their arrays are garbage now; an aggressive
+        // collection (blocking, compacting, and decommitting what it frees) returns those pages to the system. An
+        // optimized, background one may not run at all, and then an idle engine keeps its peak for good (measured:
+        // 1,000 connections took it from 40 to 124 MiB, and it stayed there). Once per drain, a few ms on the loop.
         if (_peakSinceTrim >= 16L << 20 && Used < _peakSinceTrim / 8)
         {
             _peakSinceTrim = Used;
-            System.Runtime.GCSettings.LargeObjectHeapCompactionMode = System.Runtime.GCLargeObjectHeapCompactionMode.CompactOnce;
-            GC.Collect(2, GCCollectionMode.Optimized, blocking: false, compacting: true);
+            GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         }
     }
 }
