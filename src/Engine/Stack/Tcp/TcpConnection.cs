@@ -117,6 +117,14 @@ internal sealed class TcpConnection : Flow
     // Output scheduling.
     /// <summary>An ACK is owed to the guest (the device was full when it was due).</summary>
     public bool AckPending;
+    /// <summary>RCV.NXT as the last ACK sent carried it: what the guest knows has arrived.</summary>
+    public uint RcvAcked;
+    /// <summary>The largest segment the guest has sent: the full-sized segment of RFC 1122 §4.2.3.2 (Linux's rcv_mss).</summary>
+    public int RcvSegMax;
+    /// <summary>On the stack's list of connections whose ACK is decided at the end of the loop turn.</summary>
+    public bool AckDeferred;
+    /// <summary>The delayed-ACK timer (RFC 1122 §4.2.3.2), in loop milliseconds.</summary>
+    public long AckDeadline = long.MaxValue;
     /// <summary>Queued on the stack's transmit-waiters list.</summary>
     public bool WaitingTransmit;
 

@@ -156,8 +156,10 @@ internal sealed partial class TcpStack
 
         // Seventh: the data.
         bool ackNow = false;
+        bool deferAck = false;
         if (payload.Length > 0 && !c.GuestFin)
         {
+            if (payload.Length > c.RcvSegMax) c.RcvSegMax = Math.Min(payload.Length, c.RcvMss);
             if (Seq.Gt(seq, c.RcvNxt))
             {
                 // Out of order: the virtual link does not reorder, so hold nothing; the duplicate ACK asks for the gap
@@ -178,7 +180,10 @@ internal sealed partial class TcpStack
                 c.RcvNxt = Seq.Add(c.RcvNxt, take);
                 c.BytesFromGuest += take;
             }
-            ackNow = true;
+            // New in-order data waits for the end of the turn (TcpStack.Ack.cs); a retransmission that overlaps what
+            // was taken already is acknowledged at once (RFC 5681 §4.2), as is data the window could not take.
+            if (skip == 0 && take > 0) deferAck = true;
+            else ackNow = true;
             if (take < fresh.Length)
             {
                 // Beyond the window: trimmed; the FIN (if any) waits for the retransmission.
@@ -202,7 +207,9 @@ internal sealed partial class TcpStack
             if (c.ReceiveRing.IsEmpty) ShutdownHostSend(c);
             ackNow = true;
         }
-        if (c.State != TcpState.Closed) Output(c, ackNow);
+        if (c.State == TcpState.Closed) return;
+        if (deferAck && !ackNow) DeferAck(c);
+        Output(c, ackNow);
     }
 
     /// <summary>
