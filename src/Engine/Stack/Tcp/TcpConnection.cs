@@ -32,11 +32,11 @@ internal sealed class TcpConnection : Flow
 {
     private readonly TcpStack _stack;
 
-    public TcpConnection(TcpStack stack, int sendBuffer, int receiveBuffer, BufferBudget budget)
+    public TcpConnection(TcpStack stack, int sendBuffer, int receiveBuffer, BufferBudget budget, RingArrayPool pool)
     {
         _stack = stack;
-        SendRing = new ByteRing(sendBuffer, budget);
-        ReceiveRing = new ByteRing(receiveBuffer, budget);
+        SendRing = new ByteRing(sendBuffer, budget, pool);
+        ReceiveRing = new ByteRing(receiveBuffer, budget, pool);
     }
 
     // Identity (the key holds the same; these are the IPv4 values the hot path uses).
@@ -149,6 +149,18 @@ internal sealed class TcpConnection : Flow
     };
 
     public override void OnPoll(uint events) => _stack.OnHostEvents(this, events);
+
+    /// <summary>The host socket's local address is asked for here, when a snapshot is, not on the connection path.</summary>
+    public override Stack.Nat.ConnectionInfo Snapshot()
+    {
+        if (HostLocal is null && HostSocket is { } socket)
+        {
+            try { HostLocal = socket.LocalEndPoint as System.Net.IPEndPoint; }
+            catch (System.Net.Sockets.SocketException) { }
+            catch (ObjectDisposedException) { }
+        }
+        return base.Snapshot();
+    }
 
     public override long OnTimer(long nowMs) => _stack.OnConnectionTimer(this, nowMs);
 

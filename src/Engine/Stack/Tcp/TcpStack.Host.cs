@@ -8,6 +8,9 @@ namespace Emunet.Engine.Stack.Tcp;
 /// <summary>The host side of each connection: connect completion, reads into the send ring, writes from the receive ring.</summary>
 internal sealed partial class TcpStack
 {
+    private const int SolSocket = 1; // SOL_SOCKET (Linux)
+    private const int SoError = 4;   // SO_ERROR (Linux)
+
     /// <summary>Called by the loop when the connection's host socket is ready.</summary>
     internal void OnHostEvents(TcpConnection c, uint events)
     {
@@ -35,10 +38,13 @@ internal sealed partial class TcpStack
     /// <summary>The non-blocking connect finished: SO_ERROR says how (connect(2)).</summary>
     private void OnConnectCompleted(TcpConnection c)
     {
-        int soError;
+        int soError = 0;
         try
         {
-            soError = (int)c.HostSocket!.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error)!;
+            // getsockopt(SO_ERROR) into a stack buffer: the boxed value GetSocketOption returns is an allocation per connect.
+            Span<byte> value = stackalloc byte[sizeof(int)];
+            c.HostSocket!.GetRawSocketOption(SolSocket, SoError, value);
+            soError = System.Runtime.InteropServices.MemoryMarshal.Read<int>(value);
         }
         catch (SocketException e)
         {
@@ -47,7 +53,7 @@ internal sealed partial class TcpStack
         if (soError != 0)
         {
             // Refused, unreachable or timed out: the guest's connect fails the same way, at once.
-            if (_logger.IsEnabled(LogLevel.Debug)) _logger.LogDebug("tcp {Id}: connect to {Remote} failed: {Error}", c.Id, c.HostRemote, (SocketError)soError);
+            if (_logger.IsEnabled(LogLevel.Debug)) _logger.LogDebug("tcp {Id}: connect to {Remote} failed: errno {Error}", c.Id, c.HostRemote, soError);
             Reset(c, resetGuest: true, resetHost: false);
             return;
         }
@@ -59,8 +65,6 @@ internal sealed partial class TcpStack
     {
         c.RtoDeadline = long.MaxValue;
         EndHalfOpen(c);
-        try { c.HostLocal = c.HostSocket!.LocalEndPoint as IPEndPoint; }
-        catch (SocketException) { }
         c.State = TcpState.SynReceived;
         c.SndNxt = Seq.Add(c.Iss, 1);
         c.SndMax = c.SndNxt;

@@ -43,6 +43,8 @@ internal sealed partial class TcpStack : ITcpHandler, IEndOfBatch
     private List<TcpConnection> _txSpare = new();
     /// <summary>Connections that took data this loop turn without acknowledging it yet (each at most once).</summary>
     private readonly List<TcpConnection> _ackDeferred = new();
+    /// <summary>The rings' arrays, reused from one connection to the next.</summary>
+    private readonly RingArrayPool _ringPool = new();
     private int _nextEphemeral;
     private int _halfOpen;
     private int _outbound;
@@ -200,6 +202,7 @@ internal sealed partial class TcpStack : ITcpHandler, IEndOfBatch
     /// Opens a connection from the gateway (10.0.2.2, an ephemeral port) to <paramref name="guest"/>:<paramref name="guestPort"/>
     /// for a client accepted on a forward's listener, and splices the two once the guest answers. Takes ownership of
     /// <paramref name="acceptedHostSocket"/> on success; on false (table full, no port left) the caller keeps it.
+    /// The listener sets TCP_NODELAY, which the accepted socket inherits.
     /// </summary>
     public bool OpenToGuest(Socket acceptedHostSocket, IPv4Address guest, int guestPort, ForwardBinding forward)
     {
@@ -221,12 +224,13 @@ internal sealed partial class TcpStack : ITcpHandler, IEndOfBatch
             _counters.Drop(DropReason.TcpFlowTableFull);
             return false;
         }
-        IPEndPoint? local, remote;
+        IPEndPoint? remote;
         try
         {
+            // TCP_NODELAY is the listener's (Linux copies it to the sockets it accepts: one setsockopt per forward, not
+            // per client); O_NONBLOCK is not inherited. The remote address is the one accept(2) returned, held already;
+            // the local one is asked for only by a snapshot.
             acceptedHostSocket.Blocking = false;
-            acceptedHostSocket.NoDelay = true;
-            local = acceptedHostSocket.LocalEndPoint as IPEndPoint;
             remote = acceptedHostSocket.RemoteEndPoint as IPEndPoint;
         }
         catch (SocketException)
@@ -236,7 +240,6 @@ internal sealed partial class TcpStack : ITcpHandler, IEndOfBatch
         var c = NewConnection(guest, (ushort)guestPort, gateway, port, FlowDirection.Forwarded, forward);
         c.HostSocket = acceptedHostSocket;
         c.HostFd = (int)acceptedHostSocket.Handle;
-        c.HostLocal = local;
         c.HostRemote = remote;
         c.State = TcpState.SynSent;
         c.Mss = Math.Min(DefaultGuestMss, LocalMss);
@@ -345,7 +348,7 @@ internal sealed partial class TcpStack : ITcpHandler, IEndOfBatch
     private TcpConnection NewConnection(IPv4Address guest, ushort guestPort, IPv4Address peer, ushort peerPort,
         FlowDirection direction, ForwardBinding? forward)
     {
-        var c = new TcpConnection(this, SendBufferSize, ReceiveBufferSize, _flows.Budget)
+        var c = new TcpConnection(this, SendBufferSize, ReceiveBufferSize, _flows.Budget, _ringPool)
         {
             Key = FlowKey.IPv4(FlowProtocol.Tcp, guest, guestPort, peer, peerPort),
             GuestAddress = guest,
