@@ -51,6 +51,8 @@ internal sealed class TcpConnection : Flow
     public uint HostEvents;
     /// <summary>The host socket returned end of stream: a FIN goes to the guest after the data before it.</summary>
     public bool HostEof;
+    /// <summary>Guest data waits in the receive ring for the end-of-turn write to the host socket.</summary>
+    public bool HostWriteQueued;
     /// <summary>Shutdown(Send) done on the host socket after the guest's FIN.</summary>
     public bool HostShutdown;
 

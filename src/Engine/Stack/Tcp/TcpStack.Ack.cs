@@ -46,7 +46,18 @@ internal sealed partial class TcpStack
         {
             var c = _ackDeferred[i];
             c.AckDeferred = false;
-            if (!c.IsSynchronized || c.RcvAcked == c.RcvNxt) continue; // closed, or data to the guest carried the ACK
+            if (c.State == TcpState.Closed) continue;
+            if (c.HostWriteQueued && c.HostSocket is not null)
+            {
+                c.HostWriteQueued = false;
+                // The turn's data for the host, in one write; what the socket does not take waits for EPOLLOUT.
+                FlushToHost(c, announceWindow: false);
+                if (c.State == TcpState.Closed) continue;
+                UpdateHostInterest(c);
+                MaybeFinish(c);
+                if (c.State == TcpState.Closed) continue;
+            }
+            if (!c.IsSynchronized || c.RcvAcked == c.RcvNxt) continue; // data to the guest carried the ACK
             if (AckIsDue(c)) SendAck(c);
             else if (c.AckDeadline == long.MaxValue) Arm(ref c.AckDeadline, now + DelayedAckMs);
         }

@@ -99,8 +99,11 @@ internal sealed partial class TcpStack
         Output(c, ackNow: false);
     }
 
-    /// <summary>Writes the receive ring to the host socket; after the guest's FIN, shuts the host's send side.</summary>
-    private void FlushToHost(TcpConnection c)
+    /// <summary>
+    /// Writes what the receive ring holds to the host socket (at most two sends: the ring may wrap). False when the
+    /// socket failed and the connection was reset.
+    /// </summary>
+    private bool WriteRingToHost(TcpConnection c)
     {
         var host = c.HostSocket!;
         while (!c.ReceiveRing.IsEmpty)
@@ -111,18 +114,28 @@ internal sealed partial class TcpStack
             if (error != SocketError.Success)
             {
                 OnHostError(c, error);
-                return;
+                return false;
             }
             c.ReceiveRing.Consume(n);
             if (n < span.Length) break;
         }
+        return true;
+    }
+
+    /// <summary>
+    /// Writes the receive ring to the host socket; after the guest's FIN, shuts the host's send side. With
+    /// <paramref name="announceWindow"/> (the socket drained a ring that had filled) a window update follows.
+    /// </summary>
+    private void FlushToHost(TcpConnection c, bool announceWindow = true)
+    {
+        if (!WriteRingToHost(c)) return;
         if (c.ReceiveRing.IsEmpty && c.GuestFin)
         {
             if (!c.HostShutdown) ShutdownHostSend(c);
             return;
         }
         // RFC 9293 §3.8.6.2.2: announce the window once its right edge may move on.
-        if (c.IsSynchronized && WindowToAdvertise(c) > PromisedWindow(c)) SendAck(c);
+        if (announceWindow && c.IsSynchronized && WindowToAdvertise(c) > PromisedWindow(c)) SendAck(c);
     }
 
     /// <summary>The host peer reset or the socket failed: the guest gets a RST.</summary>
@@ -156,7 +169,8 @@ internal sealed partial class TcpStack
             // Hysteresis: read again once a useful amount is free, not for every acknowledged byte.
             // Room means room the budget allows now: a spent budget stops the read (back-pressure), it never spins.
             if (!c.HostEof && c.SendRing.StorableFree >= Math.Min(c.Mss, c.SendRing.StorableCapacity / 4)) want |= Libc.EPOLLIN;
-            if (!c.ReceiveRing.IsEmpty) want |= Libc.EPOLLOUT;
+            // Data queued this turn is written at its end (TcpStack.Ack.cs); EPOLLOUT only for what the socket refused.
+            if (!c.ReceiveRing.IsEmpty && !c.HostWriteQueued) want |= Libc.EPOLLOUT;
         }
         if (want == c.HostEvents) return;
         if (c.HostEvents == 0) c.HostToken = _loop.Register(c.HostFd, want, c);
