@@ -57,6 +57,7 @@ internal sealed unsafe class EventLoop : IDisposable
     private readonly ConcurrentQueue<Action> _posted = new();
     private readonly List<ITimerClient> _timerClients = new();
     private readonly List<IEndOfBatch> _endOfBatch = new();
+    private readonly List<IEndOfBatch> _producers = new();
     private readonly byte* _events;
     private readonly long _startTicks = Stopwatch.GetTimestamp();
     private long _nextDeadline = long.MaxValue;
@@ -136,6 +137,12 @@ internal sealed unsafe class EventLoop : IDisposable
 
     public void AddEndOfBatch(IEndOfBatch hook) => _endOfBatch.Add(hook);
 
+    /// <summary>
+    /// A hook that may still produce frames at the end of a batch (TCP's deferred acknowledgements): producers run
+    /// before every <see cref="AddEndOfBatch"/> hook, so what they emit leaves with the devices' flush of the same turn.
+    /// </summary>
+    public void AddProducer(IEndOfBatch hook) => _producers.Add(hook);
+
     /// <summary>Asks the loop to run the timer clients no later than <paramref name="deadlineMs"/>. Owner thread only.</summary>
     public void WakeAt(long deadlineMs)
     {
@@ -205,13 +212,19 @@ internal sealed unsafe class EventLoop : IDisposable
             RunPosted();
             now = NowMs;
             if (now >= _nextDeadline) RunTimers(now);
-            for (int i = 0; i < _endOfBatch.Count; i++)
-            {
-                try { _endOfBatch[i].OnEndOfBatch(); }
-                catch (Exception e) when (_faults is not null && e is not OutOfMemoryException) { Fault(_endOfBatch[i], e); }
-            }
+            RunEndOfBatch(_producers);
+            RunEndOfBatch(_endOfBatch);
         }
         RunPosted();
+    }
+
+    private void RunEndOfBatch(List<IEndOfBatch> hooks)
+    {
+        for (int i = 0; i < hooks.Count; i++)
+        {
+            try { hooks[i].OnEndOfBatch(); }
+            catch (Exception e) when (_faults is not null && e is not OutOfMemoryException) { Fault(hooks[i], e); }
+        }
     }
 
     private void RunTimers(long now)

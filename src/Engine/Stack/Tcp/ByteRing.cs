@@ -7,20 +7,22 @@ namespace Emunet.Engine.Stack.Tcp;
 /// most; the array behind it starts at <see cref="BufferBudget.MinChunk"/> on first use and doubles, when it is full,
 /// only while the engine's <see cref="BufferBudget"/> has room (a growth copies the bytes once; nothing per packet).
 /// Bytes are appended at the tail and consumed from the head; the send direction also reads at an offset from the
-/// head (unacknowledged data is kept for retransmission). <see cref="Release"/> gives the memory back. Owner thread
-/// only.
+/// head (unacknowledged data is kept for retransmission). The arrays come from and go back to the stack's
+/// <see cref="RingArrayPool"/>. <see cref="Release"/> gives the memory back. Owner thread only.
 /// </summary>
 internal sealed class ByteRing
 {
     private readonly BufferBudget _budget;
+    private readonly RingArrayPool _pool;
     private byte[]? _buffer;
     private int _head;
     private int _count;
 
-    public ByteRing(int capacity, BufferBudget budget)
+    public ByteRing(int capacity, BufferBudget budget, RingArrayPool? pool = null)
     {
         Capacity = capacity;
         _budget = budget;
+        _pool = pool ?? new RingArrayPool();
     }
 
     /// <summary>The most the ring may hold.</summary>
@@ -48,17 +50,18 @@ internal sealed class ByteRing
         {
             int first = Math.Min(BufferBudget.MinChunk, Capacity);
             _budget.ReserveFloor(first);
-            _buffer = GC.AllocateUninitializedArray<byte>(first);
+            _buffer = _pool.Take(first);
             size = _buffer.Length;
         }
         int target = size;
         while (target < wanted && target < Capacity) target = (int)Math.Min((long)target * 2, Capacity);
         if (target == size || !_budget.TryReserve(target - size)) return;
-        var grown = GC.AllocateUninitializedArray<byte>(target);
+        var grown = _pool.Take(target);
         // Linearise: the head moves to 0.
         int part = Math.Min(_count, size - _head);
         _buffer!.AsSpan(_head, part).CopyTo(grown);
         _buffer.AsSpan(0, _count - part).CopyTo(grown.AsSpan(part));
+        _pool.Give(_buffer!);
         _buffer = grown; // the budget already holds the old size; TryReserve took the difference
         _head = 0;
     }
@@ -133,7 +136,11 @@ internal sealed class ByteRing
     /// <summary>Gives the array back to the budget (and to the GC).</summary>
     public void Release()
     {
-        if (_buffer is not null) _budget.Release(_buffer.Length);
+        if (_buffer is not null)
+        {
+            _budget.Release(_buffer.Length);
+            _pool.Give(_buffer);
+        }
         _buffer = null;
         _head = 0;
         _count = 0;

@@ -32,11 +32,11 @@ internal sealed class TcpConnection : Flow
 {
     private readonly TcpStack _stack;
 
-    public TcpConnection(TcpStack stack, int sendBuffer, int receiveBuffer, BufferBudget budget)
+    public TcpConnection(TcpStack stack, int sendBuffer, int receiveBuffer, BufferBudget budget, RingArrayPool pool)
     {
         _stack = stack;
-        SendRing = new ByteRing(sendBuffer, budget);
-        ReceiveRing = new ByteRing(receiveBuffer, budget);
+        SendRing = new ByteRing(sendBuffer, budget, pool);
+        ReceiveRing = new ByteRing(receiveBuffer, budget, pool);
     }
 
     // Identity (the key holds the same; these are the IPv4 values the hot path uses).
@@ -51,6 +51,8 @@ internal sealed class TcpConnection : Flow
     public uint HostEvents;
     /// <summary>The host socket returned end of stream: a FIN goes to the guest after the data before it.</summary>
     public bool HostEof;
+    /// <summary>Guest data waits in the receive ring for the end-of-turn write to the host socket.</summary>
+    public bool HostWriteQueued;
     /// <summary>Shutdown(Send) done on the host socket after the guest's FIN.</summary>
     public bool HostShutdown;
 
@@ -117,6 +119,14 @@ internal sealed class TcpConnection : Flow
     // Output scheduling.
     /// <summary>An ACK is owed to the guest (the device was full when it was due).</summary>
     public bool AckPending;
+    /// <summary>RCV.NXT as the last ACK sent carried it: what the guest knows has arrived.</summary>
+    public uint RcvAcked;
+    /// <summary>The largest segment the guest has sent: the full-sized segment of RFC 1122 §4.2.3.2 (Linux's rcv_mss).</summary>
+    public int RcvSegMax;
+    /// <summary>On the stack's list of connections whose ACK is decided at the end of the loop turn.</summary>
+    public bool AckDeferred;
+    /// <summary>The delayed-ACK timer (RFC 1122 §4.2.3.2), in loop milliseconds.</summary>
+    public long AckDeadline = long.MaxValue;
     /// <summary>Queued on the stack's transmit-waiters list.</summary>
     public bool WaitingTransmit;
 
@@ -141,6 +151,18 @@ internal sealed class TcpConnection : Flow
     };
 
     public override void OnPoll(uint events) => _stack.OnHostEvents(this, events);
+
+    /// <summary>The host socket's local address is asked for here, when a snapshot is, not on the connection path.</summary>
+    public override Stack.Nat.ConnectionInfo Snapshot()
+    {
+        if (HostLocal is null && HostSocket is { } socket)
+        {
+            try { HostLocal = socket.LocalEndPoint as System.Net.IPEndPoint; }
+            catch (System.Net.Sockets.SocketException) { }
+            catch (ObjectDisposedException) { }
+        }
+        return base.Snapshot();
+    }
 
     public override long OnTimer(long nowMs) => _stack.OnConnectionTimer(this, nowMs);
 

@@ -8,6 +8,9 @@ namespace Emunet.Engine.Stack.Tcp;
 /// <summary>The host side of each connection: connect completion, reads into the send ring, writes from the receive ring.</summary>
 internal sealed partial class TcpStack
 {
+    private const int SolSocket = 1; // SOL_SOCKET (Linux)
+    private const int SoError = 4;   // SO_ERROR (Linux)
+
     /// <summary>Called by the loop when the connection's host socket is ready.</summary>
     internal void OnHostEvents(TcpConnection c, uint events)
     {
@@ -35,10 +38,13 @@ internal sealed partial class TcpStack
     /// <summary>The non-blocking connect finished: SO_ERROR says how (connect(2)).</summary>
     private void OnConnectCompleted(TcpConnection c)
     {
-        int soError;
+        int soError = 0;
         try
         {
-            soError = (int)c.HostSocket!.GetSocketOption(SocketOptionLevel.Socket, SocketOptionName.Error)!;
+            // getsockopt(SO_ERROR) into a stack buffer: the boxed value GetSocketOption returns is an allocation per connect.
+            Span<byte> value = stackalloc byte[sizeof(int)];
+            c.HostSocket!.GetRawSocketOption(SolSocket, SoError, value);
+            soError = System.Runtime.InteropServices.MemoryMarshal.Read<int>(value);
         }
         catch (SocketException e)
         {
@@ -47,7 +53,7 @@ internal sealed partial class TcpStack
         if (soError != 0)
         {
             // Refused, unreachable or timed out: the guest's connect fails the same way, at once.
-            if (_logger.IsEnabled(LogLevel.Debug)) _logger.LogDebug("tcp {Id}: connect to {Remote} failed: {Error}", c.Id, c.HostRemote, (SocketError)soError);
+            if (_logger.IsEnabled(LogLevel.Debug)) _logger.LogDebug("tcp {Id}: connect to {Remote} failed: errno {Error}", c.Id, c.HostRemote, soError);
             Reset(c, resetGuest: true, resetHost: false);
             return;
         }
@@ -59,8 +65,6 @@ internal sealed partial class TcpStack
     {
         c.RtoDeadline = long.MaxValue;
         EndHalfOpen(c);
-        try { c.HostLocal = c.HostSocket!.LocalEndPoint as IPEndPoint; }
-        catch (SocketException) { }
         c.State = TcpState.SynReceived;
         c.SndNxt = Seq.Add(c.Iss, 1);
         c.SndMax = c.SndNxt;
@@ -95,8 +99,11 @@ internal sealed partial class TcpStack
         Output(c, ackNow: false);
     }
 
-    /// <summary>Writes the receive ring to the host socket; after the guest's FIN, shuts the host's send side.</summary>
-    private void FlushToHost(TcpConnection c)
+    /// <summary>
+    /// Writes what the receive ring holds to the host socket (at most two sends: the ring may wrap). False when the
+    /// socket failed and the connection was reset.
+    /// </summary>
+    private bool WriteRingToHost(TcpConnection c)
     {
         var host = c.HostSocket!;
         while (!c.ReceiveRing.IsEmpty)
@@ -107,18 +114,28 @@ internal sealed partial class TcpStack
             if (error != SocketError.Success)
             {
                 OnHostError(c, error);
-                return;
+                return false;
             }
             c.ReceiveRing.Consume(n);
             if (n < span.Length) break;
         }
+        return true;
+    }
+
+    /// <summary>
+    /// Writes the receive ring to the host socket; after the guest's FIN, shuts the host's send side. With
+    /// <paramref name="announceWindow"/> (the socket drained a ring that had filled) a window update follows.
+    /// </summary>
+    private void FlushToHost(TcpConnection c, bool announceWindow = true)
+    {
+        if (!WriteRingToHost(c)) return;
         if (c.ReceiveRing.IsEmpty && c.GuestFin)
         {
             if (!c.HostShutdown) ShutdownHostSend(c);
             return;
         }
         // RFC 9293 §3.8.6.2.2: announce the window once its right edge may move on.
-        if (c.IsSynchronized && WindowToAdvertise(c) > PromisedWindow(c)) SendAck(c);
+        if (announceWindow && c.IsSynchronized && WindowToAdvertise(c) > PromisedWindow(c)) SendAck(c);
     }
 
     /// <summary>The host peer reset or the socket failed: the guest gets a RST.</summary>
@@ -152,7 +169,8 @@ internal sealed partial class TcpStack
             // Hysteresis: read again once a useful amount is free, not for every acknowledged byte.
             // Room means room the budget allows now: a spent budget stops the read (back-pressure), it never spins.
             if (!c.HostEof && c.SendRing.StorableFree >= Math.Min(c.Mss, c.SendRing.StorableCapacity / 4)) want |= Libc.EPOLLIN;
-            if (!c.ReceiveRing.IsEmpty) want |= Libc.EPOLLOUT;
+            // Data queued this turn is written at its end (TcpStack.Ack.cs); EPOLLOUT only for what the socket refused.
+            if (!c.ReceiveRing.IsEmpty && !c.HostWriteQueued) want |= Libc.EPOLLOUT;
         }
         if (want == c.HostEvents) return;
         if (c.HostEvents == 0) c.HostToken = _loop.Register(c.HostFd, want, c);

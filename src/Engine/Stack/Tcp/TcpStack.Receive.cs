@@ -156,8 +156,10 @@ internal sealed partial class TcpStack
 
         // Seventh: the data.
         bool ackNow = false;
+        bool deferAck = false;
         if (payload.Length > 0 && !c.GuestFin)
         {
+            if (payload.Length > c.RcvSegMax) c.RcvSegMax = Math.Min(payload.Length, c.RcvMss);
             if (Seq.Gt(seq, c.RcvNxt))
             {
                 // Out of order: the virtual link does not reorder, so hold nothing; the duplicate ACK asks for the gap
@@ -178,7 +180,10 @@ internal sealed partial class TcpStack
                 c.RcvNxt = Seq.Add(c.RcvNxt, take);
                 c.BytesFromGuest += take;
             }
-            ackNow = true;
+            // New in-order data waits for the end of the turn (TcpStack.Ack.cs); a retransmission that overlaps what
+            // was taken already is acknowledged at once (RFC 5681 §4.2), as is data the window could not take.
+            if (skip == 0 && take > 0) deferAck = true;
+            else ackNow = true;
             if (take < fresh.Length)
             {
                 // Beyond the window: trimmed; the FIN (if any) waits for the retransmission.
@@ -202,7 +207,9 @@ internal sealed partial class TcpStack
             if (c.ReceiveRing.IsEmpty) ShutdownHostSend(c);
             ackNow = true;
         }
-        if (c.State != TcpState.Closed) Output(c, ackNow);
+        if (c.State == TcpState.Closed) return;
+        if (deferAck && !ackNow) DeferAck(c);
+        Output(c, ackNow);
     }
 
     /// <summary>
@@ -331,26 +338,39 @@ internal sealed partial class TcpStack
     }
 
     /// <summary>
-    /// Writes guest data to the host socket at once when nothing waits before it; what the socket does not take waits in
-    /// the receive ring as far as the buffer budget allows. Returns the bytes taken (what may be acknowledged), or -1
-    /// when the host socket failed and the connection was reset.
+    /// Queues guest data for the host socket: it joins the receive ring, and the ring is written once at the end of the
+    /// loop turn (<see cref="OnEndOfBatch"/>: one send per connection per turn, not one per segment). When the ring
+    /// (capacity or buffer budget) cannot take it all, the ring is written now and what is left goes straight to the
+    /// socket. Returns the bytes taken (what may be acknowledged), or -1 when the host socket failed and the connection
+    /// was reset.
     /// </summary>
     private int DeliverToHost(TcpConnection c, ReadOnlySpan<byte> data)
     {
         int offered = data.Length;
-        if (c.ReceiveRing.IsEmpty && c.HostSocket is not null)
+        data = data[c.ReceiveRing.Write(data)..];
+        if (!data.IsEmpty && c.HostSocket is not null)
         {
-            int n = c.HostSocket.Send(data, SocketFlags.None, out var error);
-            if (error == SocketError.Success) data = data[n..];
-            else if (error != SocketError.WouldBlock)
+            if (!WriteRingToHost(c)) return -1;
+            if (c.ReceiveRing.IsEmpty)
             {
-                OnHostError(c, error);
-                return -1;
+                int n = c.HostSocket.Send(data, SocketFlags.None, out var error);
+                if (error == SocketError.Success) data = data[n..];
+                else if (error != SocketError.WouldBlock)
+                {
+                    OnHostError(c, error);
+                    return -1;
+                }
             }
+            data = data[c.ReceiveRing.Write(data)..];
         }
-        if (data.IsEmpty) return offered;
-        int stored = c.ReceiveRing.Write(data);
+        if (!c.ReceiveRing.IsEmpty && (c.HostEvents & Libc.EPOLLOUT) == 0)
+        {
+            // The end of the turn writes the ring (and decides the ACK); while EPOLLOUT is watched, the socket is
+            // full and its readiness writes the ring instead.
+            c.HostWriteQueued = true;
+            DeferAck(c);
+        }
         UpdateHostInterest(c);
-        return offered - data.Length + stored;
+        return offered - data.Length;
     }
 }

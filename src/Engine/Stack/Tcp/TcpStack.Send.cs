@@ -196,6 +196,8 @@ internal sealed partial class TcpStack
             c.RcvAdvEdge = Seq.Add(c.RcvNxt, synOptions ? f.Window : f.Window << c.RcvScale);
             c.RcvAdvSet = true;
             c.AckPending = false;
+            c.RcvAcked = c.RcvNxt; // whatever carried it, the ACK owed is sent: the delayed ACK has nothing left to do
+            c.AckDeadline = long.MaxValue;
         }
         return true;
     }

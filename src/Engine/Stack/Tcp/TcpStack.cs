@@ -15,7 +15,7 @@ namespace Emunet.Engine.Stack.Tcp;
 /// <c>TcpStack.Open.cs</c> opening; <c>TcpStack.Receive.cs</c> the segments from the guest; <c>TcpStack.Send.cs</c> the segments to the guest;
 /// <c>TcpStack.Host.cs</c> the host sockets. Owner thread only.
 /// </summary>
-internal sealed partial class TcpStack : ITcpHandler
+internal sealed partial class TcpStack : ITcpHandler, IEndOfBatch
 {
     /// <summary>Bytes buffered per connection and direction: four 64 KiB segments, enough to keep a loopback peer busy.</summary>
     public const int DefaultBufferSize = 256 * 1024;
@@ -41,6 +41,10 @@ internal sealed partial class TcpStack : ITcpHandler
     private readonly FlowTable _flows;
     private List<TcpConnection> _txWaiters = new();
     private List<TcpConnection> _txSpare = new();
+    /// <summary>Connections that took data this loop turn without acknowledging it yet (each at most once).</summary>
+    private readonly List<TcpConnection> _ackDeferred = new();
+    /// <summary>The rings' arrays, reused from one connection to the next.</summary>
+    private readonly RingArrayPool _ringPool = new();
     private int _nextEphemeral;
     private int _halfOpen;
     private int _outbound;
@@ -60,6 +64,7 @@ internal sealed partial class TcpStack : ITcpHandler
         _counters = counters;
         _logger = logger;
         _nextEphemeral = Random.Shared.Next(EphemeralPortCount);
+        loop.AddProducer(this);
     }
 
     // Tunables. Defaults follow the RFCs; tests shorten the timers.
@@ -83,6 +88,14 @@ internal sealed partial class TcpStack : ITcpHandler
     public int MaxRetransmissions { get; set; } = 10;
     /// <summary>SYN retransmissions into the guest before a forwarded connection is reset (RFC 9293 §3.8.3 R2 for SYN).</summary>
     public int MaxSynRetransmissions { get; set; } = 5;
+    /// <summary>
+    /// How long a lone segment's ACK may wait for data to ride on or a second segment to share it (RFC 1122 §4.2.3.2
+    /// allows 500 ms, Linux waits at least 40). Short, because a guest sender held by Nagle waits this long; 0 ACKs
+    /// every loop turn.
+    /// </summary>
+    public int DelayedAckMs { get; set; } = DefaultDelayedAckMs;
+    /// <summary>The default of <see cref="DelayedAckMs"/>: a TCG guest's next segment of a burst comes well within it.</summary>
+    public const int DefaultDelayedAckMs = 4;
     /// <summary>How long a host connect may take before the guest gets a RST (BSD's 75 s connection-establishment timer).</summary>
     public int ConnectTimeoutMs { get; set; } = 75_000;
 
@@ -189,6 +202,7 @@ internal sealed partial class TcpStack : ITcpHandler
     /// Opens a connection from the gateway (10.0.2.2, an ephemeral port) to <paramref name="guest"/>:<paramref name="guestPort"/>
     /// for a client accepted on a forward's listener, and splices the two once the guest answers. Takes ownership of
     /// <paramref name="acceptedHostSocket"/> on success; on false (table full, no port left) the caller keeps it.
+    /// The listener sets TCP_NODELAY, which the accepted socket inherits.
     /// </summary>
     public bool OpenToGuest(Socket acceptedHostSocket, IPv4Address guest, int guestPort, ForwardBinding forward)
     {
@@ -210,12 +224,13 @@ internal sealed partial class TcpStack : ITcpHandler
             _counters.Drop(DropReason.TcpFlowTableFull);
             return false;
         }
-        IPEndPoint? local, remote;
+        IPEndPoint? remote;
         try
         {
+            // TCP_NODELAY is the listener's (Linux copies it to the sockets it accepts: one setsockopt per forward, not
+            // per client); O_NONBLOCK is not inherited. The remote address is the one accept(2) returned, held already;
+            // the local one is asked for only by a snapshot.
             acceptedHostSocket.Blocking = false;
-            acceptedHostSocket.NoDelay = true;
-            local = acceptedHostSocket.LocalEndPoint as IPEndPoint;
             remote = acceptedHostSocket.RemoteEndPoint as IPEndPoint;
         }
         catch (SocketException)
@@ -225,7 +240,6 @@ internal sealed partial class TcpStack : ITcpHandler
         var c = NewConnection(guest, (ushort)guestPort, gateway, port, FlowDirection.Forwarded, forward);
         c.HostSocket = acceptedHostSocket;
         c.HostFd = (int)acceptedHostSocket.Handle;
-        c.HostLocal = local;
         c.HostRemote = remote;
         c.State = TcpState.SynSent;
         c.Mss = Math.Min(DefaultGuestMss, LocalMss);
@@ -268,8 +282,14 @@ internal sealed partial class TcpStack : ITcpHandler
     {
         if (c.RtoDeadline <= nowMs) OnRetransmissionTimeout(c, nowMs);
         if (c.State != TcpState.Closed && c.PersistDeadline <= nowMs) OnPersistTimeout(c, nowMs);
+        if (c.State != TcpState.Closed && c.AckDeadline <= nowMs)
+        {
+            // RFC 1122 §4.2.3.2: the delayed ACK is due; nothing carried it meanwhile.
+            c.AckDeadline = long.MaxValue;
+            if (c.IsSynchronized && c.RcvAcked != c.RcvNxt) SendAck(c);
+        }
         if (c.State == TcpState.Closed) return long.MaxValue;
-        return Math.Min(c.RtoDeadline, c.PersistDeadline);
+        return Math.Min(Math.Min(c.RtoDeadline, c.PersistDeadline), c.AckDeadline);
     }
 
     private void Arm(ref long deadline, long at)
@@ -328,7 +348,7 @@ internal sealed partial class TcpStack : ITcpHandler
     private TcpConnection NewConnection(IPv4Address guest, ushort guestPort, IPv4Address peer, ushort peerPort,
         FlowDirection direction, ForwardBinding? forward)
     {
-        var c = new TcpConnection(this, SendBufferSize, ReceiveBufferSize, _flows.Budget)
+        var c = new TcpConnection(this, SendBufferSize, ReceiveBufferSize, _flows.Budget, _ringPool)
         {
             Key = FlowKey.IPv4(FlowProtocol.Tcp, guest, guestPort, peer, peerPort),
             GuestAddress = guest,
@@ -376,6 +396,7 @@ internal sealed partial class TcpStack : ITcpHandler
         _flows.Remove(c);
         c.RtoDeadline = long.MaxValue;
         c.PersistDeadline = long.MaxValue;
+        c.AckDeadline = long.MaxValue;
         c.Release();
     }
 
