@@ -61,6 +61,11 @@ internal enum DropReason
     SourceSpoofed,
     /// <summary>A receive buffer too small for a whole frame without VIRTIO_NET_F_MRG_RXBUF (VIRTIO 1.2 §5.1.6.3.1).</summary>
     VirtioBufferTooSmall,
+    /// <summary>
+    /// A virtio_net_hdr from the guest that lies: a checksum or segmentation request that was not negotiated, a
+    /// csum_start/csum_offset outside the frame, a GSO type or size the frame cannot be (VIRTIO 1.2 §5.1.6.2).
+    /// </summary>
+    VirtioBadOffload,
 }
 
 /// <summary>
