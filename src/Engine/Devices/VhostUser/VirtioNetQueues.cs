@@ -10,16 +10,20 @@ namespace Emunet.Engine.Devices.VhostUser;
 
 /// <summary>
 /// Theory of operation: the virtio-net data path over the two rings the <see cref="VhostUserSession"/> set up
-/// (VIRTIO 1.2 §5.1). Queue 1 (transmit, guest to Emunet): on a kick the device takes available chains, skips the
-/// virtio_net_hdr and copies the frame into one scratch buffer (the guest may rewrite its buffers at any time), hands
-/// it to the stack and returns each chain to the used ring, at most <see cref="TransmitBudget"/> chains per kick.
+/// (VIRTIO 1.2 §5.1). Queue 1 (transmit, guest to Emunet): on a kick the device takes available chains, copies
+/// header and frame into one scratch buffer (the guest may rewrite its buffers at any time), finishes what the header
+/// left to it (NEEDS_CSUM, a TCPv4 GSO frame: <see cref="ApplyGuestOffloads"/>), hands the frame to the stack and
+/// returns each chain to the used ring, at most <see cref="TransmitBudget"/> chains per kick.
 /// Queue 0 (receive, Emunet to guest): the stack writes a frame into a pending buffer (<see cref="BeginTransmit"/>),
-/// <see cref="CommitTransmit(int, int, in TransmitOffload)"/> copies it into receive chains behind a virtio_net_hdr whose num_buffers says how many
-/// chains it spans (VIRTIO_NET_F_MRG_RXBUF). When the guest has no receive buffers, frames wait in that bounded buffer
-/// and <see cref="TransmitSpace"/> shrinks: the stack stops reading host sockets until a kick on queue 0 brings buffers
-/// and <see cref="IFrameHandler.OnTransmitReady"/>. A ring that used buffers gets one call at the end of the loop
-/// batch (<see cref="OnEndOfBatch"/>), unless the driver suppressed it (§2.7.7). A bad chain drops its frame; a bad ring
-/// stops that queue. No allocation per frame. Owner thread only.
+/// <see cref="CommitTransmit(int, int, in TransmitOffload)"/> puts its virtio_net_hdr in front (DATA_VALID, or
+/// NEEDS_CSUM and GSO as the stack asked, <see cref="Offloads"/>), and delivery copies both into receive chains with
+/// num_buffers saying how many chains the frame spans (VIRTIO_NET_F_MRG_RXBUF). When the guest has no receive buffers,
+/// frames wait in that bounded buffer and <see cref="TransmitSpace"/> shrinks: the stack stops reading host sockets
+/// until a kick on queue 0 brings buffers and <see cref="IFrameHandler.OnTransmitReady"/>. A ring that used buffers
+/// gets at most one call at the end of the loop batch (<see cref="OnEndOfBatch"/>), unless the driver suppressed it
+/// (§2.7.7) or, with EVENT_IDX, its used_event was not reached (§2.7.10); the device asks for kicks (avail_event) only
+/// when the transmit ring ran empty or a frame waits for receive buffers. A bad chain or offload header drops its
+/// frame; a bad ring stops that queue. No allocation per frame. Owner thread only.
 /// </summary>
 internal sealed class VirtioNetQueues : IEndOfBatch
 {
