@@ -58,9 +58,10 @@ internal sealed class FrameQueue
 
     /// <summary>
     /// Queues the first <paramref name="length"/> bytes of the reservation <paramref name="token"/>; false when that is
-    /// not the open reservation (committed, cleared, or replaced by a newer one).
+    /// not the open reservation (committed, cleared, or replaced by a newer one). <paramref name="frame"/> is the queued
+    /// frame, still the reserving device's to finish (a header it keeps in front of the frame) until it is peeked.
     /// </summary>
-    public bool TryCommit(int token, int length, out ReadOnlySpan<byte> frame)
+    public bool TryCommit(int token, int length, out Span<byte> frame)
     {
         if (_reserved < 0 || token != _generation)
         {

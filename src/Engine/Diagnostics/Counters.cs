@@ -63,6 +63,11 @@ internal enum DropReason
     VirtioBufferTooSmall,
     /// <summary>An emulator's connection not accepted: the process was out of file descriptors (EMFILE/ENFILE); the device listener pauses and retries.</summary>
     AcceptOutOfDescriptors,
+    /// <summary>
+    /// A virtio_net_hdr from the guest that lies: a checksum or segmentation request that was not negotiated, a
+    /// csum_start/csum_offset outside the frame, a GSO type or size the frame cannot be (VIRTIO 1.2 §5.1.6.2).
+    /// </summary>
+    VirtioBadOffload,
 }
 
 /// <summary>

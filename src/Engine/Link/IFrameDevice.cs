@@ -19,7 +19,7 @@ internal interface IFrameDevice
 
     /// <summary>
     /// Lends room for one outgoing Ethernet frame of up to <paramref name="maxLength"/> bytes, as one value: its
-    /// <see cref="TransmitLease.Buffer"/> and its <see cref="TransmitLease.Commit"/>. The lease is empty when the device
+    /// <see cref="TransmitLease.Buffer"/> and its <see cref="TransmitLease.Commit(int)"/>. The lease is empty when the device
     /// cannot take the frame now (no guest, or its queue is full: the caller counts the drop or waits for
     /// <see cref="IFrameHandler.OnTransmitReady"/>). One lease is open at a time: a new one ends the last, uncommitted.
     /// </summary>
@@ -27,17 +27,70 @@ internal interface IFrameDevice
 
     /// <summary>
     /// Sends the first <paramref name="length"/> bytes of the lease numbered <paramref name="token"/>. Called by
-    /// <see cref="TransmitLease.Commit"/> only, which has checked the length against the buffer.
+    /// <see cref="TransmitLease.Commit(int)"/> only, which has checked the length against the buffer.
     /// </summary>
     void CommitTransmit(int token, int length);
 
     /// <summary>Bytes of frames the device can still queue toward the guest before it pushes back.</summary>
     int TransmitSpace { get; }
+
+    /// <summary>
+    /// What the device can finish for the stack on frames toward the guest, as negotiated with the guest now (it may
+    /// change when a guest attaches). The stack asks before it builds a frame; a device without offloads (the stream
+    /// link: QEMU's socket back-ends carry bare frames) keeps the default, and the stack then sends full checksums and
+    /// segments of at most the MSS.
+    /// </summary>
+    LinkOffloads Offloads => LinkOffloads.None;
+
+    /// <summary>
+    /// As <see cref="CommitTransmit(int, int)"/>, with what the stack left to the device for this frame. Only offloads
+    /// in <see cref="Offloads"/> may be asked for. A device without offloads never sees a non-empty one.
+    /// </summary>
+    void CommitTransmit(int token, int length, in TransmitOffload offload) => CommitTransmit(token, length);
+}
+
+/// <summary>Work a device can finish on frames toward the guest (VIRTIO 1.2 §5.1.6.4: the device's side of it).</summary>
+[Flags]
+internal enum LinkOffloads
+{
+    None = 0,
+    /// <summary>
+    /// TCP frames may carry only the pseudo-header sum in their checksum field (<see cref="TransmitOffload.PartialChecksum"/>);
+    /// the guest is told the data is sound and does not verify it (VIRTIO_NET_F_GUEST_CSUM).
+    /// </summary>
+    PartialChecksum = 1,
+    /// <summary>
+    /// One TCP frame may carry up to 64 KiB of payload, which the guest takes as segments of
+    /// <see cref="TransmitOffload.SegmentSize"/> bytes (VIRTIO_NET_F_GUEST_TSO4). Always with <see cref="PartialChecksum"/>.
+    /// </summary>
+    TcpSegmentation = 2,
+}
+
+/// <summary>
+/// What the stack left to the device on one frame toward the guest, in offsets from the start of the frame. The
+/// default asks for nothing: the frame is complete.
+/// </summary>
+internal readonly record struct TransmitOffload
+{
+    /// <summary>The L4 checksum field holds only the pseudo-header sum; the sum covers the frame from <see cref="ChecksumStart"/>.</summary>
+    public bool PartialChecksum { get; init; }
+
+    /// <summary>Where the checksummed L4 header starts (Ethernet and IPv4 headers before it).</summary>
+    public int ChecksumStart { get; init; }
+
+    /// <summary>Where the checksum field is, counted from <see cref="ChecksumStart"/> (TCP: 16).</summary>
+    public int ChecksumOffset { get; init; }
+
+    /// <summary>Payload bytes per segment the guest cuts this TCP frame into (its MSS); 0 when the frame is one segment.</summary>
+    public int SegmentSize { get; init; }
+
+    /// <summary>Bytes of headers (Ethernet, IPv4, TCP) in front of the payload, for a segmented frame.</summary>
+    public int HeaderLength { get; init; }
 }
 
 /// <summary>
 /// Room for one frame toward the guest, lent by <see cref="IFrameDevice.BeginTransmit"/>: fill
-/// <see cref="Buffer"/>, then <see cref="Commit"/> the bytes written. The buffer may be the device's own queue or,
+/// <see cref="Buffer"/>, then <see cref="Commit(int)"/> the bytes written. The buffer may be the device's own queue or,
 /// later, the guest's receive buffers; either way it is valid until the commit or the next lease.
 /// </summary>
 internal readonly ref struct TransmitLease
@@ -57,7 +110,7 @@ internal readonly ref struct TransmitLease
 
     public bool IsEmpty => _device is null || Buffer.IsEmpty;
 
-    /// <summary>The device's name for this lease (what <see cref="IFrameDevice.CommitTransmit"/> is given).</summary>
+    /// <summary>The device's name for this lease (what <see cref="IFrameDevice.CommitTransmit(int, int)"/> is given).</summary>
     public int Token => _token;
 
     /// <summary>Sends the first <paramref name="length"/> bytes of <see cref="Buffer"/>.</summary>
@@ -66,6 +119,14 @@ internal readonly ref struct TransmitLease
         if (_device is null) throw new InvalidOperationException("Commit on an empty transmit lease.");
         if ((uint)length > (uint)Buffer.Length) throw new ArgumentOutOfRangeException(nameof(length));
         _device.CommitTransmit(_token, length);
+    }
+
+    /// <summary>Sends the first <paramref name="length"/> bytes of <see cref="Buffer"/>, leaving <paramref name="offload"/> to the device.</summary>
+    public void Commit(int length, in TransmitOffload offload)
+    {
+        if (_device is null) throw new InvalidOperationException("Commit on an empty transmit lease.");
+        if ((uint)length > (uint)Buffer.Length) throw new ArgumentOutOfRangeException(nameof(length));
+        _device.CommitTransmit(_token, length, in offload);
     }
 }
 

@@ -1,3 +1,4 @@
+using Emunet.Engine.Link;
 using Emunet.Engine.Wire;
 
 namespace Emunet.Engine.Stack;
@@ -5,7 +6,7 @@ namespace Emunet.Engine.Stack;
 /// <summary>
 /// How a protocol sends an IPv4 packet to the guest without copying: borrow room for the payload right behind
 /// the link and IPv4 headers (<see cref="BeginPacket"/>), fill <see cref="OutboundPacket.Payload"/>, then
-/// <see cref="OutboundPacket.Commit"/>. Owner thread only.
+/// <see cref="OutboundPacket.Commit(int)"/>. Owner thread only.
 /// </summary>
 internal interface IPacketSender
 {
@@ -17,9 +18,15 @@ internal interface IPacketSender
 
     /// <summary>
     /// Writes the headers of <paramref name="packet"/> and hands the frame to the device. Called by
-    /// <see cref="OutboundPacket.Commit"/> only, which has checked the length.
+    /// <see cref="OutboundPacket.Commit(int)"/> only, which has checked the length.
     /// </summary>
-    void CommitPacket(in OutboundPacket packet, int payloadLength);
+    void CommitPacket(in OutboundPacket packet, int payloadLength, in TransmitOffload offload);
+
+    /// <summary>
+    /// What the device finishes on packets toward the guest (partial checksums, TCP segmentation), as negotiated now;
+    /// <see cref="LinkOffloads.None"/> on the stream link.
+    /// </summary>
+    LinkOffloads Offloads { get; }
 
     /// <summary>Bytes the device can still queue toward the guest.</summary>
     int TransmitSpace { get; }
@@ -33,7 +40,7 @@ internal interface IPacketSender
 
 /// <summary>
 /// One IPv4 packet on its way to the guest, lent by <see cref="IPacketSender.BeginPacket"/>: the payload area, the
-/// addresses its headers will carry, and its own <see cref="Commit"/>. Valid until the commit or the next packet.
+/// addresses its headers will carry, and its own <see cref="Commit(int)"/>. Valid until the commit or the next packet.
 /// </summary>
 internal readonly ref struct OutboundPacket
 {
@@ -67,10 +74,16 @@ internal readonly ref struct OutboundPacket
     public bool IsEmpty => _sender is null;
 
     /// <summary>Sends the packet with the first <paramref name="payloadLength"/> bytes of <see cref="Payload"/>.</summary>
-    public void Commit(int payloadLength)
+    public void Commit(int payloadLength) => Commit(payloadLength, default);
+
+    /// <summary>
+    /// Sends the packet and leaves <paramref name="offload"/> to the device; its offsets count from the start of the
+    /// IPv4 payload (the sender adds the link and IPv4 headers in front).
+    /// </summary>
+    public void Commit(int payloadLength, in TransmitOffload offload)
     {
         if (_sender is null) throw new InvalidOperationException("Commit on an empty packet.");
         if ((uint)payloadLength > (uint)Payload.Length) throw new ArgumentOutOfRangeException(nameof(payloadLength));
-        _sender.CommitPacket(in this, payloadLength);
+        _sender.CommitPacket(in this, payloadLength, in offload);
     }
 }

@@ -205,7 +205,9 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
         return new OutboundPacket(this, lease.Buffer, EthernetAndIPv4Header, maxPayload, lease.Token, source, destination, protocol);
     }
 
-    public void CommitPacket(in OutboundPacket packet, int payloadLength)
+    public LinkOffloads Offloads => _device.Offloads;
+
+    public void CommitPacket(in OutboundPacket packet, int payloadLength, in TransmitOffload offload)
     {
         var frame = packet.Frame;
         var mac = GuestMac ?? MacAddress.Broadcast;
@@ -213,7 +215,16 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
         IPv4Packet.WriteHeader(frame[EthernetFrame.HeaderLength..], packet.Source, packet.Destination, packet.Protocol,
             IPv4Packet.MinHeaderLength + payloadLength, _nextIdentification++);
         int length = EthernetAndIPv4Header + payloadLength;
-        _device.CommitTransmit(packet.Token, length);
+        if (offload == default) _device.CommitTransmit(packet.Token, length);
+        else
+        {
+            // The protocol counted from its own header; the device counts from the start of the frame.
+            _device.CommitTransmit(packet.Token, length, offload with
+            {
+                ChecksumStart = EthernetAndIPv4Header + offload.ChecksumStart,
+                HeaderLength = offload.SegmentSize > 0 ? EthernetAndIPv4Header + offload.HeaderLength : 0,
+            });
+        }
         _counters.FramesToGuest++;
         _counters.BytesToGuest += length;
     }

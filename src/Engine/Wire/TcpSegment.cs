@@ -217,10 +217,12 @@ internal struct TcpFields
     /// <summary>
     /// Writes the header (and options) at the start of <paramref name="segment"/>, in front of
     /// <paramref name="payloadLength"/> bytes already at <paramref name="segment"/>[HeaderLength..], then the checksum
-    /// over pseudo-header, header and payload.
+    /// over pseudo-header, header and payload. With <paramref name="partialChecksum"/> the checksum field gets only the
+    /// folded pseudo-header sum (not complemented), and whoever completes it sums the segment from its first byte and
+    /// stores the complement there (RFC 1071; a device offload, VIRTIO 1.2 §5.1.6.4 NEEDS_CSUM).
     /// </summary>
     /// <returns>The segment length.</returns>
-    public readonly int Emit(Span<byte> segment, IPv4Address source, IPv4Address destination, int payloadLength)
+    public readonly int Emit(Span<byte> segment, IPv4Address source, IPv4Address destination, int payloadLength, bool partialChecksum = false)
     {
         int hl = HeaderLength;
         int length = hl + payloadLength;
@@ -250,7 +252,7 @@ internal struct TcpFields
         }
         uint sum = Checksum.PseudoHeader(source, destination, IPv4Packet.ProtocolTcp, length);
         BinaryPrimitives.WriteUInt16BigEndian(segment[TcpSegment.Offsets.Checksum..],
-            Checksum.Finish(Checksum.Accumulate(sum, segment[..length])));
+            partialChecksum ? (ushort)~Checksum.Finish(sum) : Checksum.Finish(Checksum.Accumulate(sum, segment[..length])));
         return length;
     }
 }

@@ -17,12 +17,15 @@ namespace Emunet.Engine.Tests.Devices;
 /// eventfds for kick and call) and a mock driver laying out the rings in that memory: frames both ways, back-pressure,
 /// and hostile requests and rings.
 /// </summary>
-public sealed class VhostUserDeviceTests : IDisposable
+public sealed partial class VhostUserDeviceTests : IDisposable
 {
     private const ulong FrontEndBase = 0x7f0000000000;
     private const ulong MemSize = 4 << 20;
     private const ushort QueueSize = 64;
-    private const ulong Features = VhostUserProtocol.OfferedFeatures;
+    /// <summary>What most tests negotiate: no offloads and no EVENT_IDX (VhostUserOffloadTests.cs covers those).</summary>
+    private const ulong Features = VhostUserProtocol.OfferedFeatures & ~(
+        (1ul << VhostUserProtocol.VirtioRingFEventIdx) | (1ul << VhostUserProtocol.VirtioNetFCsum) | (1ul << VhostUserProtocol.VirtioNetFGuestCsum)
+        | (1ul << VhostUserProtocol.VirtioNetFHostTso4) | (1ul << VhostUserProtocol.VirtioNetFGuestTso4));
 
     private readonly string _dir = Directory.CreateTempSubdirectory("emunet-vu-").FullName;
     private readonly EventLoop _loop = new();
@@ -374,7 +377,7 @@ public sealed class VhostUserDeviceTests : IDisposable
     {
         Handshake();
         Assert.NotEqual(0ul, Ack(VhostUserRequest.SetFeatures, [1, 2, 3, 4])); // truncated payload
-        Assert.NotEqual(0ul, Ack(VhostUserRequest.SetFeatures, U64(Features | (1ul << 0)))); // VIRTIO_NET_F_CSUM was not offered
+        Assert.NotEqual(0ul, Ack(VhostUserRequest.SetFeatures, U64(Features | (1ul << VhostUserProtocol.VirtioNetFHostEcn)))); // VIRTIO_NET_F_HOST_ECN was not offered
         Assert.NotEqual(0ul, Ack(VhostUserRequest.SetVringNum, State(0, 100))); // §2.7: not a power of 2
         Assert.NotEqual(0ul, Ack(VhostUserRequest.SetVringNum, State(7, 64))); // no such queue
         Assert.NotEqual(0ul, Ack(VhostUserRequest.SetVringAddr, new byte[39]));

@@ -1,3 +1,4 @@
+using Emunet.Engine.Link;
 using Emunet.Engine.Diagnostics;
 using System.Collections.Concurrent;
 using System.Net;
@@ -38,14 +39,31 @@ internal sealed class RecordingSender : IPacketSender
             Interlocked.Increment(ref Refused);
             return default;
         }
-        if (maxPayload > MaxPayload) Assert.Fail($"a packet of {maxPayload} bytes exceeds the device's {MaxPayload}");
+        if (maxPayload > MaxPayload && (Offloads & LinkOffloads.TcpSegmentation) == 0) Assert.Fail($"a packet of {maxPayload} bytes exceeds the device's {MaxPayload}");
         return new OutboundPacket(this, _buffer, IPv4Packet.MinHeaderLength, maxPayload, ++_token, source, destination, protocol);
     }
 
-    public void CommitPacket(in OutboundPacket packet, int payloadLength)
+    /// <summary>The offloads this sender plays the device of (none: a stream link).</summary>
+    public LinkOffloads Offloads { get; set; }
+
+    /// <summary>What the stack left to the device, per recorded packet, in the order of <see cref="Packets"/>.</summary>
+    public ConcurrentQueue<TransmitOffload> PacketOffloads { get; } = new();
+
+    public void CommitPacket(in OutboundPacket packet, int payloadLength, in TransmitOffload offload)
     {
         if (packet.Token != _token) Assert.Fail("a packet was committed after a newer one was lent");
+        if (offload != default && (Offloads & LinkOffloads.PartialChecksum) == 0) Assert.Fail("an offload was asked of a device that has none");
+        if (offload.SegmentSize > 0 && (Offloads & LinkOffloads.TcpSegmentation) == 0) Assert.Fail("segmentation was asked of a device that cannot");
+        if (!Discard) PacketOffloads.Enqueue(offload);
         IPv4Packet.WriteHeader(_buffer, packet.Source, packet.Destination, packet.Protocol, IPv4Packet.MinHeaderLength + payloadLength);
+        if (offload.PartialChecksum)
+        {
+            // Play the device: the field must hold the pseudo-header sum; finish it the way a guest's driver would.
+            var l4 = _buffer.AsSpan(IPv4Packet.MinHeaderLength + offload.ChecksumStart, payloadLength - offload.ChecksumStart);
+            uint pseudo = Checksum.PseudoHeader(packet.Source, packet.Destination, packet.Protocol, l4.Length);
+            Assert.Equal((ushort)~Checksum.Finish(pseudo), System.Buffers.Binary.BinaryPrimitives.ReadUInt16BigEndian(l4[offload.ChecksumOffset..]));
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(l4[offload.ChecksumOffset..], Checksum.Finish(Checksum.Accumulate(0, l4)));
+        }
         Committed++;
         if (Discard) return;
         Packets.Add(_buffer.AsSpan(0, IPv4Packet.MinHeaderLength + payloadLength).ToArray());

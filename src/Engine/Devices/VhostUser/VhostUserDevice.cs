@@ -90,6 +90,17 @@ internal sealed class VhostUserDevice : IGuestDevice, IEmulatorConnectionHandler
         if (_link.IsConnected) _queues.CommitTransmit(token, length);
     }
 
+    public void CommitTransmit(int token, int length, in TransmitOffload offload)
+    {
+        if (_link.IsConnected) _queues.CommitTransmit(token, length, in offload);
+    }
+
+    /// <summary>The offloads the attached guest negotiated toward it (none while no guest is attached).</summary>
+    public LinkOffloads Offloads => _link.IsConnected ? _queues.Offloads : LinkOffloads.None;
+
+    /// <summary>The virtio feature bits the front-end acknowledged (0 before SET_FEATURES), for diagnostics and tests.</summary>
+    internal ulong NegotiatedFeatures => _session.Features;
+
     void IEmulatorConnectionHandler.OnAttached(Socket connection)
     {
         _logger.LogInformation("vhost-user front-end attached on {Endpoint}.", Description);

@@ -46,8 +46,20 @@ internal static class VhostUserProtocol
     public const int MemoryRegionSize = 32;
 
     // Feature bits (VIRTIO 1.2 §6, §5.1.3; vhost-user.rst).
+    /// <summary>The device takes frames with a partial checksum (NEEDS_CSUM) from the guest.</summary>
+    public const int VirtioNetFCsum = 0;
+    /// <summary>The guest takes frames with a partial checksum, or marked DATA_VALID, from the device.</summary>
+    public const int VirtioNetFGuestCsum = 1;
+    /// <summary>The guest takes TCPv4 GSO frames (up to 64 KiB, gso_size = MSS) from the device.</summary>
+    public const int VirtioNetFGuestTso4 = 7;
+    /// <summary>The device takes TCPv4 GSO frames from the guest.</summary>
+    public const int VirtioNetFHostTso4 = 11;
+    /// <summary>The device takes GSO frames with the ECN bit (CWR) in gso_type; not offered.</summary>
+    public const int VirtioNetFHostEcn = 13;
     public const int VirtioNetFMrgRxbuf = 15;
     public const int VirtioRingFIndirectDesc = 28;
+    /// <summary>used_event / avail_event instead of the NO_INTERRUPT / NO_NOTIFY flags (VIRTIO 1.2 §2.7.10).</summary>
+    public const int VirtioRingFEventIdx = 29;
     public const int VhostUserFProtocolFeatures = 30;
     public const int VirtioFVersion1 = 32;
 
@@ -55,11 +67,15 @@ internal static class VhostUserProtocol
     public const int ProtocolFReplyAck = 3;
 
     /// <summary>
-    /// What the device offers: VERSION_1, MRG_RXBUF (a frame may span several receive buffers), INDIRECT_DESC and
-    /// PROTOCOL_FEATURES. No checksum or segmentation offloads: the stack checks and computes every checksum itself.
+    /// What the device offers: VERSION_1, MRG_RXBUF (a frame may span several receive buffers), INDIRECT_DESC,
+    /// EVENT_IDX, PROTOCOL_FEATURES, and the IPv4 offloads both ways: CSUM and HOST_TSO4 (the guest leaves TCP/UDP
+    /// checksums and TCP segmentation to the device), GUEST_CSUM and GUEST_TSO4 (the device marks checksums valid, or
+    /// partial, and may send TCP frames of up to 64 KiB). §5.1.3.1: HOST_TSO4 needs CSUM, GUEST_TSO4 needs GUEST_CSUM.
     /// </summary>
     public const ulong OfferedFeatures =
-        (1ul << VirtioFVersion1) | (1ul << VirtioNetFMrgRxbuf) | (1ul << VirtioRingFIndirectDesc) | (1ul << VhostUserFProtocolFeatures);
+        (1ul << VirtioFVersion1) | (1ul << VirtioNetFMrgRxbuf) | (1ul << VirtioRingFIndirectDesc) | (1ul << VhostUserFProtocolFeatures)
+        | (1ul << VirtioRingFEventIdx) | (1ul << VirtioNetFCsum) | (1ul << VirtioNetFGuestCsum) | (1ul << VirtioNetFHostTso4)
+        | (1ul << VirtioNetFGuestTso4);
 
     public const ulong OfferedProtocolFeatures = 1ul << ProtocolFReplyAck;
 

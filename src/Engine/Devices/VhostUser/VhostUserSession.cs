@@ -55,6 +55,22 @@ internal sealed class VhostUserSession
     /// <summary>Requests handled, for tests and diagnostics.</summary>
     public int MessagesHandled { get; private set; }
 
+    /// <summary>The feature bits the front-end acknowledged (SET_FEATURES); 0 before.</summary>
+    public ulong Features => _features;
+
+    /// <summary>The offloads and notification features in <paramref name="features"/>, for the log.</summary>
+    internal static string DescribeOffloads(ulong features)
+    {
+        static string Bit(ulong f, int bit, string name) => (f & (1ul << bit)) != 0 ? name : "";
+        var names = string.Join(' ', new[]
+        {
+            Bit(features, VhostUserProtocol.VirtioNetFCsum, "csum"), Bit(features, VhostUserProtocol.VirtioNetFGuestCsum, "guest_csum"),
+            Bit(features, VhostUserProtocol.VirtioNetFHostTso4, "host_tso4"), Bit(features, VhostUserProtocol.VirtioNetFGuestTso4, "guest_tso4"),
+            Bit(features, VhostUserProtocol.VirtioNetFMrgRxbuf, "mrg_rxbuf"), Bit(features, VhostUserProtocol.VirtioRingFEventIdx, "event_idx"),
+        }.Where(n => n.Length > 0));
+        return names.Length == 0 ? "no offloads" : names;
+    }
+
     /// <summary>True when the front-end acknowledged feature <paramref name="bit"/> (SET_FEATURES).</summary>
     public bool Negotiated(int bit) => (_features & (1ul << bit)) != 0;
 
@@ -160,7 +176,7 @@ internal sealed class VhostUserSession
     {
         if (!TryReadAck(VhostUserRequest.SetFeatures, "SET_FEATURES", payload, VhostUserProtocol.OfferedFeatures, out ulong value)) return false;
         _features = value;
-        if (_logger.IsEnabled(LogLevel.Debug)) _logger.LogDebug("Features 0x{Features:x}.", value);
+        _logger.LogInformation("vhost-user features 0x{Features:x} negotiated ({Offloads}).", value, DescribeOffloads(value));
         return true;
     }
 

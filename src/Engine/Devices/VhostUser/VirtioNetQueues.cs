@@ -4,28 +4,48 @@ using Emunet.Engine.Diagnostics;
 using Emunet.Engine.Interop;
 using Emunet.Engine.Link;
 using Emunet.Engine.Runtime;
+using Emunet.Engine.Wire;
 
 namespace Emunet.Engine.Devices.VhostUser;
 
 /// <summary>
 /// Theory of operation: the virtio-net data path over the two rings the <see cref="VhostUserSession"/> set up
-/// (VIRTIO 1.2 §5.1). Queue 1 (transmit, guest to Emunet): on a kick the device takes available chains, skips the
-/// virtio_net_hdr and copies the frame into one scratch buffer (the guest may rewrite its buffers at any time), hands
-/// it to the stack and returns each chain to the used ring, at most <see cref="TransmitBudget"/> chains per kick.
+/// (VIRTIO 1.2 §5.1). Queue 1 (transmit, guest to Emunet): on a kick the device takes available chains, copies
+/// header and frame into one scratch buffer (the guest may rewrite its buffers at any time), finishes what the header
+/// left to it (NEEDS_CSUM, a TCPv4 GSO frame: <see cref="ApplyGuestOffloads"/>), hands the frame to the stack and
+/// returns each chain to the used ring, at most <see cref="TransmitBudget"/> chains per kick.
 /// Queue 0 (receive, Emunet to guest): the stack writes a frame into a pending buffer (<see cref="BeginTransmit"/>),
-/// <see cref="CommitTransmit"/> copies it into receive chains behind a virtio_net_hdr whose num_buffers says how many
-/// chains it spans (VIRTIO_NET_F_MRG_RXBUF). When the guest has no receive buffers, frames wait in that bounded buffer
-/// and <see cref="TransmitSpace"/> shrinks: the stack stops reading host sockets until a kick on queue 0 brings buffers
-/// and <see cref="IFrameHandler.OnTransmitReady"/>. A ring that used buffers gets one call at the end of the loop
-/// batch (<see cref="OnEndOfBatch"/>), unless the driver suppressed it (§2.7.7). A bad chain drops its frame; a bad ring
-/// stops that queue. No allocation per frame. Owner thread only.
+/// <see cref="CommitTransmit(int, int, in TransmitOffload)"/> puts its virtio_net_hdr in front (DATA_VALID, or
+/// NEEDS_CSUM and GSO as the stack asked, <see cref="Offloads"/>), and delivery copies both into receive chains with
+/// num_buffers saying how many chains the frame spans (VIRTIO_NET_F_MRG_RXBUF). When the guest has no receive buffers,
+/// frames wait in that bounded buffer and <see cref="TransmitSpace"/> shrinks: the stack stops reading host sockets
+/// until a kick on queue 0 brings buffers and <see cref="IFrameHandler.OnTransmitReady"/>. A ring that used buffers
+/// gets at most one call at the end of the loop batch (<see cref="OnEndOfBatch"/>), unless the driver suppressed it
+/// (§2.7.7) or, with EVENT_IDX, its used_event was not reached (§2.7.10); the device asks for kicks (avail_event) only
+/// when the transmit ring ran empty or a frame waits for receive buffers. A bad chain or offload header drops its
+/// frame; a bad ring stops that queue. No allocation per frame. Owner thread only.
 /// </summary>
 internal sealed class VirtioNetQueues : IEndOfBatch
 {
     /// <summary>VIRTIO 1.2 §5.1.6: struct virtio_net_hdr is 12 bytes with VERSION_1 or MRG_RXBUF, 10 otherwise.</summary>
     public const int NetHeaderLength = 12;
     private const int LegacyNetHeaderLength = 10;
+
+    // VIRTIO 1.2 §5.1.6: struct virtio_net_hdr { u8 flags; u8 gso_type; le16 hdr_len; le16 gso_size; le16 csum_start;
+    // le16 csum_offset; le16 num_buffers; }
+    private const int FlagsOffset = 0;
+    private const int GsoTypeOffset = 1;
+    private const int HdrLenOffset = 2;
+    private const int GsoSizeOffset = 4;
+    private const int CsumStartOffset = 6;
+    private const int CsumOffsetOffset = 8;
     private const int NumBuffersOffset = 10;
+    private const byte FlagNeedsCsum = 1;
+    private const byte FlagDataValid = 2;
+    private const byte GsoNone = 0;
+    private const byte GsoTcpV4 = 1;
+    private const byte GsoEcn = 0x80;
+    private const int EthernetHeaderLength = 14;
     private const int MaxFrameLength = LinkLimits.MaxFrameLength;
     private const int PendingBufferSize = 2 * 1024 * 1024;
     /// <summary>Transmit chains taken per kick before other work runs (the device re-kicks itself for the rest).</summary>
@@ -54,6 +74,22 @@ internal sealed class VirtioNetQueues : IEndOfBatch
 
     /// <summary>Bytes of frames that can still wait for receive buffers.</summary>
     public int TransmitSpace => _pending.Space;
+
+    /// <summary>
+    /// What the guest negotiated that the stack may leave to the device on frames toward it: partial TCP checksums
+    /// (GUEST_CSUM) and 64 KiB TCP frames (GUEST_TSO4, which §5.1.3.1 allows only with GUEST_CSUM).
+    /// </summary>
+    public LinkOffloads Offloads
+    {
+        get
+        {
+            if (!_session.Negotiated(VhostUserProtocol.VirtioNetFGuestCsum)) return LinkOffloads.None;
+            // A 64 KiB frame needs a 12-byte header with num_buffers to span small receive buffers (MRG_RXBUF).
+            return _session.Negotiated(VhostUserProtocol.VirtioNetFGuestTso4) && _session.Negotiated(VhostUserProtocol.VirtioNetFMrgRxbuf)
+                ? LinkOffloads.PartialChecksum | LinkOffloads.TcpSegmentation
+                : LinkOffloads.PartialChecksum;
+        }
+    }
 
     private int HeaderLength =>
         _session.Negotiated(VhostUserProtocol.VirtioFVersion1) || _session.Negotiated(VhostUserProtocol.VirtioNetFMrgRxbuf) ? NetHeaderLength : LegacyNetHeaderLength;
@@ -86,6 +122,8 @@ internal sealed class VirtioNetQueues : IEndOfBatch
             if (!q.TryPop(out var chain, out var ringError))
             {
                 if (ringError != VirtqError.None) v.Break(ringError, "the available ring is broken");
+                // §2.7.10: with EVENT_IDX, ask for a kick on the next frame; one added meanwhile is taken now.
+                else if (q.ArmAvailEvent()) continue;
                 break;
             }
             ReceiveChain(v, ref chain, header);
@@ -114,6 +152,7 @@ internal sealed class VirtioNetQueues : IEndOfBatch
         }
         if (!CheckTransmitLength((uint)length, header)) return;
         var frame = _gather.AsSpan(header, length - header);
+        if (!ApplyGuestOffloads(_gather.AsSpan(0, header), frame)) return;
         Tap?.Invoke(frame, false);
         Handler?.OnFrame(frame);
     }
@@ -137,6 +176,48 @@ internal sealed class VirtioNetQueues : IEndOfBatch
         return true;
     }
 
+    /// <summary>
+    /// Finishes what the guest left to the device on a frame it sent, on the engine's own copy (VIRTIO 1.2 §5.1.6.2):
+    /// NEEDS_CSUM (the L4 checksum field holds only the pseudo-header sum; the device sums from csum_start to the end
+    /// and stores the result at csum_start + csum_offset, RFC 1071), and a TCPv4 GSO frame (one TCP segment of up to
+    /// 64 KiB, which the stack takes as it is: it terminates TCP and never puts the frame on a wire, so there is nothing
+    /// to cut). The stack then checks every checksum as usual, so a guest that lies about the pseudo-header sum is
+    /// caught there. A header that does not fit the frame, or asks for what was not negotiated, drops the frame
+    /// (<see cref="DropReason.VirtioBadOffload"/>).
+    /// </summary>
+    private bool ApplyGuestOffloads(ReadOnlySpan<byte> hdr, Span<byte> frame)
+    {
+        byte flags = hdr[FlagsOffset];
+        byte gsoType = hdr[GsoTypeOffset];
+        if ((flags & FlagNeedsCsum) != 0)
+        {
+            // §5.1.6.2.1: the driver sets NEEDS_CSUM only with VIRTIO_NET_F_CSUM.
+            if (!_session.Negotiated(VhostUserProtocol.VirtioNetFCsum)) return BadOffload();
+            int start = BinaryPrimitives.ReadUInt16LittleEndian(hdr[CsumStartOffset..]);
+            int offset = BinaryPrimitives.ReadUInt16LittleEndian(hdr[CsumOffsetOffset..]);
+            // Both are 16-bit: the sum cannot overflow. The field lies after the Ethernet header and inside the frame.
+            int at = start + offset;
+            if (start < EthernetHeaderLength || at + 2 > frame.Length) return BadOffload();
+            ushort sum = Checksum.Finish(Checksum.Accumulate(0, frame[start..]));
+            // RFC 768: a computed UDP checksum of zero is sent as all ones (the same one's complement value for TCP).
+            BinaryPrimitives.WriteUInt16BigEndian(frame[at..], sum == 0 ? (ushort)0xffff : sum);
+        }
+        if (gsoType == GsoNone) return true;
+        // §5.1.6.2.1: GSO only as negotiated (HOST_TSO4 here; no ECN, UDP or IPv6 GSO is offered), always with
+        // NEEDS_CSUM, and with a segment size; the stack checks the IPv4 and TCP headers of the frame like any other.
+        if ((gsoType & GsoEcn) != 0 || gsoType != GsoTcpV4 || !_session.Negotiated(VhostUserProtocol.VirtioNetFHostTso4)) return BadOffload();
+        if ((flags & FlagNeedsCsum) == 0) return BadOffload();
+        int gsoSize = BinaryPrimitives.ReadUInt16LittleEndian(hdr[GsoSizeOffset..]);
+        if (gsoSize == 0 || frame.Length < EthernetHeaderLength + 2 || BinaryPrimitives.ReadUInt16BigEndian(frame[12..]) != 0x0800) return BadOffload();
+        return true;
+    }
+
+    private bool BadOffload()
+    {
+        _counters.Drop(DropReason.VirtioBadOffload);
+        return false;
+    }
+
     private bool CheckTransmitLength(uint total, int header)
     {
         if (total < (uint)header + 14)
@@ -154,21 +235,62 @@ internal sealed class VirtioNetQueues : IEndOfBatch
 
     // ---- Receive queue: frames to the guest ---------------------------------------------------------------------
 
+    /// <summary>Lends room for a frame in the pending buffer, behind room for its virtio_net_hdr (written at commit).</summary>
     public TransmitLease BeginTransmit(int maxLength)
     {
         if (maxLength > MaxFrameLength || maxLength < 0) return default;
-        var room = _pending.Reserve(maxLength, out int token);
+        var room = _pending.Reserve(NetHeaderLength + maxLength, out int token);
         if (room.IsEmpty)
         {
             _pushedBack = true;
             return default;
         }
-        return new TransmitLease(_device, room, token);
+        return new TransmitLease(_device, room[NetHeaderLength..], token);
     }
 
-    public void CommitTransmit(int token, int length)
+    public void CommitTransmit(int token, int length) => CommitTransmit(token, length, default);
+
+    /// <summary>
+    /// Queues the frame with the virtio_net_hdr that says what is left to the guest's driver (§5.1.6.4): nothing
+    /// (DATA_VALID once GUEST_CSUM is negotiated: the stack's checksums are sound, the guest need not verify them), a
+    /// partial TCP checksum (NEEDS_CSUM with csum_start/csum_offset), and for a frame larger than one segment gso_type
+    /// TCPV4 with gso_size = the guest's MSS. An offload the guest did not negotiate is finished here instead.
+    /// </summary>
+    public void CommitTransmit(int token, int length, in TransmitOffload offload)
     {
-        if (!_pending.TryCommit(token, length, out var frame)) return;
+        int start = offload.ChecksumStart, at = offload.ChecksumStart + offload.ChecksumOffset;
+        // The stack's own contract, checked before anything is queued (both are ours, not the guest's).
+        if (offload.PartialChecksum && (start < EthernetHeaderLength || start > ushort.MaxValue || (uint)offload.ChecksumOffset > ushort.MaxValue || at + 2 > length))
+            throw new ArgumentException("The checksum to finish lies outside the frame.", nameof(offload));
+        if ((uint)length > MaxFrameLength || !_pending.TryCommit(token, NetHeaderLength + length, out var item)) return;
+        var frame = item[NetHeaderLength..];
+        var hdr = item[..NetHeaderLength];
+        hdr.Clear(); // num_buffers is written at delivery
+        bool guestCsum = _session.Negotiated(VhostUserProtocol.VirtioNetFGuestCsum);
+        if (offload.PartialChecksum)
+        {
+            if (guestCsum)
+            {
+                hdr[FlagsOffset] = FlagNeedsCsum;
+                BinaryPrimitives.WriteUInt16LittleEndian(hdr[CsumStartOffset..], (ushort)start);
+                BinaryPrimitives.WriteUInt16LittleEndian(hdr[CsumOffsetOffset..], (ushort)offload.ChecksumOffset);
+                if (offload.SegmentSize > 0 && (Offloads & LinkOffloads.TcpSegmentation) != 0)
+                {
+                    hdr[GsoTypeOffset] = GsoTcpV4;
+                    BinaryPrimitives.WriteUInt16LittleEndian(hdr[HdrLenOffset..], (ushort)Math.Clamp(offload.HeaderLength, 0, ushort.MaxValue));
+                    BinaryPrimitives.WriteUInt16LittleEndian(hdr[GsoSizeOffset..], (ushort)Math.Clamp(offload.SegmentSize, 1, ushort.MaxValue));
+                }
+            }
+            else
+            {
+                // The guest cannot finish it: do it here (the field holds the pseudo-header sum, RFC 1071).
+                BinaryPrimitives.WriteUInt16BigEndian(frame[at..], Checksum.Finish(Checksum.Accumulate(0, frame[start..])));
+            }
+        }
+        else if (guestCsum)
+        {
+            hdr[FlagsOffset] = FlagDataValid;
+        }
         Tap?.Invoke(frame, true);
         FlushReceive();
     }
@@ -183,7 +305,13 @@ internal sealed class VirtioNetQueues : IEndOfBatch
         while (v.Running && _pending.TryPeek(out var frame))
         {
             var outcome = DeliverFrame(v, q, frame);
-            if (outcome == Delivery.NoBuffers) break;
+            if (outcome == Delivery.NoBuffers)
+            {
+                // §2.7.10: out of buffers, ask for a kick when the driver adds more (with EVENT_IDX the driver kicks
+                // only when asked); if it added some meanwhile, try again at once.
+                if (q.ArmAvailEvent()) continue;
+                break;
+            }
             used |= outcome == Delivery.Delivered || outcome == Delivery.Dropped;
             _pending.Pop();
         }
@@ -193,18 +321,19 @@ internal sealed class VirtioNetQueues : IEndOfBatch
     private enum Delivery { Delivered, NoBuffers, Dropped, Discarded }
 
     /// <summary>
-    /// Writes the header and <paramref name="frame"/> into as many receive chains as it needs (one without MRG_RXBUF).
-    /// Nothing is used when the chains run out mid-frame: the available index is rolled back and the frame waits.
+    /// Writes a queued <paramref name="item"/> (its virtio_net_hdr, then the frame) into as many receive chains as it
+    /// needs (one without MRG_RXBUF), with num_buffers set. Nothing is used when the chains run out mid-frame: the
+    /// available index is rolled back and the frame waits.
     /// </summary>
-    private Delivery DeliverFrame(Vring v, SplitQueue q, ReadOnlySpan<byte> frame)
+    private Delivery DeliverFrame(Vring v, SplitQueue q, ReadOnlySpan<byte> item)
     {
         var memory = _session.Memory!; // a running queue was built over it
         int header = HeaderLength;
         bool mergeable = _session.Negotiated(VhostUserProtocol.VirtioNetFMrgRxbuf);
+        var hdr = item[..header]; // the legacy 10-byte header is the first 10 bytes of the 12
+        var frame = item[NetHeaderLength..];
         int total = header + frame.Length; // <= 12 + MaxFrameLength
         ushort savedAvail = q.NextAvail;
-        Span<byte> hdr = stackalloc byte[NetHeaderLength];
-        hdr.Clear(); // flags 0, gso_type VIRTIO_NET_HDR_GSO_NONE (§5.1.6.4: no checksum or GSO offload offered)
         GuestAddress numBuffersLow = default, numBuffersHigh = default;
         int chains = 0;
         int written = 0;

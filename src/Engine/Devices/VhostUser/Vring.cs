@@ -145,7 +145,8 @@ internal sealed class Vring : IPollable
             _broken = true;
             return;
         }
-        Queue = SplitQueue.Create(memory, _size, desc, avail, used, _base, _session.Negotiated(VhostUserProtocol.VirtioRingFIndirectDesc), out var error);
+        Queue = SplitQueue.Create(memory, _size, desc, avail, used, _base, _session.Negotiated(VhostUserProtocol.VirtioRingFIndirectDesc), out var error,
+            _session.Negotiated(VhostUserProtocol.VirtioRingFEventIdx));
         if (Queue is null)
         {
             _session.QueueError(Index, error, "its layout was refused");

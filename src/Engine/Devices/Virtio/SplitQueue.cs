@@ -150,9 +150,13 @@ internal sealed class SplitQueue
     private readonly GuestAddress _used;
     private readonly bool _indirectAllowed;
     private ushort _usedShadow;
+    private ushort _signalledUsed;
+    private bool _signalledValid;
 
-    private SplitQueue(GuestMemory memory, ushort size, GuestAddress descriptors, GuestAddress avail, GuestAddress used, ushort nextAvail, ushort nextUsed, bool indirectAllowed)
+    private SplitQueue(GuestMemory memory, ushort size, GuestAddress descriptors, GuestAddress avail, GuestAddress used, ushort nextAvail, ushort nextUsed,
+        bool indirectAllowed, bool eventIdx)
     {
+        EventIdx = eventIdx;
         _memory = memory;
         Size = size;
         _descriptors = descriptors;
@@ -165,10 +169,11 @@ internal sealed class SplitQueue
 
     /// <summary>
     /// Checks the layout against guest memory and makes the queue. <paramref name="nextAvail"/> is the ring base the
-    /// front-end set; the used index continues from what the ring holds.
+    /// front-end set; the used index continues from what the ring holds. With <paramref name="eventIdx"/>
+    /// (VIRTIO_F_EVENT_IDX) notifications go by used_event / avail_event (§2.7.10) instead of the flags.
     /// </summary>
     public static SplitQueue? Create(GuestMemory memory, uint size, GuestAddress descriptors, GuestAddress avail, GuestAddress used,
-        ushort nextAvail, bool indirectAllowed, out VirtqError error)
+        ushort nextAvail, bool indirectAllowed, out VirtqError error, bool eventIdx = false)
     {
         error = VirtqError.RingOutOfRange;
         if (size == 0 || size > MaxSize || (size & (size - 1)) != 0) { error = VirtqError.IndexOutOfRange; return null; } // §2.7
@@ -178,7 +183,7 @@ internal sealed class SplitQueue
         if (!memory.IsValid(descriptors, 16ul * size) || !memory.IsValid(avail, 6ul + 2ul * size) || !memory.IsValid(used, 6ul + 8ul * size)) return null;
         if (!memory.TryReadUInt16(new GuestAddress(used.Value + 2), out ushort usedIdx)) return null;
         error = VirtqError.None;
-        return new SplitQueue(memory, (ushort)size, descriptors, avail, used, nextAvail, usedIdx, indirectAllowed);
+        return new SplitQueue(memory, (ushort)size, descriptors, avail, used, nextAvail, usedIdx, indirectAllowed, eventIdx);
     }
 
     /// <summary>The queue size (a power of 2).</summary>
@@ -232,10 +237,44 @@ internal sealed class SplitQueue
     /// <summary>Makes the added used elements visible: used->idx is written after them with release semantics (§2.7.8.2).</summary>
     public void PublishUsed() => _memory.TryWriteUInt16(new GuestAddress(_used.Value + 2), _usedShadow);
 
-    /// <summary>True unless the driver asked not to be interrupted (§2.7.7 VIRTQ_AVAIL_F_NO_INTERRUPT; EVENT_IDX is not offered).</summary>
+    /// <summary>VIRTIO_F_EVENT_IDX was negotiated for this queue.</summary>
+    public bool EventIdx { get; }
+
+    /// <summary>
+    /// Whether the driver wants a call for what was published since the last call that went out. Without EVENT_IDX:
+    /// unless it set VIRTQ_AVAIL_F_NO_INTERRUPT (§2.7.7). With EVENT_IDX (§2.7.7.2, §2.7.10): only when the used index
+    /// moved past the used_event the driver wrote (at the end of the available ring), and never when nothing moved.
+    /// </summary>
     public bool NeedsInterrupt()
     {
-        Interlocked.MemoryBarrier(); // used->idx store before the flags load (§2.7.7.2)
-        return !_memory.TryReadUInt16(_avail, out ushort flags) || (flags & AvailFlagNoInterrupt) == 0;
+        Interlocked.MemoryBarrier(); // used->idx store before the flags / used_event load (§2.7.7.2)
+        if (!EventIdx) return !_memory.TryReadUInt16(_avail, out ushort flags) || (flags & AvailFlagNoInterrupt) == 0;
+        ushort old = _signalledUsed;
+        ushort now = _usedShadow;
+        bool valid = _signalledValid;
+        _signalledUsed = now;
+        _signalledValid = true;
+        if (!valid) return true; // the first call after the queue started: the driver's used_event may predate it
+        if (!_memory.TryReadUInt16(new GuestAddress(_avail.Value + 4 + 2ul * Size), out ushort usedEvent)) return true;
+        return NeedEvent(usedEvent, now, old);
+    }
+
+    /// <summary>
+    /// §2.7.10 (the vring_need_event rule): a notification is due when <paramref name="eventIndex"/> lies in
+    /// [<paramref name="old"/>, <paramref name="now"/>), modulo 2^16.
+    /// </summary>
+    public static bool NeedEvent(ushort eventIndex, ushort now, ushort old) => (ushort)(now - eventIndex - 1) < (ushort)(now - old);
+
+    /// <summary>
+    /// EVENT_IDX (§2.7.10): asks the driver to kick when it makes a buffer available past what the device has seen
+    /// (avail_event, at the end of the used ring, is set to the current available index), then looks again, since the
+    /// driver may have added buffers before it saw the request. True when it did: the caller goes on without a kick.
+    /// </summary>
+    public bool ArmAvailEvent()
+    {
+        if (!EventIdx || !_memory.TryReadUInt16(new GuestAddress(_avail.Value + 2), out ushort seen)) return false;
+        _memory.TryWriteUInt16(new GuestAddress(_used.Value + 4 + 8ul * Size), seen); // inside the used ring checked at Create
+        Interlocked.MemoryBarrier(); // avail_event store before the avail->idx load
+        return _memory.TryReadUInt16(new GuestAddress(_avail.Value + 2), out ushort now) && now != seen;
     }
 }

@@ -284,7 +284,9 @@ internal sealed partial class TcpStack
             }
         }
         else if (c.Cwnd < c.Ssthresh) c.Cwnd = Math.Min(c.Cwnd + Math.Min(acked, c.Mss), MaxCwnd(c));
-        else c.Cwnd = Math.Min(c.Cwnd + Math.Max(1, (int)((long)c.Mss * c.Mss / c.Cwnd)), MaxCwnd(c));
+        // Congestion avoidance counts bytes acknowledged (RFC 3465 §2.1), not ACKs: the same as SMSS*SMSS/cwnd per ACK of
+        // one segment, and not slower when one ACK covers a 64 KiB segment the device cut for the guest.
+        else c.Cwnd = Math.Min(c.Cwnd + Math.Max(1, (int)((long)c.Mss * Math.Max(acked, 0) / c.Cwnd)), MaxCwnd(c));
 
         // RFC 6298 (5.2)/(5.3).
         c.Retries = 0;

@@ -1,3 +1,4 @@
+using Emunet.Engine.Link;
 using Emunet.Engine.Wire;
 
 namespace Emunet.Engine.Stack.Tcp;
@@ -30,7 +31,7 @@ internal sealed partial class TcpStack
                 int inFlight = Seq.Diff(c.SndNxt, c.SndUna);
                 int usable = Math.Min(c.SndWnd, c.Cwnd) - inFlight;
                 if (usable <= 0) break;
-                int len = Math.Min(Math.Min(c.Mss, unsent), usable);
+                int len = Math.Min(Math.Min(MaxSegmentPayload(c), unsent), usable);
                 // RFC 9293 §3.8.6.2.1 sender SWS avoidance: no small segment while data is in flight, unless it is the
                 // last of the data or at least half the largest window the guest offered.
                 if (len < c.Mss && len < unsent && inFlight > 0 && len < c.MaxSndWnd / 2) break;
@@ -190,7 +191,8 @@ internal sealed partial class TcpStack
             return false;
         }
         if (len > 0) c.SendRing.CopyTo(Seq.Diff(seq, c.RingSeq), span.Slice(headerLength, len));
-        packet.Commit(f.Emit(span, c.PeerAddress, c.GuestAddress, len));
+        var offload = OffloadFor(c, headerLength, len);
+        packet.Commit(f.Emit(span, c.PeerAddress, c.GuestAddress, len, offload.PartialChecksum), in offload);
         if ((flags & TcpFlags.Ack) != 0)
         {
             c.RcvAdvEdge = Seq.Add(c.RcvNxt, synOptions ? f.Window : f.Window << c.RcvScale);
@@ -217,6 +219,37 @@ internal sealed partial class TcpStack
         if (!c.RcvAdvSet) return free;
         int promised = PromisedWindow(c);
         return free - promised >= Math.Min(c.ReceiveRing.Capacity / 2, c.RcvMss) ? free : promised;
+    }
+
+    // ---- What the device finishes (Link offloads): the one place the TCP sender asks ------------------------------
+
+    /// <summary>The largest TCP payload one frame toward the guest may carry: 64 KiB less the IPv4 and largest TCP header.</summary>
+    private const int MaxSuperSegmentPayload = ushort.MaxValue - IPv4Packet.MinHeaderLength - TcpSegment.MaxHeaderLength;
+
+    /// <summary>
+    /// The payload one segment toward the guest may carry: the guest's MSS, or when the device segments for the guest
+    /// (<see cref="LinkOffloads.TcpSegmentation"/>) the most whole MSS-sized segments that fit one 64 KiB frame. The
+    /// guest's stack sees segments of its MSS either way (RFC 9293 §3.7.1 holds on the wire it sees).
+    /// </summary>
+    private int MaxSegmentPayload(TcpConnection c)
+    {
+        if ((_sender.Offloads & LinkOffloads.TcpSegmentation) == 0 || c.Mss <= 0 || c.Mss >= MaxSuperSegmentPayload) return c.Mss;
+        return MaxSuperSegmentPayload / c.Mss * c.Mss;
+    }
+
+    /// <summary>What this segment leaves to the device: the checksum when it can finish it, the cutting when it carries more than the MSS.</summary>
+    private TransmitOffload OffloadFor(TcpConnection c, int headerLength, int len)
+    {
+        var offloads = _sender.Offloads;
+        if ((offloads & LinkOffloads.PartialChecksum) == 0) return default;
+        bool segmented = len > c.Mss && (offloads & LinkOffloads.TcpSegmentation) != 0;
+        return new TransmitOffload
+        {
+            PartialChecksum = true,
+            ChecksumOffset = TcpSegment.Offsets.Checksum,
+            SegmentSize = segmented ? c.Mss : 0,
+            HeaderLength = segmented ? headerLength : 0,
+        };
     }
 
     private void QueueTransmit(TcpConnection c)

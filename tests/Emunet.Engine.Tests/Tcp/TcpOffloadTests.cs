@@ -1,0 +1,78 @@
+using Emunet.Engine.Link;
+using Emunet.Engine.Wire;
+
+namespace Emunet.Engine.Tests.Tcp;
+
+/// <summary>
+/// The TCP sender's one question to the device (Link offloads): how large a segment toward the guest may be and
+/// whether its checksum is left partial. The harness's sender plays the device: it checks the pseudo-header sum and
+/// finishes the checksum, so every segment is also checked as the guest would see it.
+/// </summary>
+public class TcpOffloadTests
+{
+    [Fact]
+    public void With_device_segmentation_data_goes_to_the_guest_in_frames_of_whole_MSS_multiples_with_partial_checksums()
+    {
+        using var h = new TcpHarness();
+        h.Sender.Offloads = LinkOffloads.PartialChecksum | LinkOffloads.TcpSegmentation;
+        using var server = HostSide.Listen();
+        var flow = h.Connect(HostSide.Port(server), mss: 1460);
+        using var host = HostSide.Accept(server);
+        h.Sender.PacketOffloads.Clear(); // the SYN-ACK's
+
+        var data = HostSide.Pattern(200_000, 4);
+        var writer = new Thread(() => host.Send(data)) { IsBackground = true };
+        writer.Start();
+        var got = new MemoryStream();
+        int larger = 0;
+        while (got.Length < data.Length)
+        {
+            var s = h.Next();
+            Assert.True(h.Sender.PacketOffloads.TryDequeue(out var offload));
+            Assert.True(offload.PartialChecksum, $"full checksum computed: {s}");
+            Assert.Equal(0, offload.ChecksumStart); // counted from the TCP header
+            Assert.Equal(TcpSegment.Offsets.Checksum, offload.ChecksumOffset);
+            Assert.Equal(flow.Rcv, s.SeqNum);
+            if (s.Payload.Length > 1460)
+            {
+                larger++;
+                Assert.Equal(1460, offload.SegmentSize); // the guest cuts it at its own MSS
+                Assert.Equal(20, offload.HeaderLength);
+                Assert.True(s.Payload.Length <= ushort.MaxValue - 20 - 60, $"beyond one IPv4 packet: {s}");
+            }
+            else Assert.Equal(0, offload.SegmentSize);
+            got.Write(s.Payload);
+            flow.Rcv += (uint)s.Payload.Length;
+            h.Ack(flow);
+        }
+        Assert.Equal(data, got.ToArray());
+        Assert.True(larger > 0, "no segment larger than the MSS went out");
+        Assert.True(writer.Join(TcpHarness.Timeout));
+    }
+
+    [Fact]
+    public void Checksum_offload_alone_keeps_segments_at_the_MSS()
+    {
+        using var h = new TcpHarness();
+        h.Sender.Offloads = LinkOffloads.PartialChecksum;
+        using var server = HostSide.Listen();
+        var flow = h.Connect(HostSide.Port(server), mss: 1000);
+        using var host = HostSide.Accept(server);
+        h.Sender.PacketOffloads.Clear();
+        var data = HostSide.Pattern(30_000, 5);
+        host.Send(data);
+        var got = new MemoryStream();
+        while (got.Length < data.Length)
+        {
+            var s = h.Next();
+            Assert.True(h.Sender.PacketOffloads.TryDequeue(out var offload));
+            Assert.True(offload.PartialChecksum);
+            Assert.Equal(0, offload.SegmentSize);
+            Assert.InRange(s.Payload.Length, 1, 1000);
+            got.Write(s.Payload);
+            flow.Rcv += (uint)s.Payload.Length;
+            h.Ack(flow);
+        }
+        Assert.Equal(data, got.ToArray());
+    }
+}
