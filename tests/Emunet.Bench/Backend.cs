@@ -138,11 +138,19 @@ internal sealed class Backend : IDisposable
         }
     }
 
+    /// <summary>
+    /// The process that does the backend's work: the one started, or for passt the child it forks into its own PID
+    /// namespace (its isolation) while the parent only waits.
+    /// </summary>
+    private int? _worker;
+
+    private int? Worker => _process is null ? null : _worker ??= ProcStats.Leaf(_process.Id);
+
     /// <summary>The backend process's CPU seconds so far (user + system), or null without a process of its own.</summary>
-    public double? CpuSeconds() => _process is null ? null : ProcStats.CpuSeconds(_process.Id);
+    public double? CpuSeconds() => Worker is { } pid ? ProcStats.CpuSeconds(pid) : null;
 
     /// <summary>The backend process's peak resident set (VmHWM) in bytes, or null.</summary>
-    public long? PeakRss() => _process is null ? null : ProcStats.PeakRss(_process.Id);
+    public long? PeakRss() => Worker is { } pid ? ProcStats.PeakRss(pid) : null;
 
     public void Dispose()
     {
@@ -171,6 +179,20 @@ internal static class ProcStats
         p.WaitForExit();
         return double.TryParse(s, System.Globalization.CultureInfo.InvariantCulture, out double v) && v > 0 ? v : 100;
     });
+
+    /// <summary>Follows single children down from <paramref name="pid"/> (/proc/PID/task/PID/children) to the last one.</summary>
+    public static int Leaf(int pid)
+    {
+        for (int depth = 0; depth < 4; depth++)
+        {
+            string[] children;
+            try { children = File.ReadAllText($"/proc/{pid}/task/{pid}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries); }
+            catch (IOException) { return pid; }
+            if (children.Length != 1) return pid;
+            pid = int.Parse(children[0], System.Globalization.CultureInfo.InvariantCulture);
+        }
+        return pid;
+    }
 
     /// <summary>utime + stime (fields 14 and 15 of /proc/PID/stat, after the parenthesised command name).</summary>
     public static double? CpuSeconds(int pid)

@@ -6,7 +6,7 @@ namespace Emunet.Bench;
 
 /// <summary>
 /// One guest booted on one backend: the guest starts its servers (iperf3, connserver in its three modes) and then runs
-/// whatever the bench sends over a <see cref="GuestControl"/> channel, so the bench decides the order of the figures and
+/// whatever the bench sends over a <see cref="CommandChannel"/>, so the bench decides the order of the figures and
 /// reads the backend's CPU time around each. Figures land in a <see cref="ResultSet"/> under (backend, MTU mode).
 /// </summary>
 internal sealed partial class GuestSession : IDisposable
@@ -16,12 +16,12 @@ internal sealed partial class GuestSession : IDisposable
     private readonly BenchOptions _o;
     private readonly Backend _backend;
     private readonly QemuGuest _guest;
-    private readonly GuestControl _control;
+    private readonly CommandChannel _control;
     private readonly LoopbackIperf3Server _hostIperf;
     private readonly HostForwards _fwd;
     private int _commands;
 
-    private GuestSession(BenchOptions o, Backend backend, QemuGuest guest, GuestControl control, LoopbackIperf3Server hostIperf, HostForwards fwd)
+    private GuestSession(BenchOptions o, Backend backend, QemuGuest guest, CommandChannel control, LoopbackIperf3Server hostIperf, HostForwards fwd)
     {
         _o = o;
         _backend = backend;
@@ -38,7 +38,7 @@ internal sealed partial class GuestSession : IDisposable
     public static async Task<GuestSession> StartAsync(BenchOptions o, string backendName)
     {
         var fwd = HostForwards.Free();
-        var control = new GuestControl();
+        var control = new CommandChannel();
         var hostIperf = new LoopbackIperf3Server(LoopbackPorts.Free());
         Backend? backend = null;
         QemuGuest? guest = null;
@@ -61,11 +61,7 @@ internal sealed partial class GuestSession : IDisposable
                     while ! netstat -ltn | grep -q ':{p.Iperf} '; do usleep 50000; done
                     mtu0=$(cat /sys/class/net/eth0/mtu)
                     echo "@@ready"
-                    while :; do
-                      {control.WaitLine}
-                      if [ -z "$cmd" ]; then usleep 100000; continue; fi
-                      eval "$cmd"
-                    done
+                    {control.GuestLoop}
                     """,
             });
             await guest.WaitForLineAsync(l => l == "@@ready", TimeSpan.FromMinutes(5));

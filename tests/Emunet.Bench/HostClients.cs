@@ -11,6 +11,7 @@ namespace Emunet.Bench;
 internal static class HostClients
 {
     private static readonly TimeSpan OneOperation = TimeSpan.FromSeconds(15);
+    private static readonly TimeSpan GreetingWait = TimeSpan.FromSeconds(3);
 
     public sealed record ConnectionFigures(double PerSecond, double P50Ms, double P99Ms, int Count);
 
@@ -85,7 +86,7 @@ internal static class HostClients
     }
 
     /// <summary>
-    /// The time from the byte that makes connserver (die mode) SIGKILL itself to the host client seeing the connection
+    /// After a hello answered by the live server, the time from the byte that makes connserver (die mode) SIGKILL itself to the host client seeing the connection
     /// end (EOF or reset): the guest kernel closes the dead process's socket, the backend must pass that on at once.
     /// The median of <paramref name="samples"/>; the guest's shell restarts the server between samples.
     /// </summary>
@@ -93,21 +94,28 @@ internal static class HostClients
     {
         var times = new List<double>();
         var buf = new byte[16];
+        int unanswered = 0;
         var until = DateTime.UtcNow.AddSeconds(30 + 10 * samples);
         while (times.Count < samples)
         {
-            if (DateTime.UtcNow > until) throw new TimeoutException($"connserver die: {times.Count} of {samples} samples in time");
+            if (DateTime.UtcNow > until)
+                throw new TimeoutException($"connserver die: {times.Count} of {samples} samples in time ({unanswered} forwarded connections left unanswered)");
             using var cts = new CancellationTokenSource(OneOperation);
             using var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
             bool greeted = false;
             try
             {
-                await s.ConnectAsync(IPAddress.Loopback, port, cts.Token);
-                // Its greeting says a live server holds this connection (between a death and the shell's restart,
-                // the backend answers the forward's connection with a close).
-                if (await s.ReceiveAsync(buf, cts.Token) == 1 && buf[0] == (byte)'r') greeted = true;
+                // The answer to 'h' says a live server holds this connection. Between a death and the shell's restart
+                // the backend closes the forward's connection or holds it open unanswered: give up on such a
+                // connection after GreetingWait and dial again.
+                using var greeting = CancellationTokenSource.CreateLinkedTokenSource(cts.Token);
+                greeting.CancelAfter(GreetingWait);
+                await s.ConnectAsync(IPAddress.Loopback, port, greeting.Token);
+                await s.SendAsync("h"u8.ToArray(), greeting.Token);
+                if (await s.ReceiveAsync(buf, greeting.Token) == 1 && buf[0] == (byte)'r') greeted = true;
             }
             catch (SocketException) { }
+            catch (OperationCanceledException) { unanswered++; }
             if (!greeted)
             {
                 await Task.Delay(20); // the shell's restart is milliseconds away; try again

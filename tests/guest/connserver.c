@@ -5,9 +5,11 @@
  *
  *   connserver close PORT   each connection: read a request (up to 64 bytes), answer one byte 'k', close.
  *   connserver echo PORT    each connection: echo every byte back until the peer closes (request/response timing).
- *   connserver die PORT     the first connection gets 'r'; on its first byte the process SIGKILLs itself, and the
- *                           guest kernel resets or closes the connection: the time until the host client sees that
- *                           is the backend's "app died" latency. The bench restarts it in a shell loop.
+ *   connserver die PORT     a connection's 'h' is answered 'r' (the client knows a live server holds it); any other
+ *                           byte makes the process SIGKILL itself, and the guest kernel closes or resets the
+ *                           connection: the time until the host client sees that is the backend's "app died"
+ *                           latency. The bench restarts it in a shell loop. (The client speaks first: Debian's passt
+ *                           does not pass on data the guest sends on a forwarded connection before the host has.)
  *
  * Built statically by tests/guest/build-guest.sh with the host's gcc (Debian gcc, libc6-dev).
  * Limits: MAX_EVENTS per epoll_wait; connections are bounded by the process's file descriptors (accept failures
@@ -114,10 +116,6 @@ int main(int argc, char **argv)
 						break;
 					}
 					setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-					if (mode == MODE_DIE && write(c, "r", 1) != 1) {
-						close(c);
-						continue;
-					}
 					ev.events = EPOLLIN | EPOLLRDHUP;
 					ev.data.fd = c;
 					if (epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev) < 0)
@@ -145,6 +143,11 @@ int main(int argc, char **argv)
 					close(fd);
 				break;
 			case MODE_DIE:
+				if (got == 1 && buf[0] == 'h') {
+					if (write(fd, "r", 1) != 1)
+						close(fd);
+					break;
+				}
 				kill(getpid(), SIGKILL);
 				break;
 			}
