@@ -1,153 +1,74 @@
-using System.Diagnostics;
-using System.Globalization;
-using System.Net;
-using System.Net.Sockets;
-using System.Text;
-using System.Text.RegularExpressions;
-using Emunet.Engine;
-using Emunet.Engine.Forwarding;
+using Emunet.Bench;
 using Emunet.GuestRig;
-using Microsoft.Extensions.Logging.Abstractions;
 
-// Emunet's benchmark: the same guest, in the same run, on each backend. Measures, per backend:
-//   outbound throughput (iperf3 in the guest to a server on host loopback via 10.0.2.2), both directions;
-//   forwarded throughput (iperf3 on the host into the guest through the backend's port forward: the adb-forward path);
-//   forwarded request rate (connect, 1-byte echo, close, sequentially, into a forking socat in the guest).
-// Usage: dotnet run --project tests/Emunet.Bench -c Release [-- --seconds N] [--backends emunet,vhost,slirp,passt] (vhost: Emunet on vhost-user)
-int seconds = ArgInt("--seconds", 5);
-var backends = (Arg("--backends") ?? "emunet,slirp,passt").Split(',');
-var rows = new List<string[]>();
-foreach (var backend in backends)
+// Emunet's benchmark: the same guest, in one run, on Emunet's stream and vhost-user links, libslirp and Debian's passt,
+// and on its own loopback (the limit). For each repetition the backend order rotates; each backend boots a guest and
+// is measured at the MTU it offers and with the guest held at 1500 (the order of the two alternates per repetition):
+// iperf3 1 and 4 streams both ways to a host server and both ways through a port forward, short connections and
+// 1-byte request/response through a forward into the guest's connserver, the time until a host client sees a killed
+// guest app, backend CPU per GiB, idle CPU and peak RSS. Writes results.md, results.json and chart.png to build/bench.
+// Full run: dotnet run --project tests/Emunet.Bench -c Release    (--help for options; --smoke for CI)
+BenchOptions o;
+try
 {
-    Console.Error.WriteLine($"bench: {backend}...");
-    try { rows.Add(await RunBackend(backend.Trim(), seconds)); }
-    catch (Exception e)
-    {
-        Console.Error.WriteLine($"bench: {backend} failed: {e.Message}");
-        rows.Add([backend, "error: " + e.Message.Split('\n')[0], "", "", ""]);
-    }
+    o = BenchOptions.Parse(args, RepoPaths.Build);
 }
-var table = new StringBuilder();
-table.AppendLine($"| backend | guest→host Mbit/s | host→guest Mbit/s | forward host→guest Mbit/s | forward requests/s |");
-table.AppendLine("|---|---|---|---|---|");
-foreach (var r in rows) table.AppendLine("| " + string.Join(" | ", r) + " |");
-Console.WriteLine(table);
-Directory.CreateDirectory(Path.Combine(RepoPaths.Build, "bench"));
-File.WriteAllText(Path.Combine(RepoPaths.Build, "bench", "results.md"), $"{DateTime.UtcNow:u}, {seconds} s per iperf3 run, TCG guest\n\n{table}");
-return 0;
-
-async Task<string[]> RunBackend(string backend, int secs)
+catch (ArgumentException e)
 {
-    const int guestIperf = 5201, guestEcho = 7007;
-    int hostIperfPort = LoopbackPorts.Free();
-    int fwdIperf = LoopbackPorts.Free(), fwdEcho = LoopbackPorts.Free();
-    using var iperf = new LoopbackIperf3Server(hostIperfPort);
-    var dir = Directory.CreateTempSubdirectory("emunet-bench-").FullName;
-    var sock = Path.Combine(dir, "net.sock");
-    EmunetEngine? engine = null;
-    Process? passt = null;
-    string[] netArgs;
-    switch (backend)
+    Console.Error.WriteLine(e.Message);
+    return 2;
+}
+
+var machine = Machine.Describe(DateTime.UtcNow);
+var results = new ResultSet();
+var lineup = new List<string>(o.Backends);
+if (o.Limit) lineup.Add(Backend.LimitName);
+Console.Error.WriteLine($"bench: {machine.Describe()}");
+for (int rep = 0; rep < o.Repetitions; rep++)
+{
+    // Interleaved: each repetition starts one backend later, so no backend always runs first or last.
+    var order = lineup.Skip(rep % lineup.Count).Concat(lineup.Take(rep % lineup.Count)).ToArray();
+    var modes = rep % 2 == 0 ? o.Modes : o.Modes.Reverse().ToArray();
+    foreach (var backend in order)
     {
-        case "emunet":
-        case "vhost":
-            engine = new EmunetEngine(new EngineOptions
-            {
-                Name = "bench", CapturePath = Arg("--capture"),
-                StreamSocket = backend == "emunet" ? sock : null, VhostUserSocket = backend == "vhost" ? sock : null,
-                Forwards = [ForwardSpec.Create(ForwardProtocol.Tcp, fwdIperf, guestIperf), ForwardSpec.Create(ForwardProtocol.Tcp, fwdEcho, guestEcho)],
-            }, NullLoggerFactory.Instance);
-            engine.Start();
-            netArgs = backend == "emunet" ? GuestNetwork.StreamUnix(sock) : GuestNetwork.VhostUser(sock);
-            break;
-        case "slirp":
-            netArgs = GuestNetwork.User($",hostfwd=tcp:127.0.0.1:{fwdIperf}-:{guestIperf},hostfwd=tcp:127.0.0.1:{fwdEcho}-:{guestEcho}");
-            break;
-        case "passt":
-            // passt drops root privileges to nobody: its socket folder must be writable by that user.
-            File.SetUnixFileMode(dir, (UnixFileMode)0x3ff);
-            passt = Process.Start(new ProcessStartInfo("passt", ["-f", "-q", "-4", "-s", sock, "-a", "10.0.2.15", "-n", "24", "-g", "10.0.2.2",
-                "-t", $"{fwdIperf}:{guestIperf},{fwdEcho}:{guestEcho}"]) { RedirectStandardOutput = true, RedirectStandardError = true })!;
-            var until = DateTime.UtcNow.AddSeconds(10);
-            while (!File.Exists(sock) && DateTime.UtcNow < until && !passt.HasExited) await Task.Delay(20);
-            if (!File.Exists(sock)) throw new InvalidOperationException("passt did not create its socket");
-            netArgs = GuestNetwork.StreamUnix(sock);
-            break;
-        default:
-            throw new ArgumentException($"unknown backend '{backend}' (emunet, vhost, slirp, passt)");
-    }
-    try
-    {
-        using var guest = QemuGuest.Start(new GuestOptions
+        Console.Error.WriteLine($"bench: repetition {rep + 1}/{o.Repetitions}, {backend} ({string.Join(", ", modes.Select(m => m.Name()))})...");
+        try
         {
-            NetworkArgs = netArgs,
-            Timeout = TimeSpan.FromSeconds(120 + 4 * secs),
-            Script = $"""
-                . /run/lease.env
-                iperf3 -s -p {guestIperf} -D
-                socat TCP-LISTEN:{guestEcho},fork,reuseaddr EXEC:cat &
-                while ! netstat -ltn | grep -q ':{guestEcho} '; do usleep 50000; done
-                echo "== up"; iperf3 -c $router -p {hostIperfPort} -t {secs} -f m
-                echo "== down"; iperf3 -c $router -p {hostIperfPort} -t {secs} -f m -R
-                echo outbound-done
-                sleep 600
-                """,
-        });
-        await guest.WaitForLineAsync(l => l == "outbound-done", TimeSpan.FromSeconds(90 + 3 * secs));
-        var output = string.Join('\n', guest.Lines);
-        string up = Receiver(output.Split("== down")[0]);
-        string down = Receiver(output.Split("== down")[1]);
-        Console.Error.WriteLine($"bench: {backend}: outbound done ({up}/{down}); forwarded iperf3...");
-        string fwd = Receiver(RunHostIperf(fwdIperf, secs));
-        Console.Error.WriteLine($"bench: {backend}: forwarded iperf3 {fwd}; request rate...");
-        string rate = (await RequestRate(fwdEcho, TimeSpan.FromSeconds(secs))).ToString("0", CultureInfo.InvariantCulture);
-        return [backend, up, down, fwd, rate]; // disposing the guest ends QEMU
-    }
-    finally
-    {
-        engine?.Dispose();
-        if (passt is { HasExited: false }) passt.Kill(true);
-        passt?.Dispose();
-        Directory.Delete(dir, true);
+            using var session = await GuestSession.StartAsync(o, backend);
+            await session.MeasureIdleAsync(results, rep);
+            foreach (var mode in modes) await session.MeasureAsync(mode, results, rep);
+            session.RecordPeakRss(results, rep);
+        }
+        catch (Exception e) when (e is InvalidOperationException or TimeoutException or IOException or System.Net.Sockets.SocketException or OperationCanceledException)
+        {
+            string first = e.Message.Split('\n')[0];
+            Console.Error.WriteLine($"bench: {backend} failed in repetition {rep + 1}: {e}");
+            results.AddError($"{Backend.Title(backend)}, repetition {rep + 1}: {first}");
+        }
     }
 }
 
-static string Receiver(string iperfText)
-{
-    var m = Regex.Match(iperfText, @"([\d.]+) Mbits/sec\s+(?:\d+\s+)?receiver");
-    return m.Success ? m.Groups[1].Value : "n/a";
-}
+Directory.CreateDirectory(o.OutputDir);
+string md = Report.Markdown(o, results, machine);
+string mdPath = Path.Combine(o.OutputDir, "results.md"), jsonPath = Path.Combine(o.OutputDir, "results.json"), pngPath = Path.Combine(o.OutputDir, "chart.png");
+File.WriteAllText(mdPath, md);
+File.WriteAllText(jsonPath, Report.Json(o, results, machine));
+Chart.Write(o, results, machine, pngPath);
+Console.WriteLine(md);
+Console.Error.WriteLine($"bench: wrote {mdPath}, {jsonPath}, {pngPath}");
+if (!o.Smoke) return results.Errors.Count == 0 ? 0 : 1;
 
-static string RunHostIperf(int port, int secs)
-{
-    var psi = new ProcessStartInfo("iperf3", ["-c", "127.0.0.1", "-p", port.ToString(), "-t", secs.ToString(), "-f", "m"]) { RedirectStandardOutput = true };
-    using var p = Process.Start(psi)!;
-    var o = p.StandardOutput.ReadToEndAsync();
-    if (!p.WaitForExit((secs + 30) * 1000))
-    {
-        p.Kill(true);
-        return "timed out";
-    }
-    return o.Result;
-}
-
-static async Task<double> RequestRate(int port, TimeSpan duration)
-{
-    var sw = Stopwatch.StartNew();
-    int n = 0;
-    var buf = new byte[1];
-    while (sw.Elapsed < duration)
-    {
-        using var c = new TcpClient { NoDelay = true };
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        await c.ConnectAsync(IPAddress.Loopback, port, cts.Token);
-        var s = c.GetStream();
-        await s.WriteAsync("x"u8.ToArray(), cts.Token);
-        if (await s.ReadAsync(buf, cts.Token) != 1) throw new IOException("the echo did not come back");
-        n++;
-    }
-    return n / sw.Elapsed.TotalSeconds;
-}
-
-string? Arg(string name) { int i = Array.IndexOf(args, name); return i >= 0 && i + 1 < args.Length ? args[i + 1] : null; }
-int ArgInt(string name, int dflt) => int.TryParse(Arg(name), out int v) ? v : dflt;
+// The smoke run proves the benchmark still runs end to end, not how fast: every figure of the run is there.
+var missing = new List<string>();
+foreach (var b in o.Backends)
+    foreach (var mode in o.Modes)
+        foreach (var m in Cases.PerMtu(Cases.Throughput.Where(c => o.CaseFilter!.Contains(c.Key))))
+            if (results.Get(b, mode.Name(), m.Key) is null) missing.Add($"{b}/{mode.Name()}/{m.Key}");
+foreach (var b in o.Backends)
+    foreach (var m in Cases.PerGuest)
+        if (results.Get(b, null, m.Key) is null) missing.Add($"{b}/{m.Key}");
+if (o.Limit && results.Get(Backend.LimitName, o.Modes[0].Name(), "loop-1") is null) missing.Add("limit/loop-1");
+bool ok = missing.Count == 0 && results.Errors.Count == 0 && File.Exists(mdPath) && new FileInfo(jsonPath).Length > 0 && new FileInfo(pngPath).Length > 0;
+if (!ok) Console.Error.WriteLine($"bench smoke: missing {string.Join(", ", missing)}; errors: {string.Join("; ", results.Errors)}");
+Console.WriteLine($"Bench: {(ok ? 1 : 0)} passed, {(ok ? 0 : 1)} failed");
+return ok ? 0 : 1;

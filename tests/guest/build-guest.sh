@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the test guest from Debian packages only: the Debian kernel (fetched with apt-get download and unpacked,
 # never installed on the host), its virtio-net modules, busybox-static, and iperf3 and socat with their shared libraries,
-# packed into an uncompressed initramfs. Output: build/guest/{vmlinuz,initramfs.cpio}; reused while up to date.
+# and the benchmark's connection server (connserver.c, compiled statically with the host's gcc), packed into an
+# uncompressed initramfs. Output: build/guest/{vmlinuz,initramfs.cpio}; reused while up to date.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -10,7 +11,7 @@ mkdir -p "$out"
 
 kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
 if [ -z "$kpkg" ]; then echo "build-guest: cannot resolve linux-image-amd64 (run apt-get update)" >&2; exit 1; fi
-stamp="$kpkg $(dpkg-query -W -f='${Version}' busybox-static) $(dpkg-query -W -f='${Version}' iperf3) $(dpkg-query -W -f='${Version}' socat) $(sha256sum "$here/build-guest.sh" "$here"/rootfs/* | sha256sum | cut -c1-16)"
+stamp="$kpkg $(dpkg-query -W -f='${Version}' busybox-static) $(dpkg-query -W -f='${Version}' iperf3) $(dpkg-query -W -f='${Version}' socat) $(sha256sum "$here/build-guest.sh" "$here/connserver.c" "$here"/rootfs/* | sha256sum | cut -c1-16)"
 if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$stamp" ] && [ -f "$out/vmlinuz" ] && [ -f "$out/initramfs.cpio" ]; then
   exit 0
 fi
@@ -40,6 +41,8 @@ for bin in /usr/bin/iperf3 /usr/bin/socat; do
     cp -L "$lib" "$r$lib"
   done
 done
+command -v gcc >/dev/null || { echo "build-guest: gcc missing (scripts/setup.sh installs gcc and libc6-dev)" >&2; exit 1; }
+gcc -static -O2 -Wall -Werror -o "$r/usr/bin/connserver" "$here/connserver.c"
 install -m 0755 "$here/rootfs/init" "$r/init"
 install -m 0755 "$here/rootfs/udhcpc.script" "$r/etc/udhcpc.script"
 echo "root:x:0:0:root:/root:/bin/sh" > "$r/etc/passwd"
