@@ -58,6 +58,7 @@ internal static partial class EmunetCli
         root.Add(BuildForwardCommand());
         root.Add(BuildConnectionsCommand());
         root.Add(BuildInstancesCommand());
+        root.Add(BuildInfoCommand());
         root.Add(BuildStatsCommand());
         root.Add(BuildCaptureCommand());
         root.Add(BuildStopCommand());
