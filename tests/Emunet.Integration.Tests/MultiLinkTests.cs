@@ -83,6 +83,9 @@ public sealed class MultiLinkTests
             Assert.Equal((0, "10.0.2.15:80"), (radioFlow.Link, radioFlow.GuestEndPoint.ToString()));
             Assert.Equal((1, "10.0.2.16:80"), (wifiFlow.Link, wifiFlow.GuestEndPoint.ToString()));
         }
+        // Each link knows its own guest (its card's MAC) while it runs.
+        Assert.All(engine.Info.Links, l => Assert.True(l.GuestConnected && l.GuestMac is not null, $"link {l.Index}: {l}"));
+        Assert.NotEqual(engine.Info.Links[0].GuestMac, engine.Info.Links[1].GuestMac);
         // A forward to an address no link owns is refused with the links' addresses named.
         var refused = await Assert.ThrowsAsync<ArgumentException>(() => engine.AddForwardAsync(ForwardSpec.Parse("tcp:127.0.0.1:0:10.0.2.17:80")));
         Assert.Contains("10.0.2.15, 10.0.2.16", refused.Message);
@@ -96,8 +99,6 @@ public sealed class MultiLinkTests
         Assert.Contains("radio got hello link", result.Output);
         Assert.Contains("wifi got hello link", result.Output);
         Assert.Contains("got done", result.Output);
-        Assert.All(engine.Info.Links, l => Assert.True(l.GuestConnected && l.GuestMac is not null, $"link {l.Index}: {l}"));
-        Assert.NotEqual(engine.Info.Links[0].GuestMac, engine.Info.Links[1].GuestMac);
     }
 
     private static async Task<string> ReadLineAsync(TcpClient client, int port)

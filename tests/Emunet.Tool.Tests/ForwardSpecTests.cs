@@ -96,7 +96,7 @@ public sealed class ForwardSpecListTests
     [InlineData("tcp:80,443,udp:53", "tcp:127.0.0.1:80:80 tcp:127.0.0.1:443:443 udp:127.0.0.1:53:53")]
     [InlineData("tcp:8080:80, 8443:443", "tcp:127.0.0.1:8080:80 tcp:127.0.0.1:8443:443")]
     [InlineData("hostfwd=tcp::2222-:22,tcp:8000-8001", "tcp:127.0.0.1:2222:22 tcp:127.0.0.1:8000:8000 tcp:127.0.0.1:8001:8001")]
-    [InlineData("tcp::2222-10.0.2.15:22", "tcp:127.0.0.1:2222:22")]
+    [InlineData("tcp::2222-10.0.2.15:22", "tcp:127.0.0.1:2222:10.0.2.15:22")]
     [InlineData("tcp:0:22", "tcp:127.0.0.1:0:22")]
     public void Reads_lists_and_ranges(string text, string expected) =>
         Assert.Equal(expected, Text(ForwardSpec.ParseMany(text)));

@@ -217,7 +217,7 @@ public sealed class ToolCommandTests : IDisposable
         var first = await Cli("forward", "add", "tcp:0:82");
         Assert.Contains("-> guest port 82", first.Out);
 
-        var nobody = await Cli("forward", "add", "tcp:0:10.0.2.17:80");
+        var nobody = await Cli("forward", "add", "tcp:127.0.0.1:0:10.0.2.17:80");
         Assert.NotEqual(0, nobody.Code);
         Assert.Contains("no guest link of this engine has the address 10.0.2.17 (its links' guests: 10.0.2.15, 10.0.2.20)", nobody.Err);
         var both = await Cli("forward", "add", "tcp:127.0.0.1:0:10.0.2.15:80", "--guest-address", "10.0.2.20");
