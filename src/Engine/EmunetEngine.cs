@@ -8,27 +8,29 @@ using Emunet.Engine.Forwarding;
 using Emunet.Engine.Interop;
 using Emunet.Engine.Runtime;
 using Emunet.Engine.Stack;
-using Emunet.Engine.Wire;
 using Emunet.Engine.Stack.Nat;
+using Emunet.Engine.Wire;
 using Microsoft.Extensions.Logging;
 
 namespace Emunet.Engine;
 
 /// <summary>
-/// One engine instance: the guest's device, the NAT stack, the forwards, all owned by one thread running the
-/// <see cref="EventLoop"/>. The control API's calls are marshalled onto that thread and answered with snapshots.
+/// One engine instance: the guest links (a device and a stack each, all stacks sharing one flow table, its limits and
+/// its buffer budget), the forwards, all owned by one thread running the <see cref="EventLoop"/>. The control API's
+/// calls are marshalled onto that thread and answered with snapshots.
 /// </summary>
 public sealed class EmunetEngine : IEngineControl, IDisposable
 {
-    /// <summary>What <see cref="Info"/> shows of the guest, published by the owner thread at the end of each batch.</summary>
+    /// <summary>What <see cref="Info"/> shows of one link's guest, published by the owner thread at the end of each batch.</summary>
     private sealed record GuestView(bool Connected, string? Mac);
 
     private readonly EngineOptions _options;
     private readonly ILogger _logger;
     private readonly EventLoop _loop = new();
     private readonly Counters _counters = new();
-    private readonly IGuestDevice _device;
-    private readonly NetStack _stack;
+    private readonly IGuestDevice[] _devices;
+    private readonly LinkSet _links = new();
+    private readonly FlowTable _flows;
     private readonly ForwardTable _forwards;
     private readonly AddressMap _map;
     private readonly CaptureTap _capture;
@@ -52,18 +54,63 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         _loop.SetFaultReporter(ReportFault);
         var deviceLogger = loggerFactory.CreateLogger("Emunet.Device");
         var links = options.EffectiveLinks();
-        if (links.Count > 1)
-            throw new EngineStartException("This engine serves one guest link; give one --socket or --vhost-user.");
-        _device = DeviceFactory.Create(links[0], _loop, _counters, deviceLogger);
+        var guests = GuestAddresses(links, options.Network);
+        _flows = new FlowTable(_loop, _counters, new BufferBudget(options.Network.ConnectionBufferBudget));
         var map = _map = new AddressMap(options.Network);
-        _stack = new NetStack(_loop, _device, options.Network, map, _counters, loggerFactory);
-        _forwards = new ForwardTable(_loop, _stack, _counters, loggerFactory.CreateLogger("Emunet.Forward"));
-        if (Libc.OpenFileLimit() is long nofile && _stack.Flows.FitTo(nofile))
+        _devices = new IGuestDevice[links.Count];
+        try
+        {
+            for (int i = 0; i < links.Count; i++)
+            {
+                _devices[i] = DeviceFactory.Create(links[i], _loop, _counters, deviceLogger);
+                var stack = new NetStack(_loop, _devices[i], options.Network with { Guest = guests[i] }, map, _counters, loggerFactory,
+                    _flows, link: i, _links);
+                _links.Add(stack);
+                _devices[i].Handler = stack;
+            }
+        }
+        catch
+        {
+            foreach (var d in _devices) d?.Dispose();
+            throw;
+        }
+        _forwards = new ForwardTable(_loop, _links, _counters, loggerFactory.CreateLogger("Emunet.Forward"));
+        if (Libc.OpenFileLimit() is long nofile && _flows.FitTo(nofile))
             _logger.LogWarning("The open-file limit is {Limit}: the flow table holds at most {Tcp} TCP, {Udp} UDP and {Icmp} ICMP flows. Raise it (ulimit -n) for more.",
-                nofile, _stack.Flows.LimitOf(FlowProtocol.Tcp), _stack.Flows.LimitOf(FlowProtocol.Udp), _stack.Flows.LimitOf(FlowProtocol.Icmp));
-        _device.Handler = _stack;
+                nofile, _flows.LimitOf(FlowProtocol.Tcp), _flows.LimitOf(FlowProtocol.Udp), _flows.LimitOf(FlowProtocol.Icmp));
         _guestView = new GuestViewPublisher(this);
         _loop.AddEndOfBatch(_guestView);
+    }
+
+    /// <summary>
+    /// Each link's guest address: the one its options give, else the plan's guest for the first link (10.0.2.15) and
+    /// the next free address after the one before for the others (10.0.2.16, as the Android Emulator's Wi-Fi guest).
+    /// Every address must be a host of the subnet, not the gateway or DNS, and not another link's.
+    /// </summary>
+    internal static IPv4Address[] GuestAddresses(IReadOnlyList<LinkOptions> links, NetworkConfig network)
+    {
+        if (links.Count > LinkSet.MaxLinks)
+            throw new EngineStartException($"An engine serves at most {LinkSet.MaxLinks} guest links; {links.Count} were given.");
+        var result = new IPv4Address[links.Count];
+        for (int i = 0; i < links.Count; i++)
+        {
+            IPv4Address guest;
+            if (links[i].GuestAddress is { } given) guest = given;
+            else if (i == 0) guest = network.Guest;
+            else
+            {
+                guest = new IPv4Address(result[i - 1].Value + 1);
+                while (network.IsOwnAddress(guest) || Array.IndexOf(result, guest, 0, i) >= 0) guest = new IPv4Address(guest.Value + 1);
+            }
+            if (!guest.InSubnet(network.Network, network.PrefixLength) || guest == network.Network || guest == network.BroadcastAddress)
+                throw new EngineStartException($"The guest address {guest} of link {i + 1} is not a host of {network.Network}/{network.PrefixLength}.");
+            if (network.IsOwnAddress(guest))
+                throw new EngineStartException($"The guest address {guest} of link {i + 1} is Emunet's own (the gateway {network.Gateway}, the DNS relay {network.Dns}); choose another.");
+            if (Array.IndexOf(result, guest, 0, i) >= 0)
+                throw new EngineStartException($"Two guest links have the address {guest}; give each its own (--guest-address).");
+            result[i] = guest;
+        }
+        return result;
     }
 
     /// <summary>
@@ -80,46 +127,82 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
     /// <summary>Completes when the engine has stopped.</summary>
     public Task Completion => _completion.Task;
 
-    public InstanceInfo Info => new()
+    public InstanceInfo Info
     {
-        Name = _options.Name,
-        ProcessId = Environment.ProcessId,
-        Version = typeof(EmunetEngine).Assembly.GetName().Version?.ToString(3) ?? "0.0.0",
-        Device = _device.Description,
-        ControlSocket = _options.ControlSocketPath ?? "",
-        Started = _started,
-        GuestConnected = _guestView.Current.Connected,
-        GuestMac = _guestView.Current.Mac,
-        OutboundPolicy = _policy,
-    };
+        get
+        {
+            var views = _guestView.Current;
+            var links = new LinkInfo[_devices.Length];
+            bool anyConnected = false;
+            for (int i = 0; i < links.Length; i++)
+            {
+                links[i] = new LinkInfo
+                {
+                    Index = i,
+                    Device = _devices[i].Description,
+                    GuestAddress = _links[i].ConfiguredGuest.ToString(), // fixed at construction: safe off the owner thread
+                    GuestConnected = views[i].Connected,
+                    GuestMac = views[i].Mac,
+                };
+                anyConnected |= views[i].Connected;
+            }
+            return new InstanceInfo
+            {
+                Name = _options.Name,
+                ProcessId = Environment.ProcessId,
+                Version = typeof(EmunetEngine).Assembly.GetName().Version?.ToString(3) ?? "0.0.0",
+                Device = _devices[0].Description,
+                ControlSocket = _options.ControlSocketPath ?? "",
+                Started = _started,
+                GuestConnected = anyConnected,
+                GuestMac = views[0].Mac,
+                OutboundPolicy = _policy,
+                Links = links,
+            };
+        }
+    }
 
     /// <summary>
-    /// Keeps what <see cref="Info"/> shows of the guest (device attached, MAC learned) as an immutable value the
-    /// control thread may read: the owner thread compares and republishes it after each batch, so no caller ever
+    /// Keeps what <see cref="Info"/> shows of each link's guest (device attached, MAC learned) as immutable values the
+    /// control thread may read: the owner thread compares and republishes them after each batch, so no caller ever
     /// reads device or stack state off the owner thread.
     /// </summary>
-    private sealed class GuestViewPublisher(EmunetEngine engine) : IEndOfBatch
+    private sealed class GuestViewPublisher : IEndOfBatch
     {
-        private volatile GuestView _current = new(false, null);
+        private readonly EmunetEngine _engine;
+        private volatile GuestView[] _current;
 
-        public GuestView Current => _current;
+        public GuestViewPublisher(EmunetEngine engine)
+        {
+            _engine = engine;
+            _current = new GuestView[engine._devices.Length];
+            Array.Fill(_current, new GuestView(false, null));
+        }
+
+        public GuestView[] Current => _current;
 
         public void OnEndOfBatch()
         {
-            bool connected = engine._device.IsConnected;
-            var mac = engine._stack.GuestMac;
             var now = _current;
-            if (now.Connected == connected && (now.Mac is null) == (mac is null) && (mac is null || now.Mac == mac.Value.ToString())) return;
-            _current = new GuestView(connected, mac?.ToString());
+            for (int i = 0; i < now.Length; i++)
+            {
+                bool connected = _engine._devices[i].IsConnected;
+                var mac = _engine._links[i].GuestMac;
+                var view = now[i];
+                if (view.Connected == connected && (view.Mac is null) == (mac is null) && (mac is null || view.Mac == mac.Value.ToString())) continue;
+                var next = (GuestView[])now.Clone(); // rare: a guest came, went or changed its MAC
+                next[i] = new GuestView(connected, mac?.ToString());
+                _current = now = next;
+            }
         }
     }
 
     /// <summary>Binds the device socket and the forwards given at start, then starts the owner thread.</summary>
     public void Start()
     {
-        _device.Start();
         try
         {
+            foreach (var device in _devices) device.Start();
             foreach (var remap in _options.Network.Remaps) _map.Remaps.Add(remap);
             foreach (var spec in _options.Forwards) AddForwardOnOwner(spec);
             if (_options.CapturePath is not null) StartCaptureOnOwner(_options.CapturePath);
@@ -129,9 +212,14 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
             StopAll();
             throw new EngineStartException(e.Message, e);
         }
+        catch (EngineStartException)
+        {
+            StopAll(); // a later link's device failed: the earlier ones are closed too
+            throw;
+        }
         _thread = new Thread(RunLoop) { Name = $"emunet:{_options.Name}", IsBackground = true };
         _thread.Start();
-        _logger.LogInformation("Engine '{Name}' started on {Device}.", _options.Name, _device.Description);
+        _logger.LogInformation("Engine '{Name}' started on {Device}.", _options.Name, string.Join(", ", _devices.Select(d => d.Description)));
         if (_policy != OpenPolicy) _logger.LogInformation("Outbound policy: {Policy}.", _policy);
     }
 
@@ -169,9 +257,9 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
     private void StopAll()
     {
         Safely(_forwards.StopAll, "the forwards");
-        Safely(_stack.Dispose, "the stack");
-        Safely(_device.Dispose, "the device");
-        Safely(() => { _device.Tap = null; _capture.Dispose(); }, "the capture");
+        for (int i = 0; i < _links.Count; i++) Safely(_links[i].Dispose, "the stack");
+        foreach (var device in _devices) Safely(device.Dispose, "the device");
+        Safely(() => { foreach (var device in _devices) device.Tap = null; _capture.Dispose(); }, "the capture");
     }
 
     private void Safely(Action step, string what)
@@ -194,8 +282,8 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
     public Task<IReadOnlyList<ConnectionInfo>> ListConnectionsAsync(CancellationToken cancellationToken = default) =>
         _loop.InvokeAsync<IReadOnlyList<ConnectionInfo>>(() =>
         {
-            var list = new List<ConnectionInfo>(_stack.Flows.Count);
-            _stack.Flows.Snapshot(list);
+            var list = new List<ConnectionInfo>(_flows.Count);
+            _flows.Snapshot(list);
             return list;
         });
 
@@ -227,11 +315,11 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
             BytesToGuest = _counters.BytesToGuest,
             TotalDrops = _counters.TotalDrops,
             DropsByReason = _counters.DropSnapshot(),
-            TcpFlows = _stack.Flows.CountOf(FlowProtocol.Tcp),
-            UdpFlows = _stack.Flows.CountOf(FlowProtocol.Udp),
+            TcpFlows = _flows.CountOf(FlowProtocol.Tcp),
+            UdpFlows = _flows.CountOf(FlowProtocol.Udp),
             Forwards = _forwards.Count,
-            BufferBytes = _stack.Flows.Budget.Used,
-            BufferBudget = _stack.Flows.Budget.Limit,
+            BufferBytes = _flows.Budget.Used,
+            BufferBudget = _flows.Budget.Limit,
             CaptureFile = _capture.FilePath,
             CaptureFailure = _capture.Failure,
             LiveCaptures = _capture.LiveCount,
@@ -265,7 +353,11 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
     }
 
     /// <summary>The device's tap is set only while a capture wants frames: no capture costs nothing per frame.</summary>
-    private void UpdateTap() => _device.Tap = _capture.IsActive ? _capture.OnFrame : null;
+    private void UpdateTap()
+    {
+        FrameTap? tap = _capture.IsActive ? _capture.OnFrame : null;
+        foreach (var device in _devices) device.Tap = tap;
+    }
 
     public Task<ILiveCaptureStream> OpenLiveCaptureAsync(CancellationToken cancellationToken = default) =>
         _loop.InvokeAsync<ILiveCaptureStream>(() =>
@@ -290,7 +382,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         }
         else
         {
-            _device.Dispose();
+            foreach (var device in _devices) device.Dispose();
             _completion.TrySetResult();
         }
         _loop.Dispose();

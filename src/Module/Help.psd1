@@ -4,10 +4,12 @@
 @{
     'Start-EmuNet' = @{
         Synopsis    = 'Starts an Emunet engine in the background and returns it.'
-        Description = "Runs 'emunet run' from the module folder with the dotnet host as its own background process (a new session: it outlives this PowerShell), waits until its control socket answers and returns the instance; its EmulatorArguments property holds the QEMU arguments that attach a guest. The engine's log is NAME.log in the runtime folder (`$env:EMUNET_RUNTIME_DIR, else `$XDG_RUNTIME_DIR/emunet, else ~/.emunet/run). Errors: Emunet.InstanceExists (the name is taken), Emunet.StartFailed (the engine did not start; the message carries its log), Emunet.ToolNotFound."
+        Description = "Runs 'emunet run' from the module folder with the dotnet host as its own background process (a new session: it outlives this PowerShell), waits until its control socket answers and returns the instance; its EmulatorArguments property holds the QEMU arguments that attach a guest (AndroidArguments the Android Emulator's flags). Several -Socket, -Connect or -VhostUser values serve several links, one guest each (10.0.2.15, 10.0.2.16, ...; -GuestAddress sets them in order); Links lists them. With -Android it runs the Android Emulator in the foreground on an engine serving both of its links ('emunet launch --android'), stops the engine when the emulator exits and returns the emulator's exit code. The engine's log is NAME.log in the runtime folder (`$env:EMUNET_RUNTIME_DIR, else `$XDG_RUNTIME_DIR/emunet, else ~/.emunet/run). Errors: Emunet.InstanceExists (the name is taken), Emunet.StartFailed (the engine did not start; the message carries its log), Emunet.ToolNotFound."
         Examples    = @(
             @{ Code = 'Start-EmuNet -Name pixel -Forward tcp:10977'; Remarks = "Starts instance 'pixel' serving net/pixel.sock in the runtime folder, with host port 10977 opened into the guest's port 10977." }
             @{ Code = '$emu = Start-EmuNet -Name qemu1; qemu-system-x86_64 -m 1G disk.img @($emu.EmulatorArguments)'; Remarks = 'Starts an instance and a QEMU attached to it.' }
+            @{ Code = 'Start-EmuNet -Name pixel -Connect tcp:127.0.0.1:40001, tcp:127.0.0.1:40002; emulator -avd Pixel_API_34 -net-socket listen=127.0.0.1:40001 -wifi-socket listen=127.0.0.1:40002'; Remarks = "One engine for both links of an Android Emulator: radio (10.0.2.15) and Wi-Fi (10.0.2.16), the engine dialling each; the instance's AndroidArguments give the flags." }
+            @{ Code = 'Start-EmuNet -Name pixel -Android -Emulator emulator -ArgumentList -avd, Pixel_API_34'; Remarks = "Runs the Android Emulator on a fresh engine serving both of its links, and returns its exit code when it exits." }
             @{ Code = 'Start-EmuNet -Name qemu2 -Socket /tmp/qemu2.sock -Capture ./qemu2.pcap -Mtu 1500 -DnsUpstream 127.0.0.53 -LogLevel Debug'; Remarks = 'Serves /tmp/qemu2.sock, offers MTU 1500, relays DNS to 127.0.0.53 and captures all guest traffic to qemu2.pcap.' }
         )
     }
@@ -35,6 +37,7 @@
             @{ Code = 'New-EmuForward -Port 10977'; Remarks = "Host 127.0.0.1:10977 reaches the guest's TCP port 10977." }
             @{ Code = 'New-EmuForward -Port 8080 -GuestPort 80 -Instance pixel'; Remarks = "Host 127.0.0.1:8080 reaches port 80 of the guest of instance 'pixel'." }
             @{ Code = 'New-EmuForward -Port 5353 -GuestPort 53 -Protocol Udp'; Remarks = "Forwards UDP datagrams from host port 5353 to the guest's port 53." }
+            @{ Code = 'New-EmuForward -Port 8081 -GuestPort 80 -GuestAddress 10.0.2.16 -Instance pixel'; Remarks = "Host 127.0.0.1:8081 reaches port 80 of the guest on the instance's second link (the Android Emulator's Wi-Fi, 10.0.2.16)." }
             @{ Code = '$f = New-EmuForward -Port 0 -GuestPort 22; ssh -p $f.HostPort user@127.0.0.1'; Remarks = "Takes any free host port for the guest's SSH server." }
             @{ Code = "New-EmuForward -Spec 'tcp:8000-8010:9000-9010', 'udp:5353:53'"; Remarks = 'Host ports 8000-8010 reach guest ports 9000-9010, and UDP 5353 reaches 53: the specs the emunet tool takes.' }
         )

@@ -39,6 +39,11 @@ public sealed class NewEmuForwardCommand : EmunetCmdlet
     [ArgumentCompleter(typeof(InstanceNameCompleter))]
     public string? Instance { get; set; }
 
+    [Parameter(ValueFromPipelineByPropertyName = true,
+        HelpMessage = "The guest the forward reaches: the address of one of the instance's links (10.0.2.16 for the Android Emulator's Wi-Fi link). Left out, the first link's guest (10.0.2.15).")]
+    [ValidateNotNullOrEmpty]
+    public string? GuestAddress { get; set; }
+
     [Parameter(HelpMessage = "Return only once the guest accepts on each TCP port forwarded (a progress bar shows the wait), so scripts need no handshake of their own.")]
     public SwitchParameter Wait { get; set; }
 
@@ -48,13 +53,34 @@ public sealed class NewEmuForwardCommand : EmunetCmdlet
 
     protected override void ProcessRecord()
     {
+        Engine.Wire.IPv4Address? guestAddress = null;
+        if (GuestAddress is not null)
+        {
+            if (!Engine.Wire.IPv4Address.TryParseDottedQuad(GuestAddress, out var parsed))
+            {
+                WriteError(Error(ErrorIds.InvalidArgument, ErrorCategory.InvalidArgument, $"-GuestAddress '{GuestAddress}' is not an IPv4 address (e.g. 10.0.2.16).", GuestAddress));
+                return;
+            }
+            guestAddress = Engine.Wire.IPv4Address.From(parsed);
+        }
         if (ParameterSetName == SpecSet)
         {
             foreach (string text in Spec ?? [])
             {
-                if (!ForwardSpec.TryParseMany(text, out _, out string? error))
+                if (!ForwardSpec.TryParseMany(text, out var specs, out string? error))
                 {
                     WriteError(Error(ErrorIds.InvalidArgument, ErrorCategory.InvalidArgument, error!, text));
+                    continue;
+                }
+                if (guestAddress is { } g)
+                {
+                    if (specs.FirstOrDefault(s => s.GuestAddress is { } named && named != g) is { } other)
+                    {
+                        WriteError(Error(ErrorIds.InvalidArgument, ErrorCategory.InvalidArgument,
+                            $"The forward {other} names the guest {other.GuestAddress} and -GuestAddress says {g}; give one.", text));
+                        continue;
+                    }
+                    Add(string.Join(',', specs.Select(s => (s with { GuestAddress = g }).ToString())));
                     continue;
                 }
                 Add(text);
@@ -72,7 +98,9 @@ public sealed class NewEmuForwardCommand : EmunetCmdlet
             WriteError(Error(ErrorIds.InvalidArgument, ErrorCategory.InvalidArgument, "With -Port 0 (any free port), give -GuestPort.", Port));
             return;
         }
-        Add(string.Create(CultureInfo.InvariantCulture, $"{(Protocol == ForwardProtocol.Udp ? "udp" : "tcp")}:{address}:{Port}:{guest}"));
+        Add(guestAddress is { } target
+            ? string.Create(CultureInfo.InvariantCulture, $"{(Protocol == ForwardProtocol.Udp ? "udp" : "tcp")}:{address}:{Port}:{target}:{guest}")
+            : string.Create(CultureInfo.InvariantCulture, $"{(Protocol == ForwardProtocol.Udp ? "udp" : "tcp")}:{address}:{Port}:{guest}"));
     }
 
     /// <summary>Probes until the guest accepts behind <paramref name="f"/>, with a progress bar; false (error written) at the timeout.</summary>

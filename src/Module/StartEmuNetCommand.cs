@@ -8,33 +8,55 @@ namespace Emunet.Module;
 /// <summary>
 /// Starts <c>emunet run</c> as its own background process (a new session, so it outlives this PowerShell), waits
 /// until its control socket answers, and returns the instance. Its log goes to NAME.log in the runtime folder.
+/// Several links (one guest each: 10.0.2.15, 10.0.2.16, ...): give several -Socket, -Connect or -VhostUser values.
+/// With -Android it runs the Android Emulator instead (<c>emunet launch --android</c>): the engine serves its radio and
+/// Wi-Fi links while it runs, and the emulator's exit code is returned.
 /// </summary>
 [Cmdlet(VerbsLifecycle.Start, "EmuNet", DefaultParameterSetName = SocketSet, SupportsShouldProcess = true)]
-[OutputType(typeof(EmuInstance))]
+[OutputType(typeof(EmuInstance), ParameterSetName = [SocketSet, VhostUserSet, ConnectSet])]
+[OutputType(typeof(int), ParameterSetName = [AndroidSet])]
 public sealed class StartEmuNetCommand : EmunetCmdlet
 {
     private const string SocketSet = "Socket";
     private const string VhostUserSet = "VhostUser";
     private const string ConnectSet = "Connect";
+    private const string AndroidSet = "Android";
 
     [Parameter(Position = 0, HelpMessage = "The instance name; its control socket is NAME.sock in the runtime folder.")]
     [ValidateNotNullOrEmpty]
     public string Name { get; set; } = "default";
 
     [Parameter(ParameterSetName = SocketSet,
-        HelpMessage = "The QEMU stream socket to serve: a Unix socket path or tcp:127.0.0.1:PORT. Left out: net/NAME.sock in the runtime folder.")]
+        HelpMessage = "The QEMU stream sockets to serve, one guest link each: a Unix socket path or tcp:127.0.0.1:PORT. Left out: net/NAME.sock in the runtime folder.")]
     [ValidateNotNullOrEmpty]
-    public string? Socket { get; set; }
+    public string[]? Socket { get; set; }
 
     [Parameter(Mandatory = true, ParameterSetName = VhostUserSet,
-        HelpMessage = "Serve a vhost-user virtio-net device on this Unix socket path instead of a stream socket (the guest's RAM must be a shared memory backend).")]
+        HelpMessage = "Serve vhost-user virtio-net devices on these Unix socket paths instead of stream sockets, one guest link each (the guest's RAM must be a shared memory backend).")]
     [ValidateNotNullOrEmpty]
-    public string? VhostUser { get; set; }
+    public string[]? VhostUser { get; set; }
 
     [Parameter(Mandatory = true, ParameterSetName = ConnectSet,
-        HelpMessage = "Dial an emulator that listens (tcp:127.0.0.1:PORT, as the Android Emulator's -net-socket listen=127.0.0.1:PORT, or unix:PATH), retrying until it answers and again whenever the link drops.")]
+        HelpMessage = "Dial emulators that listen, one guest link each (tcp:127.0.0.1:PORT, as the Android Emulator's -net-socket listen=127.0.0.1:PORT and -wifi-socket listen=..., or unix:PATH), retrying until each answers and again whenever its link drops.")]
     [ValidateNotNullOrEmpty]
-    public new string? Connect { get; set; }
+    public new string[]? Connect { get; set; }
+
+    [Parameter(ParameterSetName = SocketSet, HelpMessage = "The guest address of each link, in order; left out, 10.0.2.15 for the first link, 10.0.2.16 for the second, ...")]
+    [Parameter(ParameterSetName = VhostUserSet)]
+    [Parameter(ParameterSetName = ConnectSet)]
+    [ValidateNotNullOrEmpty]
+    public string[]? GuestAddress { get; set; }
+
+    [Parameter(Mandatory = true, ParameterSetName = AndroidSet,
+        HelpMessage = "Run the Android Emulator with the engine serving both of its links (radio 10.0.2.15, Wi-Fi 10.0.2.16): -net-socket and -wifi-socket are added, the engine dials them; returns the emulator's exit code when it exits, and the engine stops.")]
+    public SwitchParameter Android { get; set; }
+
+    [Parameter(Mandatory = true, ParameterSetName = AndroidSet, HelpMessage = "The Android Emulator's 'emulator' binary (path, or a name on PATH).")]
+    [ValidateNotNullOrEmpty]
+    public string? Emulator { get; set; }
+
+    [Parameter(ParameterSetName = AndroidSet, HelpMessage = "The emulator's arguments, e.g. -avd Pixel_API_34 -no-snapshot.")]
+    public string[] ArgumentList { get; set; } = [];
 
     [Parameter(HelpMessage = "Forwards to open at start: tcp:10977, tcp:127.0.0.1:8080:80, udp:5353:53 or hostfwd=tcp:127.0.0.1:8080-:80.")]
     public string[] Forward { get; set; } = [];
@@ -97,18 +119,32 @@ public sealed class StartEmuNetCommand : EmunetCmdlet
                 $"The Emunet engine '{tool}' is missing from the module folder; reinstall the module (scripts/build-module.sh lays it out).", tool));
         }
 
-        var args = new List<string> { tool, "run", "--name", Name };
-        if (VhostUser is not null) { args.Add("--vhost-user"); args.Add(GetUnresolvedProviderPathFromPSPath(VhostUser)); }
+        bool android = ParameterSetName == AndroidSet;
+        var args = new List<string> { tool, android ? "launch" : "run", "--name", Name };
+        if (android) args.Add("--android");
+        var links = new List<(string Option, string Value)>();
+        if (VhostUser is not null)
+            foreach (string v in VhostUser) links.Add(("--vhost-user", GetUnresolvedProviderPathFromPSPath(v)));
         else if (Connect is not null)
         {
-            args.Add("--connect");
-            args.Add(Connect.StartsWith("unix:", StringComparison.OrdinalIgnoreCase) ? "unix:" + GetUnresolvedProviderPathFromPSPath(Connect[5..]) : Connect);
+            foreach (string c in Connect)
+                links.Add(("--connect", c.StartsWith("unix:", StringComparison.OrdinalIgnoreCase) ? "unix:" + GetUnresolvedProviderPathFromPSPath(c[5..]) : c));
         }
-        else
+        else if (!android)
         {
-            string socket = Socket ?? RuntimeDirectory.DeviceSocketPathFor(Name);
-            if (!socket.StartsWith("tcp:", StringComparison.OrdinalIgnoreCase)) socket = GetUnresolvedProviderPathFromPSPath(socket);
-            args.Add("--socket"); args.Add(socket);
+            foreach (string s in Socket ?? [RuntimeDirectory.DeviceSocketPathFor(Name)])
+                links.Add(("--socket", s.StartsWith("tcp:", StringComparison.OrdinalIgnoreCase) ? s : GetUnresolvedProviderPathFromPSPath(s)));
+        }
+        if (GuestAddress is { } addresses && addresses.Length > links.Count)
+        {
+            ThrowTerminatingError(Error(ErrorIds.InvalidArgument, ErrorCategory.InvalidArgument,
+                $"-GuestAddress gives {addresses.Length} addresses for {links.Count} link(s); give at most one per link, in order.", GuestAddress));
+        }
+        for (int i = 0; i < links.Count; i++)
+        {
+            args.Add(links[i].Option);
+            args.Add(links[i].Value);
+            if (GuestAddress is { } a && i < a.Length) { args.Add("--guest-address"); args.Add(a[i]); }
         }
         foreach (string f in Forward) { args.Add("--forward"); args.Add(f); }
         if (Capture is not null) { args.Add("--capture"); args.Add(GetUnresolvedProviderPathFromPSPath(Capture)); }
@@ -122,6 +158,16 @@ public sealed class StartEmuNetCommand : EmunetCmdlet
         if (BufferBudgetMiB is { } mib) { args.Add("--buffer-budget"); args.Add(mib.ToString(System.Globalization.CultureInfo.InvariantCulture)); }
         args.Add("--log-level"); args.Add(LogLevel);
 
+        if (android)
+        {
+            args.Add("--");
+            args.Add(Emulator!);
+            args.AddRange(ArgumentList);
+            if (!ShouldProcess(Name, $"Run the Android Emulator '{Emulator}' on Emunet")) return;
+            RuntimeDirectory.Ensure();
+            WriteObject(RunInForeground(DotnetHost(), args));
+            return;
+        }
         if (!ShouldProcess(Name, "Start Emunet instance")) return;
 
         RuntimeDirectory.Ensure();
@@ -163,6 +209,20 @@ public sealed class StartEmuNetCommand : EmunetCmdlet
         string candidate = Path.GetFullPath(Path.Combine(runtime, "..", "..", "..", "dotnet"));
         if (File.Exists(candidate)) return candidate;
         return "dotnet";
+    }
+
+    /// <summary>
+    /// Runs <c>emunet launch</c> attached to this console (the emulator's window and output stay the user's) and
+    /// returns its exit code, the emulator's. Ctrl+C reaches both, as when typed at <c>emunet launch</c> itself.
+    /// </summary>
+    private int RunInForeground(string file, List<string> args)
+    {
+        var start = new ProcessStartInfo(file) { UseShellExecute = false };
+        foreach (string a in args) start.ArgumentList.Add(a);
+        using var process = Process.Start(start) ?? throw new InvalidOperationException($"Cannot start '{file}'.");
+        WriteVerbose($"Started 'emunet launch --android' as process {process.Id}.");
+        process.WaitForExit();
+        return process.ExitCode;
     }
 
     /// <summary>Starts <paramref name="file"/> in a new session with stdio on <paramref name="log"/>; returns its pid.</summary>

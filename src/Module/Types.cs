@@ -18,17 +18,53 @@ public sealed class EmuInstance
     public string? GuestMac { get; init; }
     /// <summary>What the guest may reach ("open" when nothing is restricted).</summary>
     public string? OutboundPolicy { get; init; }
-    /// <summary>The QEMU arguments that attach a guest to this instance's device (for vhost-user, replace &lt;RAM&gt; with -m's size).</summary>
+    /// <summary>
+    /// The QEMU arguments that attach a guest to every link of this instance, one card each (netdev n0, n1, ...; for
+    /// vhost-user, replace &lt;RAM&gt; with -m's size).
+    /// </summary>
     public required string[] EmulatorArguments { get; init; }
+    /// <summary>The Android Emulator's flags for the links (-net-socket for the first, -wifi-socket for the second); null when it cannot attach.</summary>
+    public string? AndroidArguments { get; init; }
+    /// <summary>Every guest link, in order (the first is the one forwards reach unless they name a guest address).</summary>
+    public required EmuLink[] Links { get; init; }
 
-    internal static EmuInstance From(InstanceDto d) => new()
+    internal static EmuInstance From(InstanceDto d)
     {
-        Name = d.Name, ProcessId = d.ProcessId, Version = d.Version, Device = d.Device, ControlSocket = d.ControlSocket,
-        Started = d.Started, GuestConnected = d.GuestConnected, GuestMac = d.GuestMac, OutboundPolicy = d.OutboundPolicy,
-        EmulatorArguments = Engine.Control.EmulatorArguments.For(d.Device),
-    };
+        var links = d.Links is { Count: > 0 } list
+            ? list.Select(l => new EmuLink
+            {
+                Index = l.Index, Device = l.Device, GuestAddress = l.GuestAddress, GuestConnected = l.GuestConnected, GuestMac = l.GuestMac,
+                EmulatorArguments = Engine.Control.EmulatorArguments.For(l.Device, "n" + l.Index.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+            }).ToArray()
+            : [new EmuLink { Index = 0, Device = d.Device, GuestAddress = "10.0.2.15", GuestConnected = d.GuestConnected, GuestMac = d.GuestMac, EmulatorArguments = Engine.Control.EmulatorArguments.For(d.Device) }];
+        var devices = links.Select(l => l.Device).ToList();
+        return new()
+        {
+            Name = d.Name, ProcessId = d.ProcessId, Version = d.Version, Device = d.Device, ControlSocket = d.ControlSocket,
+            Started = d.Started, GuestConnected = d.GuestConnected, GuestMac = d.GuestMac, OutboundPolicy = d.OutboundPolicy,
+            EmulatorArguments = Engine.Control.EmulatorArguments.ForLinks(devices),
+            AndroidArguments = Engine.Control.EmulatorArguments.AndroidForLinks(devices),
+            Links = links,
+        };
+    }
 
     public override string ToString() => Name;
+}
+
+/// <summary>One guest link of an instance (<see cref="EmuInstance.Links"/>).</summary>
+public sealed class EmuLink
+{
+    /// <summary>0 for the first link: the <c>Link</c> of the connections that use it.</summary>
+    public int Index { get; init; }
+    public required string Device { get; init; }
+    /// <summary>The address this link's guest is leased; forwards name it (New-EmuForward -GuestAddress).</summary>
+    public required string GuestAddress { get; init; }
+    public bool GuestConnected { get; init; }
+    public string? GuestMac { get; init; }
+    /// <summary>The QEMU arguments that attach one card to this link.</summary>
+    public required string[] EmulatorArguments { get; init; }
+
+    public override string ToString() => $"{Device} ({GuestAddress})";
 }
 
 /// <summary>A host-to-guest forward (New-EmuForward, Get-EmuForward).</summary>
@@ -40,6 +76,8 @@ public sealed class EmuForward
     /// <summary>The port bound on the host.</summary>
     public int HostPort { get; init; }
     public int GuestPort { get; init; }
+    /// <summary>The guest address the forward names (another link's guest); null for the first link's.</summary>
+    public string? GuestAddress { get; init; }
     public required string Spec { get; init; }
     public int ActiveConnections { get; init; }
     public long TotalConnections { get; init; }
@@ -49,7 +87,7 @@ public sealed class EmuForward
     {
         Instance = instance,
         Protocol = d.Protocol == "udp" ? ForwardProtocol.Udp : ForwardProtocol.Tcp,
-        Address = d.Address, HostPort = d.HostPort, GuestPort = d.GuestPort, Spec = d.Spec,
+        Address = d.Address, HostPort = d.HostPort, GuestPort = d.GuestPort, GuestAddress = d.GuestAddress, Spec = d.Spec,
         ActiveConnections = d.ActiveConnections, TotalConnections = d.TotalConnections, Created = d.Created,
     };
 
@@ -76,6 +114,8 @@ public sealed class EmuConnection
     public TimeSpan Age => DateTimeOffset.Now - Started;
     /// <summary>The forward it came in through, for forwarded flows.</summary>
     public string? Forward { get; init; }
+    /// <summary>The guest link the flow uses (0 for the first, whose guest is 10.0.2.15).</summary>
+    public int Link { get; init; }
     /// <summary>-Watch: bytes per second to the guest since the previous sample (null on a flow's first).</summary>
     public double? BytesToGuestPerSecond { get; init; }
     /// <summary>-Watch: bytes per second from the guest since the previous sample (null on a flow's first).</summary>
@@ -88,7 +128,7 @@ public sealed class EmuConnection
         Direction = d.Direction == "forwarded" ? FlowDirection.Forwarded : FlowDirection.Outbound,
         GuestEndPoint = Parse(d.Guest), GuestPeerEndPoint = Parse(d.GuestPeer),
         HostLocalEndPoint = Parse(d.HostLocal), HostRemoteEndPoint = Parse(d.HostRemote),
-        State = d.State, BytesFromGuest = d.BytesFromGuest, BytesToGuest = d.BytesToGuest, Started = d.Started, Forward = d.Forward,
+        State = d.State, BytesFromGuest = d.BytesFromGuest, BytesToGuest = d.BytesToGuest, Started = d.Started, Forward = d.Forward, Link = d.Link,
         BytesToGuestPerSecond = rate?.ToGuest, BytesFromGuestPerSecond = rate?.FromGuest,
     };
 

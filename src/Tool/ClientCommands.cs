@@ -11,13 +11,19 @@ internal static partial class EmunetCli
 {
     private static readonly Argument<string> ForwardSpecArgument = new("spec")
     {
-        Description = "PROTO:[ADDR:]HOSTPORT[:GUESTPORT] (tcp:10977, tcp:127.0.0.1:8080:80, udp:5353:53), a range (tcp:8000-8010, tcp:8000-8010:9000-9010), a comma list (tcp:80,443,udp:53) or QEMU's hostfwd=tcp:127.0.0.1:8080-:80. Host port 0 takes any free port.",
+        Description = "PROTO:[ADDR:]HOSTPORT[:GUESTPORT] (tcp:10977, tcp:127.0.0.1:8080:80, udp:5353:53), PROTO:ADDR:HOSTPORT:GUESTADDR:GUESTPORT for another link's guest (tcp:127.0.0.1:8080:10.0.2.16:80), a range (tcp:8000-8010, tcp:8000-8010:9000-9010), a comma list (tcp:80,443,udp:53) or QEMU's hostfwd=tcp:127.0.0.1:8080-:80. Host port 0 takes any free port.",
     };
 
     private static readonly Argument<string?> ForwardGuestArgument = new("guest")
     {
         Description = "adb's form: the guest side as PROTO:PORT (emunet forward add tcp:10990 tcp:10990); the first argument is then the host side.",
         Arity = ArgumentArity.ZeroOrOne,
+    };
+
+    private static readonly Option<string?> ForwardGuestAddressOption = new("--guest-address")
+    {
+        Description = "The guest the forwards reach: the address of one of the instance's links (10.0.2.16 for the Android Emulator's Wi-Fi link). Default: the first link's guest (10.0.2.15).",
+        HelpName = "ADDR",
     };
 
     private static readonly Argument<string?> ForwardRemoveArgument = new("forward")
@@ -120,6 +126,7 @@ internal static partial class EmunetCli
         var add = ClientCommand("add", "Listen on host ports and send their connections straight into the guest's ports (all of a list or range, or none).", (r, client) =>
         {
             CombineForwardSpec(r.GetValue(ForwardSpecArgument)!, r.GetValue(ForwardGuestArgument), out string spec);
+            spec = WithGuestAddress(spec, r.GetValue(ForwardGuestAddressOption), out _);
             var added = client.AddForwards(spec);
             if (r.GetValue(WaitOption))
             {
@@ -135,13 +142,16 @@ internal static partial class EmunetCli
             if (r.GetValue(JsonOption))
                 return added.Count == 1 ? WriteJson(r, added[0], ControlJsonContext.Indented.ForwardDto) : WriteJson(r, added, ControlJsonContext.Indented.ListForwardDto);
             foreach (var f in added)
-                r.InvocationConfiguration.Output.WriteLine($"Forwarding {f.Protocol} {f.Address}:{f.HostPort} -> guest port {f.GuestPort}");
+                r.InvocationConfiguration.Output.WriteLine(f.GuestAddress is null
+                    ? $"Forwarding {f.Protocol} {f.Address}:{f.HostPort} -> guest port {f.GuestPort}"
+                    : $"Forwarding {f.Protocol} {f.Address}:{f.HostPort} -> guest {f.GuestAddress} port {f.GuestPort}");
             return 0;
         }, r => CombineForwardSpec(r.GetValue(ForwardSpecArgument)!, r.GetValue(ForwardGuestArgument), out string spec)
-            ? ForwardSpec.TryParseMany(spec, out _, out string? error) ? null : error
+            ? ForwardSpec.TryParseMany(spec, out _, out string? error) ? WithGuestAddressError(spec, r.GetValue(ForwardGuestAddressOption)) : error
             : $"The guest side '{r.GetValue(ForwardGuestArgument)}' is not PROTO:PORT with the host side's protocol (adb's form: forward add tcp:10990 tcp:10990).");
         add.Add(ForwardSpecArgument);
         add.Add(ForwardGuestArgument);
+        add.Add(ForwardGuestAddressOption);
         add.Add(WaitOption);
         add.Add(WaitTimeoutOption);
 
@@ -199,6 +209,39 @@ internal static partial class EmunetCli
     /// adb's two-argument form: host side <c>tcp:10990</c> (or <c>tcp:127.0.0.1:8000-8010</c>) and guest side
     /// <c>tcp:10990</c> make <c>tcp:10990:10990</c>. Without a guest side the spec is <paramref name="host"/> as it is.
     /// </summary>
+    /// <summary>
+    /// <paramref name="spec"/> with every forward aimed at <paramref name="guestAddress"/> (--guest-address); the spec
+    /// unchanged when none is given. <paramref name="error"/> when the address is not IPv4 or the spec names another.
+    /// </summary>
+    internal static string WithGuestAddress(string spec, string? guestAddress, out string? error)
+    {
+        error = null;
+        if (guestAddress is null) return spec;
+        if (!Engine.Wire.IPv4Address.TryParseDottedQuad(guestAddress, out var parsed))
+        {
+            error = $"--guest-address '{guestAddress}' is not an IPv4 address (e.g. 10.0.2.16).";
+            return spec;
+        }
+        var guest = Engine.Wire.IPv4Address.From(parsed);
+        var items = new List<string>();
+        foreach (var s in ForwardSpec.ParseMany(spec))
+        {
+            if (s.GuestAddress is { } named && named != guest)
+            {
+                error = $"The forward {s} names the guest {named} and --guest-address says {guest}; give one.";
+                return spec;
+            }
+            items.Add((s with { GuestAddress = guest }).ToString());
+        }
+        return string.Join(',', items);
+    }
+
+    private static string? WithGuestAddressError(string spec, string? guestAddress)
+    {
+        WithGuestAddress(spec, guestAddress, out string? error);
+        return error;
+    }
+
     internal static bool CombineForwardSpec(string host, string? guest, out string spec)
     {
         spec = host;
@@ -250,11 +293,12 @@ internal static partial class EmunetCli
             if (r.GetValue(WatchOption)) return WatchConnectionsAsync(r, client, token);
             var connections = client.ListConnections(r.GetValue(ProtocolFilterOption), r.GetValue(PortFilterOption), r.GetValue(StateFilterOption));
             if (r.GetValue(JsonOption)) return Task.FromResult(WriteJson(r, connections, ControlJsonContext.Indented.ListConnectionDto));
-            var table = new TableWriter("PROTO", "DIR", "GUEST", "PEER (AS GUEST SEES IT)", "HOST LOCAL", "HOST REMOTE", "STATE", "TO GUEST", "FROM GUEST", "AGE");
+            var table = new TableWriter("LINK", "PROTO", "DIR", "GUEST", "PEER (AS GUEST SEES IT)", "HOST LOCAL", "HOST REMOTE", "STATE", "TO GUEST", "FROM GUEST", "AGE");
             var now = DateTimeOffset.UtcNow;
             foreach (var c in connections)
             {
-                table.Add(c.Protocol, c.Direction == "forwarded" ? "fwd" : "out", c.Guest, c.GuestPeer, c.HostLocal, c.HostRemote, c.State,
+                table.Add(c.Link.ToString(CultureInfo.InvariantCulture), c.Protocol, c.Direction == "forwarded" ? "fwd" : "out", c.Guest, c.GuestPeer,
+                    c.HostLocal, c.HostRemote, c.State,
                     DisplayText.Bytes(c.BytesToGuest), DisplayText.Bytes(c.BytesFromGuest), DisplayText.Age(now - c.Started));
             }
             table.WriteTo(r.InvocationConfiguration.Output);
@@ -299,6 +343,26 @@ internal static partial class EmunetCli
         });
         return command;
     }
+
+    private static Command BuildInfoCommand() => ClientCommand("info",
+        "Show the instance: its links (device, guest address, guest attached) and the emulator arguments that attach to them.", (r, client) =>
+        {
+            var i = client.Info();
+            if (r.GetValue(JsonOption)) return WriteJson(r, i, ControlJsonContext.Indented.InstanceDto);
+            var o = r.InvocationConfiguration.Output;
+            var links = i.Links ?? [new LinkDto { Index = 0, Device = i.Device, GuestAddress = "10.0.2.15", GuestConnected = i.GuestConnected, GuestMac = i.GuestMac }];
+            o.WriteLine($"Instance   {i.Name} (pid {i.ProcessId.ToString(CultureInfo.InvariantCulture)}, version {i.Version})");
+            o.WriteLine($"Control    {i.ControlSocket}");
+            o.WriteLine($"Outbound   {i.OutboundPolicy ?? "open"}");
+            foreach (var l in links)
+            {
+                o.WriteLine($"Link {l.Index.ToString(CultureInfo.InvariantCulture)}     {l.Device}, guest {l.GuestAddress}, {(l.GuestConnected ? "attached" + (l.GuestMac is null ? "" : " " + l.GuestMac) : "no guest attached")}");
+            }
+            var devices = links.Select(l => l.Device).ToList();
+            o.WriteLine($"QEMU       {string.Join(' ', EmulatorArguments.ForLinks(devices))}");
+            if (EmulatorArguments.AndroidForLinks(devices) is { } android) o.WriteLine($"Android    {android}");
+            return 0;
+        });
 
     private static Command BuildStatsCommand()
     {

@@ -59,6 +59,7 @@ internal static partial class EmunetCli
         root.Add(BuildReverseCommand());
         root.Add(BuildConnectionsCommand());
         root.Add(BuildInstancesCommand());
+        root.Add(BuildInfoCommand());
         root.Add(BuildStatsCommand());
         root.Add(BuildCaptureCommand());
         root.Add(BuildStopCommand());

@@ -19,22 +19,39 @@ internal static partial class EmunetCli
     public const int MinMtu = 576;   // RFC 791: every host must take 576-byte datagrams
     public const int MaxMtu = 65520;
 
-    private static readonly Option<string?> SocketOption = new("--socket", "-s")
+    // The link options may be repeated: each occurrence is one guest link, in command-line order (the first link's
+    // guest is 10.0.2.15, the next 10.0.2.16, ...; --guest-address after a link sets that link's).
+    private static readonly Option<string[]> SocketOption = new("--socket", "-s")
     {
-        Description = "The QEMU stream socket to serve: a Unix socket path, or tcp:127.0.0.1:PORT. QEMU attaches with -netdev stream,id=n0,server=off,addr.type=unix,addr.path=PATH.",
+        Description = "The QEMU stream socket to serve: a Unix socket path, or tcp:127.0.0.1:PORT. QEMU attaches with -netdev stream,id=n0,server=off,addr.type=unix,addr.path=PATH. Repeatable, as --connect and --vhost-user: one guest link each.",
         HelpName = "PATH|tcp:127.0.0.1:PORT",
+        DefaultValueFactory = _ => [],
     };
 
-    private static readonly Option<string?> VhostUserOption = new("--vhost-user")
+    private static readonly Option<string[]> VhostUserOption = new("--vhost-user")
     {
         Description = "Serve a vhost-user virtio-net device on this Unix socket path instead. The guest's RAM must be shared, the size equal to -m: QEMU attaches with -object memory-backend-memfd,id=mem,size=<RAM>,share=on -numa node,memdev=mem -chardev socket,id=c0,path=PATH -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0 (add vectors=0 to -device under TCG).",
         HelpName = "PATH",
+        DefaultValueFactory = _ => [],
     };
 
-    private static readonly Option<string?> ConnectOption = new("--connect")
+    private static readonly Option<string[]> ConnectOption = new("--connect")
     {
-        Description = "Dial an emulator that listens, instead of waiting for it: tcp:127.0.0.1:PORT (QEMU -netdev socket,id=n0,listen=127.0.0.1:PORT; the Android Emulator's -net-socket listen=127.0.0.1:PORT) or unix:PATH (-netdev stream,id=n0,server=on,addr.type=unix,addr.path=PATH). Retries until it answers and dials again whenever the link drops, so the emulator may start first and survives engine restarts.",
+        Description = "Dial an emulator that listens, instead of waiting for it: tcp:127.0.0.1:PORT (QEMU -netdev socket,id=n0,listen=127.0.0.1:PORT; the Android Emulator's -net-socket listen=127.0.0.1:PORT) or unix:PATH (-netdev stream,id=n0,server=on,addr.type=unix,addr.path=PATH). Retries until it answers and dials again whenever the link drops, so the emulator may start first and survives engine restarts. Repeatable.",
         HelpName = "tcp:127.0.0.1:PORT|unix:PATH",
+        DefaultValueFactory = _ => [],
+    };
+
+    private static readonly Option<string[]> GuestAddressOption = new("--guest-address")
+    {
+        Description = "The guest address of the link given just before it (default: 10.0.2.15 for the first link, 10.0.2.16 for the second, ...), e.g. --connect tcp:127.0.0.1:40001 --connect tcp:127.0.0.1:40002 --guest-address 10.0.2.16.",
+        HelpName = "ADDR",
+        DefaultValueFactory = _ => [],
+    };
+
+    private static readonly Option<bool> AndroidOption = new("--android")
+    {
+        Description = "launch: the emulator is the Android Emulator: serve its two links (radio 10.0.2.15, Wi-Fi 10.0.2.16) by appending -net-socket listen=127.0.0.1:P1 -wifi-socket listen=127.0.0.1:P2 (before any -qemu) and dialling them, on ports outside its console/adb range 5554-5585.",
     };
 
     private static readonly Option<string?> NameOption = new("--name", "-n")
@@ -120,7 +137,7 @@ internal static partial class EmunetCli
     {
         var command = new Command("run", "Run an engine in the foreground until SIGINT/SIGTERM or a control 'shutdown'.")
         {
-            SocketOption, VhostUserOption, ConnectOption, NameOption, ForwardOption, CaptureOption, DnsUpstreamOption, MtuOption,
+            SocketOption, VhostUserOption, ConnectOption, GuestAddressOption, NameOption, ForwardOption, CaptureOption, DnsUpstreamOption, MtuOption,
             NoHostLoopbackOption, RestrictOption, AllowOption, DenyOption, ReverseOption, BufferBudgetOption, LogLevelOption,
         };
         command.SetAction(RunAsync);
@@ -130,9 +147,9 @@ internal static partial class EmunetCli
     private static Command BuildLaunchCommand()
     {
         var command = new Command("launch",
-            "Start an engine on a fresh socket, run the emulator attached to it (-netdev stream,id=emunet0,... -device virtio-net-pci,netdev=emunet0 are appended), stop the engine when it exits, and exit with its exit code.")
+            "Start an engine on a fresh socket, run the emulator attached to it (-netdev stream,id=emunet0,... -device virtio-net-pci,netdev=emunet0 are appended; with --android, -net-socket and -wifi-socket), stop the engine when it exits, and exit with its exit code.")
         {
-            NameOption, ForwardOption, CaptureOption, DnsUpstreamOption, MtuOption, NoHostLoopbackOption, RestrictOption,
+            AndroidOption, NameOption, ForwardOption, CaptureOption, DnsUpstreamOption, MtuOption, NoHostLoopbackOption, RestrictOption,
             AllowOption, DenyOption, ReverseOption, BufferBudgetOption, LogLevelOption, EmulatorArgument,
         };
         command.SetAction(LaunchAsync);
@@ -315,22 +332,16 @@ internal static partial class EmunetCli
 
     private static async Task<int> RunAsync(ParseResult r, CancellationToken cancellationToken)
     {
-        string? socket = r.GetValue(SocketOption), vhost = r.GetValue(VhostUserOption), connect = r.GetValue(ConnectOption);
-        if ((socket is null ? 0 : 1) + (vhost is null ? 0 : 1) + (connect is null ? 0 : 1) != 1)
-            return Fail(r, ExitCode.UsageError, "Give the guest device: --socket PATH|tcp:127.0.0.1:PORT (QEMU -netdev stream), --vhost-user PATH, or --connect tcp:127.0.0.1:PORT|unix:PATH (an emulator that listens), one of them.");
-        if (connect is not null && !connect.StartsWith("tcp:", StringComparison.OrdinalIgnoreCase) && !connect.StartsWith("unix:", StringComparison.OrdinalIgnoreCase))
-            return Fail(r, ExitCode.UsageError, $"--connect '{connect}' is not tcp:127.0.0.1:PORT or unix:PATH.");
-        if (connect is not null && connect.StartsWith("unix:", StringComparison.OrdinalIgnoreCase)) connect = "unix:" + Path.GetFullPath(connect[5..]);
-        if (socket is not null && !socket.StartsWith("tcp:", StringComparison.OrdinalIgnoreCase)) socket = Path.GetFullPath(socket);
-        if (vhost is not null) vhost = Path.GetFullPath(vhost);
-
+        List<LinkOptions>? links;
         string name = r.GetValue(NameOption) ?? DefaultInstanceName;
         EngineOptions? options;
         try
         {
-            options = ReadEngineOptions(r, name, socket, vhost, out string? error);
+            links = ReadLinks(r, out string? linkError);
+            if (links is null) return Fail(r, ExitCode.UsageError, linkError!);
+            options = ReadEngineOptions(r, name, null, null, out string? error);
             if (options is null) return Fail(r, ExitCode.UsageError, error!);
-            if (connect is not null) options = options with { Links = [new LinkOptions(LinkKind.Stream, LinkMode.Connect, connect)] };
+            options = options with { Links = links };
         }
         catch (ArgumentException e) { return Fail(r, ExitCode.UsageError, e.Message); }
 
@@ -344,9 +355,10 @@ internal static partial class EmunetCli
         if (instance is null) return (int)failure;
         await using (instance.ConfigureAwait(false))
         {
-            string device = instance.Engine.Info.Device;
-            logger.InstanceReady(name, device, options.ControlSocketPath!, string.Join(' ', EmulatorArguments.For(device)));
-            if (EmulatorArguments.AndroidFor(device) is { } android) logger.AndroidHint(android);
+            var info = instance.Engine.Info;
+            logger.InstanceReady(name, string.Join(", ", info.Links.Select(l => l.Device)), options.ControlSocketPath!,
+                string.Join(' ', EmulatorArguments.ForLinks(info.Links.Select(l => l.Device).ToList())));
+            if (EmulatorArguments.AndroidForLinks(info.Links.Select(l => l.Device).ToList()) is { } android) logger.AndroidHint(android);
             await WaitAsync(instance.Engine.Completion, stop.Token).ConfigureAwait(false);
             logger.InstanceStopping(name);
         }
@@ -363,6 +375,129 @@ internal static partial class EmunetCli
             await Task.WhenAny(task, cancelled.Task).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// The guest links of <c>run</c>, in command-line order: each --socket, --vhost-user or --connect is one link, and a
+    /// --guest-address sets the address of the link just before it. Null and a message naming the fix when a value is
+    /// not valid or no link is given.
+    /// </summary>
+    internal static List<LinkOptions>? ReadLinks(ParseResult r, out string? error)
+    {
+        error = null;
+        var links = new List<LinkOptions>();
+        string? option = null;
+        bool addressSet = false;
+        foreach (var token in r.Tokens)
+        {
+            if (token.Type == TokenType.Option)
+            {
+                option = token.Value switch
+                {
+                    "--socket" or "-s" => "--socket",
+                    "--vhost-user" => "--vhost-user",
+                    "--connect" => "--connect",
+                    "--guest-address" => "--guest-address",
+                    _ => null,
+                };
+                continue;
+            }
+            if (option is null || token.Type != TokenType.Argument) continue;
+            string value = token.Value;
+            string current = option;
+            option = null; // one value per occurrence
+            switch (current)
+            {
+                case "--socket":
+                    links.Add(new LinkOptions(LinkKind.Stream, LinkMode.Listen,
+                        value.StartsWith("tcp:", StringComparison.OrdinalIgnoreCase) ? value : Path.GetFullPath(value)));
+                    addressSet = false;
+                    break;
+                case "--vhost-user":
+                    links.Add(new LinkOptions(LinkKind.VhostUser, LinkMode.Listen, Path.GetFullPath(value)));
+                    addressSet = false;
+                    break;
+                case "--connect":
+                    if (value.StartsWith("unix:", StringComparison.OrdinalIgnoreCase)) value = "unix:" + Path.GetFullPath(value[5..]);
+                    else if (!value.StartsWith("tcp:", StringComparison.OrdinalIgnoreCase))
+                    {
+                        error = $"--connect '{value}' is not tcp:127.0.0.1:PORT or unix:PATH.";
+                        return null;
+                    }
+                    links.Add(new LinkOptions(LinkKind.Stream, LinkMode.Connect, value));
+                    addressSet = false;
+                    break;
+                default:
+                    if (links.Count == 0)
+                    {
+                        error = $"--guest-address {value} comes before any link: put it after the --socket, --connect or --vhost-user it is for.";
+                        return null;
+                    }
+                    if (addressSet)
+                    {
+                        error = $"--guest-address {value}: link {links.Count} has its address already; give one per link.";
+                        return null;
+                    }
+                    if (!Engine.Wire.IPv4Address.TryParseDottedQuad(value, out var address))
+                    {
+                        error = $"--guest-address '{value}' is not an IPv4 address (e.g. 10.0.2.16).";
+                        return null;
+                    }
+                    links[^1] = links[^1] with { GuestAddress = Engine.Wire.IPv4Address.From(address) };
+                    addressSet = true;
+                    break;
+            }
+        }
+        if (links.Count == 0)
+        {
+            error = "Give the guest device: --socket PATH|tcp:127.0.0.1:PORT (QEMU -netdev stream), --vhost-user PATH, or --connect tcp:127.0.0.1:PORT|unix:PATH (an emulator that listens); repeat them for several links (the Android Emulator's radio and Wi-Fi).";
+            return null;
+        }
+        if (links.Count > MaxLinks)
+        {
+            error = $"{links.Count} guest links given; one engine serves at most {MaxLinks}.";
+            return null;
+        }
+        return links;
+    }
+
+    /// <summary>The most guest links one engine serves (the engine's own limit).</summary>
+    internal const int MaxLinks = 8;
+
+    /// <summary>The Android Emulator's console and adb ports (a pair per emulator): launch --android keeps clear of them.</summary>
+    internal const int AndroidFirstPort = 5554, AndroidLastPort = 5585;
+
+    /// <summary>A free loopback TCP port outside <see cref="AndroidFirstPort"/>..<see cref="AndroidLastPort"/> and not in <paramref name="taken"/>.</summary>
+    internal static int FreeAndroidLinkPort(ICollection<int> taken)
+    {
+        for (int attempt = 0; attempt < 64; attempt++)
+        {
+            using var probe = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+            probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+            int port = ((IPEndPoint)probe.LocalEndPoint!).Port;
+            if (port is >= AndroidFirstPort and <= AndroidLastPort || taken.Contains(port)) continue;
+            return port;
+        }
+        throw new IOException("no free loopback port outside 5554-5585 was found for the emulator's links.");
+    }
+
+    /// <summary>
+    /// The Android Emulator's command line with its two links added: <c>-net-socket listen=127.0.0.1:RADIO
+    /// -wifi-socket listen=127.0.0.1:WIFI</c>, before <c>-qemu</c> when there is one (what follows it goes to QEMU).
+    /// </summary>
+    internal static List<string> AndroidCommandLine(IReadOnlyList<string> emulator, int radioPort, int wifiPort)
+    {
+        var result = new List<string>(emulator.Count + 4);
+        int qemu = -1;
+        for (int i = 1; i < emulator.Count; i++) if (emulator[i] == "-qemu") { qemu = i; break; }
+        int insertAt = qemu < 0 ? emulator.Count : qemu;
+        for (int i = 0; i < insertAt; i++) result.Add(emulator[i]);
+        result.Add("-net-socket");
+        result.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"listen=127.0.0.1:{radioPort}"));
+        result.Add("-wifi-socket");
+        result.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"listen=127.0.0.1:{wifiPort}"));
+        for (int i = insertAt; i < emulator.Count; i++) result.Add(emulator[i]);
+        return result;
+    }
+
     /// <summary>The arguments appended to the emulator's command line to attach it to <paramref name="socketPath"/>.</summary>
     internal static string[] EmulatorNetworkArguments(string socketPath) => EmulatorArguments.For("stream:unix:" + socketPath, "emunet0");
 
@@ -371,13 +506,36 @@ internal static partial class EmunetCli
         string[] emulator = r.GetValue(EmulatorArgument) ?? [];
         if (emulator.Length == 0) return Fail(r, ExitCode.UsageError, "Give the emulator command after '--', e.g. emunet launch -- qemu-system-x86_64 -m 1G disk.img.");
         string name = r.GetValue(NameOption) ?? $"launch-{Environment.ProcessId}";
+        bool android = r.GetValue(AndroidOption);
         string socketPath;
         EngineOptions? options;
+        List<string> commandLine;
         try
         {
             socketPath = RuntimeDirectory.DeviceSocketPathFor(name);
-            options = ReadEngineOptions(r, name, socketPath, null, out string? error);
+            options = ReadEngineOptions(r, name, android ? null : socketPath, null, out string? error);
             if (options is null) return Fail(r, ExitCode.UsageError, error!);
+            if (android)
+            {
+                // Dial-out: the emulator listens on both links and the engine connects, so the emulator may outlive an
+                // engine restart (its -net-socket connect= never reconnects).
+                int radio = FreeAndroidLinkPort([]);
+                int wifi = FreeAndroidLinkPort([radio]);
+                options = options with
+                {
+                    Links =
+                    [
+                        new LinkOptions(LinkKind.Stream, LinkMode.Connect, $"tcp:127.0.0.1:{radio}"),
+                        new LinkOptions(LinkKind.Stream, LinkMode.Connect, $"tcp:127.0.0.1:{wifi}"),
+                    ],
+                };
+                commandLine = AndroidCommandLine(emulator, radio, wifi);
+                socketPath = $"radio tcp:127.0.0.1:{radio}, Wi-Fi tcp:127.0.0.1:{wifi}";
+            }
+            else
+            {
+                commandLine = [.. emulator, .. EmulatorNetworkArguments(socketPath)];
+            }
         }
         catch (ArgumentException e) { return Fail(r, ExitCode.UsageError, e.Message); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -392,14 +550,13 @@ internal static partial class EmunetCli
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => c.Cancel = true);
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
 
-        if (File.Exists(socketPath) && !RuntimeDirectory.IsLive(socketPath)) File.Delete(socketPath);
+        if (!android && File.Exists(socketPath) && !RuntimeDirectory.IsLive(socketPath)) File.Delete(socketPath);
         var instance = StartInstance(r, options, loggerFactory, out var failure);
         if (instance is null) return (int)failure;
         await using (instance.ConfigureAwait(false))
         {
-            var start = new ProcessStartInfo(emulator[0]) { UseShellExecute = false };
-            for (int i = 1; i < emulator.Length; i++) start.ArgumentList.Add(emulator[i]);
-            foreach (string a in EmulatorNetworkArguments(socketPath)) start.ArgumentList.Add(a);
+            var start = new ProcessStartInfo(commandLine[0]) { UseShellExecute = false };
+            for (int i = 1; i < commandLine.Count; i++) start.ArgumentList.Add(commandLine[i]);
             Process? process;
             try { process = Process.Start(start); }
             catch (Win32Exception e)

@@ -49,7 +49,7 @@ internal static partial class ToolLog
     });
 
     [LoggerMessage(EventId = 106, EventName = "AndroidHint", Level = LogLevel.Information,
-        Message = "Android Emulator: {Arguments} (-wifi-socket the same way for the Wi-Fi link; keep clear of ports 5554-5585)")]
+        Message = "Android Emulator: {Arguments} (its first link -net-socket, its second -wifi-socket; give a second --connect for the Wi-Fi link; keep clear of ports 5554-5585)")]
     internal static partial void AndroidHint(this ILogger logger, string arguments);
 
     [LoggerMessage(EventId = 101, EventName = "InstanceReady", Level = LogLevel.Information,

@@ -16,7 +16,6 @@ public sealed class ForwardSpecTests
     [InlineData("tcp:*:8080:80", ForwardProtocol.Tcp, "0.0.0.0", 8080, 80)]
     [InlineData("hostfwd=tcp:127.0.0.1:8080-:80", ForwardProtocol.Tcp, "127.0.0.1", 8080, 80)]
     [InlineData("hostfwd=udp::5353-:53", ForwardProtocol.Udp, "127.0.0.1", 5353, 53)]
-    [InlineData("tcp::2222-10.0.2.15:22", ForwardProtocol.Tcp, "127.0.0.1", 2222, 22)]
     [InlineData("hostfwd=tcp::2222-:", ForwardProtocol.Tcp, "127.0.0.1", 2222, 2222)]
     [InlineData("  tcp:8080:80  ", ForwardProtocol.Tcp, "127.0.0.1", 8080, 80)]
     public void Parses_every_form(string text, ForwardProtocol protocol, string address, int hostPort, int guestPort)
@@ -52,6 +51,26 @@ public sealed class ForwardSpecTests
         Assert.Contains("tcp:10977", error);
     }
 
+    [Theory]
+    [InlineData("tcp::2222-10.0.2.15:22", ForwardProtocol.Tcp, 2222, "10.0.2.15", 22)]
+    [InlineData("hostfwd=tcp:127.0.0.1:8080-10.0.2.16:80", ForwardProtocol.Tcp, 8080, "10.0.2.16", 80)]
+    [InlineData("udp:127.0.0.1:5353:10.0.2.16:53", ForwardProtocol.Udp, 5353, "10.0.2.16", 53)]
+    [InlineData("tcp:127.0.0.1:0:10.0.2.16:80", ForwardProtocol.Tcp, 0, "10.0.2.16", 80)]
+    public void A_forward_may_name_the_guest_of_another_link(string text, ForwardProtocol protocol, int hostPort, string guest, int guestPort)
+    {
+        var spec = ForwardSpec.Parse(text);
+        Assert.Equal(new ForwardSpec(protocol, IPAddress.Loopback, hostPort, guestPort) { GuestAddress = Emunet.Engine.Wire.IPv4Address.Parse(guest) }, spec);
+        Assert.Equal($"{(protocol == ForwardProtocol.Udp ? "udp" : "tcp")}:127.0.0.1:{hostPort}:{guest}:{guestPort}", spec.ToString());
+        Assert.Equal(spec, ForwardSpec.Parse(spec.ToString()));
+    }
+
+    [Theory]
+    [InlineData("tcp:127.0.0.1:8080:10.0.2:80")]
+    [InlineData("hostfwd=tcp::8080-guest:80")]
+    [InlineData("tcp:127.0.0.1:8080:10.0.2.16:0")]
+    public void Refuses_a_guest_address_that_is_not_one(string text) =>
+        Assert.False(ForwardSpec.TryParse(text, out _, out _));
+
     [Fact]
     public void Canonical_text_names_every_part() =>
         Assert.Equal("udp:127.0.0.1:5353:53", ForwardSpec.Parse("udp:5353:53").ToString());
@@ -77,7 +96,7 @@ public sealed class ForwardSpecListTests
     [InlineData("tcp:80,443,udp:53", "tcp:127.0.0.1:80:80 tcp:127.0.0.1:443:443 udp:127.0.0.1:53:53")]
     [InlineData("tcp:8080:80, 8443:443", "tcp:127.0.0.1:8080:80 tcp:127.0.0.1:8443:443")]
     [InlineData("hostfwd=tcp::2222-:22,tcp:8000-8001", "tcp:127.0.0.1:2222:22 tcp:127.0.0.1:8000:8000 tcp:127.0.0.1:8001:8001")]
-    [InlineData("tcp::2222-10.0.2.15:22", "tcp:127.0.0.1:2222:22")]
+    [InlineData("tcp::2222-10.0.2.15:22", "tcp:127.0.0.1:2222:10.0.2.15:22")]
     [InlineData("tcp:0:22", "tcp:127.0.0.1:0:22")]
     public void Reads_lists_and_ranges(string text, string expected) =>
         Assert.Equal(expected, Text(ForwardSpec.ParseMany(text)));

@@ -126,7 +126,9 @@ public sealed class ToolCommandTests : IDisposable
 
     [Theory]
     [InlineData("run")]
-    [InlineData("run", "--socket", "/tmp/a.sock", "--vhost-user", "/tmp/b.sock")]
+    [InlineData("run", "--guest-address", "10.0.2.16", "--socket", "/tmp/a.sock")]
+    [InlineData("run", "--socket", "/tmp/a.sock", "--guest-address", "10.0.2")]
+    [InlineData("run", "--socket", "/tmp/a.sock", "--guest-address", "10.0.2.16", "--guest-address", "10.0.2.17")]
     [InlineData("run", "--socket", "/tmp/a.sock", "--forward", "sctp:1")]
     [InlineData("run", "--socket", "/tmp/a.sock", "--mtu", "100")]
     [InlineData("run", "--socket", "/tmp/a.sock", "--dns-upstream", "not-an-address")]
@@ -135,7 +137,6 @@ public sealed class ToolCommandTests : IDisposable
     [InlineData("run", "--socket", "/tmp/a.sock", "--allow", "10.0.0.0/40")]
     [InlineData("run", "--socket", "/tmp/a.sock", "--allow", "10.0.0.1:70000")]
     [InlineData("run", "--socket", "/tmp/a.sock", "--buffer-budget", "0")]
-    [InlineData("run", "--socket", "/tmp/a.sock", "--connect", "tcp:127.0.0.1:5000")]
     [InlineData("run", "--connect", "ftp:127.0.0.1:5000")]
     [InlineData("launch")]
     public async Task Invalid_run_options_exit_with_UsageError(params string[] args)
@@ -170,6 +171,87 @@ public sealed class ToolCommandTests : IDisposable
         // -netdev socket exists in QEMU 7.2 and in the Android Emulator's 2.12 fork, which lacks -netdev stream.
         Assert.Equal(qemu, string.Join(' ', Emunet.Engine.Control.EmulatorArguments.For(device)));
         Assert.Equal(android, Emunet.Engine.Control.EmulatorArguments.AndroidFor(device));
+    }
+
+    [Theory]
+    [InlineData("Two guest links have the address 10.0.2.15", "--socket", "A", "--socket", "B", "--guest-address", "10.0.2.15")]
+    [InlineData("is Emunet's own", "--socket", "A", "--guest-address", "10.0.2.2")]
+    [InlineData("is not a host of 10.0.2.0/24", "--socket", "A", "--guest-address", "192.168.1.5")]
+    public async Task Guest_addresses_that_clash_or_leave_the_subnet_are_refused_at_start(string why, params string[] links)
+    {
+        string[] args = ["run", "--name", "clash", .. links.Select(a => a.Length == 1 ? DeviceSocket("clash-" + a) : a)];
+        var (code, _, err) = await Cli(args);
+        Assert.Equal((int)ExitCode.StartFailed, code);
+        Assert.Contains(why, err);
+        Assert.False(RuntimeDirectory.IsLive(RuntimeDirectory.SocketPathFor("clash")));
+    }
+
+    [Fact]
+    public async Task Several_links_are_listed_with_their_guests_and_arguments_and_forwards_name_a_guest()
+    {
+        using var emulator = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        emulator.Start();
+        int port = ((System.Net.IPEndPoint)emulator.LocalEndpoint).Port;
+        string sock = DeviceSocket("links");
+        await using var run = new RunningTool("links", "--socket", sock, "--connect", $"tcp:127.0.0.1:{port}", "--guest-address", "10.0.2.20");
+
+        var json = await Cli("info", "--json");
+        Assert.Equal(0, json.Code);
+        var links = JsonDocument.Parse(json.Out).RootElement.GetProperty("links").EnumerateArray().ToList();
+        Assert.Equal([$"stream:unix:{sock}", $"stream:connect:tcp:127.0.0.1:{port}"], links.Select(l => l.GetProperty("device").GetString()));
+        Assert.Equal(["10.0.2.15", "10.0.2.20"], links.Select(l => l.GetProperty("guestAddress").GetString()));
+
+        var text = await Cli("info");
+        Assert.Contains($"Link 0     stream:unix:{sock}, guest 10.0.2.15, no guest attached", text.Out);
+        Assert.Contains($"Link 1     stream:connect:tcp:127.0.0.1:{port}, guest 10.0.2.20", text.Out);
+        Assert.Contains($"-netdev stream,id=n0,server=off,addr.type=unix,addr.path={sock} -device virtio-net-pci,netdev=n0 -netdev socket,id=n1,listen=127.0.0.1:{port} -device virtio-net-pci,netdev=n1", text.Out);
+
+        var added = await Cli("forward", "add", "tcp:0:80", "--guest-address", "10.0.2.20", "--json");
+        Assert.True(added.Code == 0, added.Err);
+        var forward = JsonDocument.Parse(added.Out).RootElement;
+        Assert.Equal("10.0.2.20", forward.GetProperty("guestAddress").GetString());
+        Assert.EndsWith(":10.0.2.20:80", forward.GetProperty("spec").GetString());
+        var hostfwd = await Cli("forward", "add", "hostfwd=tcp:127.0.0.1:0-10.0.2.20:81");
+        Assert.True(hostfwd.Code == 0, hostfwd.Err);
+        Assert.Contains("-> guest 10.0.2.20 port 81", hostfwd.Out);
+        var first = await Cli("forward", "add", "tcp:0:82");
+        Assert.Contains("-> guest port 82", first.Out);
+
+        var nobody = await Cli("forward", "add", "tcp:127.0.0.1:0:10.0.2.17:80");
+        Assert.NotEqual(0, nobody.Code);
+        Assert.Contains("no guest link of this engine has the address 10.0.2.17 (its links' guests: 10.0.2.15, 10.0.2.20)", nobody.Err);
+        var both = await Cli("forward", "add", "tcp:127.0.0.1:0:10.0.2.15:80", "--guest-address", "10.0.2.20");
+        Assert.Equal((int)ExitCode.UsageError, both.Code);
+        Assert.Equal(3, (await Cli("forward", "list", "--json")).Out.Split("\"spec\"").Length - 1);
+    }
+
+    [Theory]
+    [InlineData(new[] { "emulator", "-avd", "Pixel" }, new[] { "emulator", "-avd", "Pixel", "-net-socket", "listen=127.0.0.1:40001", "-wifi-socket", "listen=127.0.0.1:40002" })]
+    [InlineData(new[] { "emulator", "-avd", "Pixel", "-qemu", "-m", "2G" }, new[] { "emulator", "-avd", "Pixel", "-net-socket", "listen=127.0.0.1:40001", "-wifi-socket", "listen=127.0.0.1:40002", "-qemu", "-m", "2G" })]
+    public void Launch_android_adds_both_links_before_the_qemu_arguments(string[] emulator, string[] expected) =>
+        Assert.Equal(expected, EmunetCli.AndroidCommandLine(emulator, 40001, 40002));
+
+    [Fact]
+    public void Launch_android_ports_keep_clear_of_the_console_and_adb_range()
+    {
+        var taken = new List<int>();
+        for (int i = 0; i < 20; i++)
+        {
+            int port = EmunetCli.FreeAndroidLinkPort(taken);
+            Assert.False(port is >= EmunetCli.AndroidFirstPort and <= EmunetCli.AndroidLastPort);
+            Assert.DoesNotContain(port, taken);
+            taken.Add(port);
+        }
+    }
+
+    [Fact]
+    public void Android_flags_name_the_radio_link_then_the_wifi_link()
+    {
+        Assert.Equal("-net-socket listen=127.0.0.1:40001 -wifi-socket listen=127.0.0.1:40002",
+            Emunet.Engine.Control.EmulatorArguments.AndroidForLinks(["stream:connect:tcp:127.0.0.1:40001", "stream:connect:tcp:127.0.0.1:40002"]));
+        Assert.Equal("-net-socket connect=127.0.0.1:40001",
+            Emunet.Engine.Control.EmulatorArguments.AndroidForLinks(["stream:tcp:127.0.0.1:40001", "stream:unix:/run/x.sock"]));
+        Assert.Null(Emunet.Engine.Control.EmulatorArguments.AndroidForLinks(["stream:unix:/run/x.sock"]));
     }
 
     [Fact]

@@ -31,6 +31,25 @@ Describe 'New-EmuForward' -Tag CI {
         } finally { $client.Dispose() }
     }
 
+    It 'aims at another link''s guest with -GuestAddress, and refuses an address no link has' {
+        $a = Join-Path $RunDir 'radio-gn.sock'
+        $b = Join-Path $RunDir 'wifi-gn.sock'
+        $null = Start-EmuNet -Name new2 -Socket $a, $b
+        try {
+            $f = New-EmuForward -Port 0 -GuestPort 80 -GuestAddress 10.0.2.16 -Instance new2 -WarningAction SilentlyContinue
+            $f.GuestAddress | Should -Be '10.0.2.16'
+            $f.Spec | Should -Be "tcp:127.0.0.1:$($f.HostPort):10.0.2.16:80"
+            $s = New-EmuForward -Spec 'tcp:0:81,0:82' -GuestAddress 10.0.2.16 -Instance new2 -WarningAction SilentlyContinue
+            $s.GuestAddress | Should -Be @('10.0.2.16', '10.0.2.16')
+            (New-EmuForward -Port 0 -GuestPort 83 -Instance new2 -WarningAction SilentlyContinue).GuestAddress | Should -BeNullOrEmpty
+            { New-EmuForward -Port 0 -GuestPort 80 -GuestAddress 10.0.2.17 -Instance new2 -ErrorAction Stop } |
+                Should -Throw -ExpectedMessage '*no guest link of this engine has the address 10.0.2.17*'
+            { New-EmuForward -Port 0 -GuestPort 80 -GuestAddress 10.0.2 -Instance new2 -ErrorAction Stop } |
+                Should -Throw -ErrorId 'Emunet.InvalidArgument,*'
+        }
+        finally { Stop-EmuNet new2 -Confirm:$false }
+    }
+
     It 'with -Wait, gives up cleanly when the guest never accepts, keeping the forward' {
         $f = New-EmuForward -Port 0 -GuestPort 8099 -Wait -TimeoutSeconds 2 -ErrorVariable failed -ErrorAction SilentlyContinue
         $f | Should -BeNullOrEmpty

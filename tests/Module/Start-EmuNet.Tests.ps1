@@ -20,6 +20,48 @@ Describe 'Start-EmuNet' -Tag CI {
         (Get-Item $sock).UnixFileMode | Should -Be ([System.IO.UnixFileMode]'UserRead, UserWrite')
     }
 
+    It 'serves several links, each with its guest address, and lists them with their arguments' {
+        $a = Join-Path $RunDir 'radio31.sock'
+        $b = Join-Path $RunDir 'wifi31.sock'
+        $i = Start-EmuNet -Name start31 -Socket $a, $b -GuestAddress 10.0.2.15, 10.0.2.30
+        $i.Links | Should -HaveCount 2
+        $i.Links.Device | Should -Be @("stream:unix:$a", "stream:unix:$b")
+        $i.Links.GuestAddress | Should -Be @('10.0.2.15', '10.0.2.30')
+        $i.EmulatorArguments | Should -Contain "stream,id=n1,server=off,addr.type=unix,addr.path=$b"
+        $argv = (Get-Content -Raw "/proc/$($i.ProcessId)/cmdline") -split "`0"
+        $argv[[array]::IndexOf($argv, '--guest-address') + 1] | Should -Be '10.0.2.15'
+        (Get-EmuNet start31 | Out-String -Width 250) | Should -Match ([regex]::Escape("stream:unix:$b (10.0.2.30)"))
+    }
+
+    It 'gives the Android flags for two dial-out links' {
+        $i = Start-EmuNet -Name start32 -Connect tcp:127.0.0.1:40013, tcp:127.0.0.1:40014
+        $i.Links.GuestAddress | Should -Be @('10.0.2.15', '10.0.2.16')
+        $i.AndroidArguments | Should -Be '-net-socket listen=127.0.0.1:40013 -wifi-socket listen=127.0.0.1:40014'
+    }
+
+    It 'refuses more guest addresses than links' {
+        { Start-EmuNet -Name start33 -Socket (Join-Path $RunDir 'one33.sock') -GuestAddress 10.0.2.15, 10.0.2.16 } |
+            Should -Throw -ErrorId 'Emunet.InvalidArgument,*'
+    }
+
+    It 'reports clashing guest addresses from the engine' {
+        { Start-EmuNet -Name start34 -Socket (Join-Path $RunDir 'a34.sock'), (Join-Path $RunDir 'b34.sock') -GuestAddress 10.0.2.15, 10.0.2.15 } |
+            Should -Throw -ErrorId 'Emunet.StartFailed,*' -ExpectedMessage '*Two guest links have the address 10.0.2.15*'
+    }
+
+    It 'runs the Android Emulator with -Android and returns its exit code' {
+        # A stand-in emulator that prints its arguments and exits 3: the engine must have added both links.
+        $emulator = Join-Path $RunDir 'emulator35'
+        Set-Content -Path $emulator -Value "#!/bin/sh`necho ""args: `$*"" > '$RunDir/emulator35.out'`nexit 3"
+        chmod +x $emulator
+        $code = Start-EmuNet -Name start35 -Android -Emulator $emulator -ArgumentList '-avd', 'Pixel', '-qemu', '-m', '2G'
+        $code | Should -Be 3
+        $line = Get-Content (Join-Path $RunDir 'emulator35.out')
+        $line -match '^args: -avd Pixel -net-socket listen=127\.0\.0\.1:(\d+) -wifi-socket listen=127\.0\.0\.1:(\d+) -qemu -m 2G$' | Should -BeTrue -Because "$line"
+        foreach ($port in $Matches[1], $Matches[2]) { [int]$port | Should -Not -BeIn (5554..5585) }
+        Get-EmuNet -Name start35 -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
+    }
+
     It 'makes the runtime folder 0700 and the control socket 0600' {
         (Get-Item $RunDir).UnixFileMode | Should -Be ([System.IO.UnixFileMode]'UserRead, UserWrite, UserExecute')
         (Get-Item (Join-Path $RunDir 'start1.sock')).UnixFileMode | Should -Be ([System.IO.UnixFileMode]'UserRead, UserWrite')

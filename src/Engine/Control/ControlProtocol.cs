@@ -138,11 +138,30 @@ public sealed class InstanceDto
     public bool GuestConnected { get; set; }
     public string? GuestMac { get; set; }
     public string? OutboundPolicy { get; set; }
+    /// <summary>Every guest link, in order; absent from engines older than several links (then <see cref="Device"/> is the one).</summary>
+    public List<LinkDto>? Links { get; set; }
 
     public static InstanceDto From(InstanceInfo i) => new()
     {
         Name = i.Name, ProcessId = i.ProcessId, Version = i.Version, Device = i.Device, ControlSocket = i.ControlSocket,
         Started = i.Started, GuestConnected = i.GuestConnected, GuestMac = i.GuestMac, OutboundPolicy = i.OutboundPolicy,
+        Links = i.Links.Count == 0 ? null : i.Links.Select(LinkDto.From).ToList(),
+    };
+}
+
+public sealed class LinkDto
+{
+    /// <summary>0 for the first link: the <c>link</c> of the connections that use it.</summary>
+    public int Index { get; set; }
+    public required string Device { get; set; }
+    /// <summary>The address this link's guest is leased, and forwards name (10.0.2.15 for the first link).</summary>
+    public required string GuestAddress { get; set; }
+    public bool GuestConnected { get; set; }
+    public string? GuestMac { get; set; }
+
+    public static LinkDto From(LinkInfo l) => new()
+    {
+        Index = l.Index, Device = l.Device, GuestAddress = l.GuestAddress, GuestConnected = l.GuestConnected, GuestMac = l.GuestMac,
     };
 }
 
@@ -156,7 +175,9 @@ public sealed class ForwardDto
     /// <summary>The port the spec asked for (0: any free port).</summary>
     public int RequestedHostPort { get; set; }
     public int GuestPort { get; set; }
-    /// <summary>The canonical spec with the bound port, e.g. <c>tcp:127.0.0.1:8080:80</c>.</summary>
+    /// <summary>The guest address the forward names (another link's guest, e.g. 10.0.2.16); null for the first link's.</summary>
+    public string? GuestAddress { get; set; }
+    /// <summary>The canonical spec with the bound port, e.g. <c>tcp:127.0.0.1:8080:80</c> or <c>tcp:127.0.0.1:8080:10.0.2.16:80</c>.</summary>
     public required string Spec { get; set; }
     public int ActiveConnections { get; set; }
     public long TotalConnections { get; set; }
@@ -169,8 +190,10 @@ public sealed class ForwardDto
         return new ForwardDto
         {
             Protocol = proto, Address = address, HostPort = f.BoundPort, RequestedHostPort = f.RequestedHostPort,
-            GuestPort = f.Spec.GuestPort,
-            Spec = string.Create(CultureInfo.InvariantCulture, $"{proto}:{address}:{f.BoundPort}:{f.Spec.GuestPort}"),
+            GuestPort = f.Spec.GuestPort, GuestAddress = f.Spec.GuestAddress?.ToString(),
+            Spec = f.Spec.GuestAddress is { } guest
+                ? string.Create(CultureInfo.InvariantCulture, $"{proto}:{address}:{f.BoundPort}:{guest}:{f.Spec.GuestPort}")
+                : string.Create(CultureInfo.InvariantCulture, $"{proto}:{address}:{f.BoundPort}:{f.Spec.GuestPort}"),
             ActiveConnections = f.ActiveConnections, TotalConnections = f.TotalConnections, Created = f.Created,
         };
     }
@@ -194,6 +217,8 @@ public sealed class ConnectionDto
     public long BytesToGuest { get; set; }
     public DateTimeOffset Started { get; set; }
     public string? Forward { get; set; }
+    /// <summary>The guest link the flow uses (0 for the first, 10.0.2.15).</summary>
+    public int Link { get; set; }
 
     public static ConnectionDto From(ConnectionInfo c) => new()
     {
@@ -203,7 +228,7 @@ public sealed class ConnectionDto
         Guest = c.GuestEndPoint.ToString(), GuestPeer = c.GuestPeerEndPoint.ToString(),
         HostLocal = c.HostLocalEndPoint?.ToString(), HostRemote = c.HostRemoteEndPoint?.ToString(),
         State = c.State, BytesFromGuest = c.BytesFromGuest, BytesToGuest = c.BytesToGuest, Started = c.Started,
-        Forward = c.Forward,
+        Forward = c.Forward, Link = c.Link,
     };
 
     /// <summary>True when the flow passes every given filter; <paramref name="port"/> matches any of its ports.</summary>

@@ -58,6 +58,43 @@ public static class EmulatorArguments
         return null;
     }
 
+    /// <summary>
+    /// The QEMU arguments for every link of an instance, in order: netdev ids <c>n0</c>, <c>n1</c>, ... (one card each,
+    /// the first link's first, so the guest's eth0 is the first link). vhost-user links share one memory backend.
+    /// </summary>
+    public static string[] ForLinks(IReadOnlyList<string> devices, string memorySize = "<RAM>")
+    {
+        var result = new List<string>();
+        bool memory = false;
+        for (int i = 0; i < devices.Count; i++)
+        {
+            string id = string.Create(CultureInfo.InvariantCulture, $"n{i}");
+            var args = For(devices[i], id, memorySize);
+            if (devices[i].StartsWith(VhostUser, StringComparison.Ordinal) && args.Length > 4)
+            {
+                // One shared-memory backend for the guest; each link its own chardev.
+                if (memory) args = args[4..];
+                memory = true;
+                for (int a = 0; a < args.Length; a++)
+                    args[a] = args[a].Replace("id=c0,", $"id=c{i},", StringComparison.Ordinal).Replace("chardev=c0", $"chardev=c{i}", StringComparison.Ordinal);
+            }
+            result.AddRange(args);
+        }
+        return result.ToArray();
+    }
+
+    /// <summary>
+    /// The Android Emulator's flags for an instance's links: the first link as its radio link (<c>-net-socket</c>), the
+    /// second as its Wi-Fi link (<c>-wifi-socket</c>). Null when the first is not a TCP link (the emulator has no
+    /// other way in); a second link that is not TCP is left out.
+    /// </summary>
+    public static string? AndroidForLinks(IReadOnlyList<string> devices)
+    {
+        if (devices.Count == 0 || AndroidFor(devices[0]) is not { } radio) return null;
+        if (devices.Count < 2 || AndroidFor(devices[1]) is not { } wifi) return radio;
+        return radio + " " + wifi.Replace("-net-socket ", "-wifi-socket ", StringComparison.Ordinal);
+    }
+
     private const string StreamUnix = "stream:unix:";
     private const string StreamConnectTcp = "stream:connect:tcp:";
     private const string StreamConnectUnix = "stream:connect:unix:";

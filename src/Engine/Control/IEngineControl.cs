@@ -60,6 +60,24 @@ public sealed record InstanceInfo
     public string? GuestMac { get; init; }
     /// <summary>What the guest may reach, in one line ("open" when nothing is restricted).</summary>
     public string OutboundPolicy { get; init; } = "open";
+    /// <summary>
+    /// Every guest link, in order (<see cref="Device"/>, <see cref="GuestConnected"/> and <see cref="GuestMac"/> sum
+    /// them up: the first link's device and MAC, connected when any link is).
+    /// </summary>
+    public IReadOnlyList<LinkInfo> Links { get; init; } = Array.Empty<LinkInfo>();
+}
+
+/// <summary>One guest link of an engine.</summary>
+public sealed record LinkInfo
+{
+    /// <summary>0 for the first link; the <c>link</c> of the flows that use it.</summary>
+    public required int Index { get; init; }
+    /// <summary>The device string, as <see cref="InstanceInfo.Device"/>.</summary>
+    public required string Device { get; init; }
+    /// <summary>The address this link's guest is leased (10.0.2.15 for the first) and forwards name.</summary>
+    public required string GuestAddress { get; init; }
+    public bool GuestConnected { get; init; }
+    public string? GuestMac { get; init; }
 }
 
 public sealed record EngineStatistics

@@ -8,13 +8,21 @@ public enum ForwardProtocol { Tcp, Udp }
 /// <summary>
 /// One forward: a host listener whose connections (or datagrams) go straight into the guest's port.
 /// Spec forms: <c>tcp:10977</c>, <c>tcp:127.0.0.1:8080:80</c>, <c>udp:5353:53</c>, and QEMU's
-/// <c>hostfwd=tcp:127.0.0.1:8080-:80</c> (or without the <c>hostfwd=</c> prefix).
+/// <c>hostfwd=tcp:127.0.0.1:8080-:80</c> (or without the <c>hostfwd=</c> prefix). A forward reaches the engine's first
+/// link's guest (10.0.2.15) unless it names another link's: <c>tcp:127.0.0.1:8080:10.0.2.16:80</c> or
+/// <c>hostfwd=tcp:127.0.0.1:8080-10.0.2.16:80</c>.
 /// The host address defaults to 127.0.0.1: nothing listens on other interfaces unless asked.
 /// <see cref="ParseMany"/> also reads lists and ranges as passt users type them: <c>tcp:8000-8010</c>,
 /// <c>tcp:8000-8010:9000-9010</c>, <c>tcp:8080:80,8443:443,udp:5353:53</c>.
 /// </summary>
 public sealed record ForwardSpec(ForwardProtocol Protocol, IPAddress HostAddress, int HostPort, int GuestPort)
 {
+    /// <summary>
+    /// The guest the forward reaches: the configured address of one of the engine's links (10.0.2.16 for the Android
+    /// Emulator's Wi-Fi link); null for the first link's guest.
+    /// </summary>
+    public Wire.IPv4Address? GuestAddress { get; init; }
+
     /// <summary>The most forwards one spec text may stand for (a range of 4096 ports, or a list).</summary>
     public const int MaxForwardsPerSpec = 4096;
 
@@ -141,7 +149,8 @@ public sealed record ForwardSpec(ForwardProtocol Protocol, IPAddress HostAddress
             var addr = host[..hc].Length == 0 ? IPAddress.Loopback : ParseAddress(text, host[..hc]);
             int hp = ParsePort(text, host[(hc + 1)..], "host port", allowZero: true);
             int gp = guest[(gc + 1)..].Length == 0 ? hp : ParsePort(text, guest[(gc + 1)..], "guest port", allowZero: false);
-            return new ForwardSpec(protocol, addr, hp, gp);
+            var guestAddress = guest[..gc].Length == 0 ? (Wire.IPv4Address?)null : ParseGuestAddress(text, guest[..gc]);
+            return new ForwardSpec(protocol, addr, hp, gp) { GuestAddress = guestAddress };
         }
         var parts = rest.Split(':');
         return parts.Length switch
@@ -151,6 +160,9 @@ public sealed record ForwardSpec(ForwardProtocol Protocol, IPAddress HostAddress
             // Host port 0 asks for any free port; it needs an explicit guest port.
             2 => Checked(text, protocol, IPAddress.Loopback, ParsePort(text, parts[0], "host port", true), ParsePort(text, parts[1], "guest port", false)),
             3 => Checked(text, protocol, ParseAddress(text, parts[0]), ParsePort(text, parts[1], "host port", true), ParsePort(text, parts[2], "guest port", false)),
+            // ADDR:HOSTPORT:GUESTADDR:GUESTPORT: a guest other than the first link's.
+            4 => Checked(text, protocol, ParseAddress(text, parts[0]), ParsePort(text, parts[1], "host port", true), ParsePort(text, parts[3], "guest port", false))
+                with { GuestAddress = ParseGuestAddress(text, parts[2]) },
             _ => throw Bad(text, "it has too many parts"),
         };
     }
@@ -162,6 +174,12 @@ public sealed record ForwardSpec(ForwardProtocol Protocol, IPAddress HostAddress
         if (a == "*" ) return IPAddress.Any;
         if (!Wire.IPv4Address.TryParseDottedQuad(a, out var ip)) throw Bad(text, $"'{a}' is not an IPv4 address");
         return ip;
+    }
+
+    private static Wire.IPv4Address ParseGuestAddress(string text, string a)
+    {
+        if (!Wire.IPv4Address.TryParseDottedQuad(a, out var ip)) throw Bad(text, $"guest address '{a}' is not an IPv4 address");
+        return Wire.IPv4Address.From(ip);
     }
 
     private static int ParsePort(string text, string p, string what, bool allowZero)
@@ -178,10 +196,12 @@ public sealed record ForwardSpec(ForwardProtocol Protocol, IPAddress HostAddress
     }
 
     private static FormatException Bad(string text, string why) =>
-        new($"The forward spec '{text}' is not valid: {why}. Use PROTO:[ADDR:]HOSTPORT[:GUESTPORT] (e.g. tcp:10977, tcp:127.0.0.1:8080:80, udp:5353:53), a range (tcp:8000-8010, tcp:8000-8010:9000-9010), a comma list (tcp:80,443) or QEMU's hostfwd=tcp:127.0.0.1:8080-:80.");
+        new($"The forward spec '{text}' is not valid: {why}. Use PROTO:[ADDR:]HOSTPORT[:GUESTPORT] (e.g. tcp:10977, tcp:127.0.0.1:8080:80, udp:5353:53), PROTO:ADDR:HOSTPORT:GUESTADDR:GUESTPORT for another link's guest (tcp:127.0.0.1:8080:10.0.2.16:80), a range (tcp:8000-8010, tcp:8000-8010:9000-9010), a comma list (tcp:80,443) or QEMU's hostfwd=tcp:127.0.0.1:8080-:80.");
 
     /// <summary>The canonical spec text, e.g. <c>tcp:127.0.0.1:8080:80</c>.</summary>
-    public override string ToString() => $"{Protocol.ToString().ToLowerInvariant()}:{HostAddress}:{HostPort}:{GuestPort}";
+    public override string ToString() => GuestAddress is { } g
+        ? $"{Protocol.ToString().ToLowerInvariant()}:{HostAddress}:{HostPort}:{g}:{GuestPort}"
+        : $"{Protocol.ToString().ToLowerInvariant()}:{HostAddress}:{HostPort}:{GuestPort}";
 }
 
 /// <summary>A forward as the engine holds it.</summary>

@@ -10,8 +10,9 @@ namespace Emunet.Engine.Forwarding;
 /// <summary>
 /// The engine's forwards, TCP and UDP alike, known by (protocol, host address, bound port): one place for adding
 /// (a duplicate is the same conflict for both protocols), listing, removing and stopping them, and for the target
-/// rule: every forward delivers to the guest's address as the stack knows it (what the guest announced in ARP, else
-/// the configured one). Owner thread only.
+/// rule: a forward reaches the first link's guest unless its spec names another link's configured guest address, and
+/// delivers to that guest's address as its link's stack knows it (what the guest announced in ARP, else the configured
+/// one). Owner thread only.
 /// </summary>
 internal sealed class ForwardTable : ITimerClient
 {
@@ -19,20 +20,31 @@ internal sealed class ForwardTable : ITimerClient
     public const int MaxForwards = 1024;
 
     private readonly EventLoop _loop;
-    private readonly NetStack _stack;
-    private readonly Func<IPv4Address> _target;
+    private readonly LinkSet _links;
     private readonly Counters _counters;
     private readonly ILogger _logger;
     private readonly Dictionary<(ForwardProtocol, IPAddress, int), Forwarder> _forwards = new();
 
     public ForwardTable(EventLoop loop, NetStack stack, Counters counters, ILogger logger)
+        : this(loop, One(stack), counters, logger)
+    {
+    }
+
+    /// <summary>Forwards over several guest links (<paramref name="links"/>[0] is the one a spec without a guest address reaches).</summary>
+    public ForwardTable(EventLoop loop, LinkSet links, Counters counters, ILogger logger)
     {
         _counters = counters;
         _loop = loop;
-        _stack = stack;
+        _links = links;
         _logger = logger;
-        _target = () => _stack.GuestAddress;
         loop.AddTimerClient(this);
+    }
+
+    private static LinkSet One(NetStack stack)
+    {
+        var set = new LinkSet();
+        set.Add(stack);
+        return set;
     }
 
     /// <summary>Puts forwards paused for want of file descriptors back in the loop when their pause is over.</summary>
@@ -63,12 +75,25 @@ internal sealed class ForwardTable : ITimerClient
                 $"This engine already forwards {Name(spec.Protocol)} {spec.HostAddress}:{spec.HostPort}; remove that forward first.");
         if (_forwards.Count >= MaxForwards)
             throw new InvalidOperationException($"Cannot add the forward {spec}: at most {MaxForwards} forwards can exist; remove one first.");
+        var stack = StackFor(spec);
+        Func<IPv4Address> target = () => stack.GuestAddress;
         Forwarder forwarder = spec.Protocol == ForwardProtocol.Tcp
-            ? new TcpForwarder(_loop, _stack.Tcp, _target, spec, _counters, _logger)
-            : new UdpForwarder(_loop, _stack.Udp, _target, spec, _logger);
+            ? new TcpForwarder(_loop, stack.Tcp, target, spec, _counters, _logger)
+            : new UdpForwarder(_loop, stack.Udp, target, spec, _logger);
         forwarder.Start(); // logs where it listens
         _forwards[(spec.Protocol, spec.HostAddress, forwarder.BoundPort)] = forwarder;
         return forwarder.Info;
+    }
+
+    /// <summary>The link a forward reaches: the first, or the one configured with the spec's guest address.</summary>
+    private NetStack StackFor(ForwardSpec spec)
+    {
+        if (spec.GuestAddress is not { } guest) return _links[0];
+        if (_links.ForGuest(guest) is { } stack) return stack;
+        var owned = new List<string>(_links.Count);
+        for (int i = 0; i < _links.Count; i++) owned.Add(_links[i].ConfiguredGuest.ToString());
+        throw new ArgumentException(
+            $"Cannot add the forward {spec}: no guest link of this engine has the address {guest} (its links' guests: {string.Join(", ", owned)}).");
     }
 
     public List<ForwardInfo> List()

@@ -33,7 +33,8 @@ internal sealed class Arp
         var senderIp = arp.SenderProtocolAddress;
         var targetIp = arp.TargetProtocolAddress;
         // RFC 5227 §2.1.1: a probe has sender 0.0.0.0; only a real sender address is learned.
-        if (senderIp != IPv4Address.Any && IsHostOfSubnet(senderIp) && !_config.IsOwnAddress(senderIp))
+        // Nor an address of another link's guest (the flow table tells links' flows apart by guest address).
+        if (senderIp != IPv4Address.Any && IsHostOfSubnet(senderIp) && !_config.IsOwnAddress(senderIp) && !_stack.IsOtherLinksGuest(senderIp))
             _stack.GuestAddress = senderIp;
         if (arp.Operation != ArpPacket.OperationRequest) return;
         // A gratuitous announcement (sender == target) asks nothing.

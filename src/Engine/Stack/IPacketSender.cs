@@ -36,6 +36,9 @@ internal interface IPacketSender
 
     /// <summary>A guest is attached and known (its MAC learned): a packet begun now can reach it.</summary>
     bool GuestReachable { get; }
+
+    /// <summary>The guest link this sender reaches (0 for the first); flows opened through it carry it.</summary>
+    int Link => 0;
 }
 
 /// <summary>

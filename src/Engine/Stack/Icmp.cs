@@ -166,7 +166,7 @@ internal sealed class Icmp : IDisposable
         {
             Key = key, Direction = FlowDirection.Outbound, HostSocket = socket, HostFd = (int)socket.Handle, Guest = guest,
             Destination = destination, HostRemote = new IPEndPoint(host, 0), Identifier = identifier, LastActive = _loop.NowMs,
-            IdleTimeoutMs = IdleTimeoutMs,
+            IdleTimeoutMs = IdleTimeoutMs, Link = _sender.Link,
         };
         if (!_flows.TryAdd(flow))
         {
@@ -246,7 +246,7 @@ internal sealed class Icmp : IDisposable
         UnreachablesSent++;
     }
 
-    public void OnGuestGone() => _flows.AbortAll(FlowProtocol.Icmp);
+    public void OnGuestGone() => _flows.AbortAll(FlowProtocol.Icmp, _sender.Link);
 
     private void Close(IcmpFlow flow)
     {

@@ -27,17 +27,23 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
 
     /// <summary>
     /// Builds the stack over <paramref name="device"/>: the flow table, then each protocol, every one given what it
-    /// needs here (the packet sender is this object's transmit side; nothing is set after construction).
+    /// needs here (the packet sender is this object's transmit side; nothing is set after construction). For an engine
+    /// of several links: <c>flows</c> is the engine's one flow table (each link a stack of its own, all sharing the
+    /// table, its limits and its buffer budget; null for a table of this stack's own), <c>link</c> this stack's index
+    /// (flows it opens carry it), <c>links</c> every link's stack (ARP never adopts another link's guest address).
     /// </summary>
-    public NetStack(EventLoop loop, IFrameDevice device, NetworkConfig config, AddressMap map, Counters counters, ILoggerFactory loggers)
+    public NetStack(EventLoop loop, IFrameDevice device, NetworkConfig config, AddressMap map, Counters counters, ILoggerFactory loggers,
+        FlowTable? flows = null, int link = 0, LinkSet? links = null)
     {
+        Link = link;
+        _links = links;
         _loop = loop;
         _device = device;
         _config = config;
         _counters = counters;
         _logger = loggers.CreateLogger("Emunet.Stack");
         GuestAddress = config.Guest;
-        Flows = new FlowTable(loop, counters, new BufferBudget(config.ConnectionBufferBudget));
+        Flows = flows ?? new FlowTable(loop, counters, new BufferBudget(config.ConnectionBufferBudget));
         Arp = new Arp(this, device, config, counters);
         _reassembly = new IPv4Reassembly(loop, counters);
         Icmp = new Icmp(loop, this, Flows, config, map, counters, _logger);
@@ -48,6 +54,17 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
         loop.AddTimerClient(_reassembly);
         loop.AddTimerClient(Dns);
     }
+
+    private readonly LinkSet? _links;
+
+    /// <summary>This stack's guest link (0 for the first).</summary>
+    public int Link { get; }
+
+    /// <summary>The address the guest of this link is leased and forwards reach by name (10.0.2.15 for the first link).</summary>
+    public IPv4Address ConfiguredGuest => _config.Guest;
+
+    /// <summary>True when <paramref name="address"/> is another link's guest (configured or announced): this link's guest may not take it.</summary>
+    internal bool IsOtherLinksGuest(IPv4Address address) => _links is not null && _links.IsClaimedByOther(this, address);
 
     /// <summary>Every flow of every protocol (the NAT table).</summary>
     public FlowTable Flows { get; }

@@ -99,7 +99,7 @@ internal sealed partial class Udp
             Key = key, Direction = FlowDirection.Forwarded, Guest = guest, GuestPort = guestPort, Peer = _config.Gateway,
             PeerPort = peerPort, Port = port, Client = client, HostRemote = remote,
             HostLocal = port.Socket.LocalEndPoint as IPEndPoint, Forward = port.Binding, LastActive = _loop.NowMs,
-            IdleTimeoutMs = IdleTimeoutMs,
+            IdleTimeoutMs = IdleTimeoutMs, Link = _sender.Link,
         };
         if (!_flows.TryAdd(flow)) return null;
         port.Clients.Add(client, flow);

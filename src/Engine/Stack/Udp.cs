@@ -162,6 +162,7 @@ internal sealed partial class Udp : IDisposable
             Key = key, Direction = FlowDirection.Outbound, Guest = packet.Source, GuestPort = guestPort, Peer = destination,
             PeerPort = peerPort, HostSocket = socket, HostFd = (int)socket.Handle, HostRemote = remote,
             HostLocal = socket.LocalEndPoint as IPEndPoint, LastActive = _loop.NowMs, IdleTimeoutMs = IdleTimeoutMs,
+            Link = _sender.Link,
         };
         if (!_flows.TryAdd(flow))
         {
@@ -227,7 +228,7 @@ internal sealed partial class Udp : IDisposable
     // ---- teardown ----
 
     /// <summary>The guest went away: every UDP flow ends; forward sockets stay.</summary>
-    public void OnGuestGone() => _flows.AbortAll(FlowProtocol.Udp);
+    public void OnGuestGone() => _flows.AbortAll(FlowProtocol.Udp, _sender.Link);
 
     private void Close(UdpFlow flow)
     {

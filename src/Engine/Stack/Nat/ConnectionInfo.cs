@@ -27,5 +27,7 @@ public sealed record ConnectionInfo
     public required DateTimeOffset Started { get; init; }
     /// <summary>The forward it came through (its spec string), for forwarded flows.</summary>
     public string? Forward { get; init; }
+    /// <summary>The guest link the flow uses: 0 for the engine's first link (10.0.2.15), 1 for the second, ...</summary>
+    public int Link { get; init; }
 }
 

@@ -37,6 +37,9 @@ internal abstract class Flow : IPollable, IFaultIsolated
     /// <summary>How long the flow may idle before <see cref="OnIdle"/>; 0 for flows with their own timers (TCP).</summary>
     public int IdleTimeoutMs;
 
+    /// <summary>The guest link the flow runs on (0 for the first); the stack of that link owns it.</summary>
+    public int Link;
+
     /// <summary>Position in the table's list (swap-remove); -1 when not in the table.</summary>
     internal int TableIndex = -1;
 
@@ -92,6 +95,7 @@ internal abstract class Flow : IPollable, IFaultIsolated
         BytesToGuest = BytesToGuest,
         Started = Started,
         Forward = Forward?.Name,
+        Link = Link,
     };
 }
 

@@ -148,16 +148,17 @@ internal sealed class FlowTable : ITimerClient
     }
 
     /// <summary>
-    /// Ends every flow of <paramref name="protocol"/>: each owner drops its own (the guest went away, or the engine
-    /// stops). Backwards, as the timer scan: a removal swaps in a flow already passed.
+    /// Ends every flow of <paramref name="protocol"/> on guest link <paramref name="link"/>: each owner drops its own
+    /// (that link's guest went away, or the engine stops); the other links' flows go on. Backwards, as the timer scan:
+    /// a removal swaps in a flow already passed.
     /// </summary>
-    public void AbortAll(FlowProtocol protocol)
+    public void AbortAll(FlowProtocol protocol, int link = 0)
     {
         for (int i = _all.Count - 1; i >= 0; i--)
         {
             if (i >= _all.Count) continue;
             var flow = _all[i];
-            if (flow.Protocol == protocol) flow.End();
+            if (flow.Protocol == protocol && flow.Link == link) flow.End();
         }
     }
 

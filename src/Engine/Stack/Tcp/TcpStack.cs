@@ -191,7 +191,7 @@ internal sealed partial class TcpStack : ITcpHandler, IEndOfBatch
     {
         for (int i = _flows.Count - 1; i >= 0; i--)
         {
-            if (i >= _flows.Count || _flows[i] is not TcpConnection c) continue;
+            if (i >= _flows.Count || _flows[i] is not TcpConnection c || c.Link != _sender.Link) continue;
             CloseHost(c, abort: true);
             Free(c);
         }
@@ -360,6 +360,7 @@ internal sealed partial class TcpStack : ITcpHandler, IEndOfBatch
             Iss = (uint)Random.Shared.NextInt64(0, 1L << 32), // RFC 9293 §3.4.1 / RFC 6528: unpredictable ISN
             RtoMs = InitialRtoMs,
             RcvMss = LocalMss,
+            Link = _sender.Link,
         };
         c.SndUna = c.Iss;
         c.SndNxt = c.Iss;
