@@ -28,7 +28,8 @@ Describe 'Get-EmuForward' -Tag CI {
 
     It 'shows the forward table view' {
         $text = Get-EmuForward | Out-String -Width 200
-        $text | Should -Match 'Instance\s+Protocol\s+Address\s+HostPort\s+GuestPort'
+        $text | Should -Match 'Instance\s+Protocol\s+Address\s+HostPort\s+Guest\s+GuestPort'
+        $text | Should -Match 'first link'   # a forward that names no guest address reaches the first link's guest
     }
 
     It 'fails with AmbiguousInstance when several run and -Instance is left out' {
