@@ -355,7 +355,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
     /// <summary>The device's tap is set only while a capture wants frames: no capture costs nothing per frame.</summary>
     private void UpdateTap()
     {
-        FrameTap? tap = _capture.IsActive ? _capture.OnFrame : null;
+        Link.FrameTap? tap = _capture.IsActive ? _capture.OnFrame : null;
         foreach (var device in _devices) device.Tap = tap;
     }
 

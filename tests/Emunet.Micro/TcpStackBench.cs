@@ -1,3 +1,4 @@
+using Emunet.Engine.Link;
 using BenchmarkDotNet.Attributes;
 using Emunet.Engine.Diagnostics;
 using Emunet.Engine.Runtime;
@@ -65,7 +66,9 @@ public class TcpStackBench
         public OutboundPacket BeginPacket(IPv4Address source, IPv4Address destination, byte protocol, int maxPayload) =>
             new(this, _buffer, IPv4Packet.MinHeaderLength, maxPayload, ++_token, source, destination, protocol);
 
-        public void CommitPacket(in OutboundPacket packet, int payloadLength)
+        public LinkOffloads Offloads => LinkOffloads.None;
+
+        public void CommitPacket(in OutboundPacket packet, int payloadLength, in TransmitOffload offload)
         {
             IPv4Packet.WriteHeader(_buffer, packet.Source, packet.Destination, packet.Protocol, IPv4Packet.MinHeaderLength + payloadLength);
             Committed++;
