@@ -45,7 +45,10 @@ internal interface ITimerClient
 /// (the device's socket, each host socket, the listeners) plus one eventfd through which other threads
 /// (control API) hand work over with <see cref="Post"/>. Timers are deadlines: a client asks to be woken at a time
 /// with <see cref="WakeAt"/>, the loop sleeps no longer than the earliest, and then asks every timer client for its
-/// next one. Nothing polls while idle.
+/// next one. Nothing polls while idle. After each batch of events, posted work and due timers, the end-of-turn hooks
+/// run in two stages: producers first (<see cref="AddProducer"/>: TCP writes the turn's guest data to host sockets and
+/// sends the turn's deferred ACKs), then the flushers (<see cref="AddEndOfBatch"/>: devices send what was queued), so
+/// one turn's frames leave in one write.
 /// </summary>
 internal sealed unsafe class EventLoop : IDisposable
 {
