@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs="qemu-system-x86 busybox-static cpio iperf3 passt tshark socat afl++"
+pkgs="qemu-system-x86 busybox-static cpio iperf3 passt tshark socat afl++ gcc libc6-dev"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
