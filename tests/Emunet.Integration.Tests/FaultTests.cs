@@ -211,4 +211,82 @@ public sealed class FaultTests(ITestOutputHelper output)
             try { Directory.Delete(dir, true); } catch (IOException) { }
         }
     }
+
+    /// <summary>
+    /// The guest reboots in the same QEMU (the link stays up): its old connections end (the rebooted kernel resets
+    /// them, and their flows go), it takes a lease again, and forwards reach the new boot's app.
+    /// </summary>
+    [Fact]
+    public async Task A_guest_reboot_ends_its_flows_and_after_a_new_lease_forwards_work_again()
+    {
+        byte[] peer = await LoadPeer.BinaryAsync();
+        using var engine = new TestEngine();
+        using var control = new GuestControl();
+        using var guest = QemuGuest.Start(new GuestOptions
+        {
+            NetworkArgs = GuestNetwork.StreamUnix(engine.SocketPath),
+            Files = new Dictionary<string, byte[]> { ["loadpeer"] = peer },
+            AllowReboot = true,
+            Timeout = TimeSpan.FromMinutes(5),
+            Script = $"""
+                cp /loadpeer /tmp/lp && chmod +x /tmp/lp
+                /tmp/lp echo {GuestEchoPort} > /tmp/echo.log 2>&1 &
+                while ! netstat -ltn | grep -q ':{GuestEchoPort} '; do usleep 50000; done
+                echo "ready $(cat /proc/sys/kernel/random/boot_id) $(ip -4 addr show eth0 | grep -o 'inet [0-9.]*')"
+                {control.WaitLine}
+                [ "$cmd" = reboot ] && reboot -f
+                sleep 600
+                """,
+        });
+        var first = await guest.WaitForLineAsync(l => l.StartsWith("ready ", StringComparison.Ordinal), Step);
+        var forward = await engine.Engine.AddForwardAsync(Emunet.Engine.Forwarding.ForwardSpec.Create(Emunet.Engine.Forwarding.ForwardProtocol.Tcp, 0, GuestEchoPort));
+        using var old = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await old.ConnectAsync(IPAddress.Loopback, forward.BoundPort);
+        await EchoAsync(old, "before the reboot");
+        var oldPort = ((IPEndPoint)old.LocalEndPoint!).Port;
+
+        await control.SendAsync("reboot", Step);
+        var second = await guest.WaitForLineAsync(l => l.StartsWith("ready ", StringComparison.Ordinal) && l != first, Step);
+        Assert.Equal(first.Split(' ')[2..], second.Split(' ')[2..]); // the same address, leased again
+        output.WriteLine($"{first}\n{second}");
+
+        // The old connection: the rebooted guest knows nothing of it, so what the client sends is answered with a reset.
+        var end = await Task.Run(async () =>
+        {
+            try
+            {
+                await old.SendAsync("after"u8.ToArray());
+                var buffer = new byte[16];
+                return await old.ReceiveAsync(buffer) == 0 ? "eof" : "data";
+            }
+            catch (SocketException e) { return e.SocketErrorCode.ToString(); }
+        }).WaitAsync(Step);
+        Assert.NotEqual("data", end);
+        var watch = Stopwatch.StartNew();
+        while ((await engine.Engine.ListConnectionsAsync()).Any(c => c.HostRemoteEndPoint?.Port == oldPort))
+        {
+            Assert.True(watch.Elapsed < TimeSpan.FromSeconds(30), "the old connection's flow outlived the reboot");
+            await Task.Delay(100);
+        }
+
+        // And the forward reaches the new boot's app.
+        using var fresh = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await fresh.ConnectAsync(IPAddress.Loopback, forward.BoundPort);
+        await EchoAsync(fresh, "after the reboot");
+    }
+
+    private static async Task EchoAsync(Socket s, string text)
+    {
+        var sent = System.Text.Encoding.ASCII.GetBytes(text);
+        await s.SendAsync(sent);
+        var back = new byte[sent.Length];
+        int got = 0;
+        while (got < back.Length)
+        {
+            int n = await s.ReceiveAsync(back.AsMemory(got)).AsTask().WaitAsync(Step);
+            Assert.True(n > 0, $"the echo closed after {got} bytes");
+            got += n;
+        }
+        Assert.Equal(text, System.Text.Encoding.ASCII.GetString(back));
+    }
 }
