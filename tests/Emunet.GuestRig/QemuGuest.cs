@@ -19,6 +19,8 @@ public sealed record GuestOptions
     public int Cpus { get; init; } = 1;
     /// <summary>Take a DHCP lease before the script runs.</summary>
     public bool Dhcp { get; init; } = true;
+    /// <summary>A reboot in the guest restarts it in the same QEMU (whose script then runs again) instead of ending QEMU.</summary>
+    public bool AllowReboot { get; init; }
 }
 
 /// <summary>QEMU network arguments for the guest's one virtio-net card.</summary>
@@ -181,11 +183,12 @@ public sealed class QemuGuest : IDisposable
         var args = new List<string>
         {
             "-accel", "tcg,thread=multi", "-m", options.MemoryMb.ToString(), "-smp", options.Cpus.ToString(),
-            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+            "-nodefaults", "-no-user-config", "-display", "none",
             "-kernel", image.Kernel, "-initrd", initrd,
             "-append", "console=ttyS0 quiet panic=-1" + (options.Dhcp ? "" : " emunet.nodhcp"),
             "-serial", "file:" + Path.Combine(dir, "console.log"), "-serial", "stdio",
         };
+        if (!options.AllowReboot) args.Add("-no-reboot");
         return (dir, args);
     }
 
