@@ -38,6 +38,17 @@ internal sealed class Backend : IDisposable
     /// <summary>Emunet's own backends, whose ratios to each peer the table shows.</summary>
     public static bool IsEmunet(string name) => name is "emunet" or "vhost";
 
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<Backend, byte> Running = new();
+
+    static Backend()
+    {
+        // An interrupted run (Ctrl-C, SIGTERM) leaves no emunet or passt behind; QemuGuest does the same for QEMU.
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            foreach (var b in Running.Keys) b.Dispose();
+        };
+    }
+
     private readonly string _dir;
     private Process? _process;
     private Task<string>? _stderr;
@@ -46,6 +57,7 @@ internal sealed class Backend : IDisposable
     {
         Name = name;
         _dir = dir;
+        Running[this] = 0;
     }
 
     public string Name { get; }
@@ -154,6 +166,7 @@ internal sealed class Backend : IDisposable
 
     public void Dispose()
     {
+        if (!Running.TryRemove(this, out _)) return;
         if (_process is { HasExited: false })
         {
             // SIGTERM first: the tool removes its control socket and runtime files on a clean stop.

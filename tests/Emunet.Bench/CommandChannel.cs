@@ -19,14 +19,19 @@ internal sealed class CommandChannel : IDisposable
 
     public int Port => ((IPEndPoint)_listener.LocalEndpoint).Port;
 
-    /// <summary>The guest's loop: reads commands until the bench closes the connection.</summary>
-    public string GuestLoop => $"nc 10.0.2.2 {Port} </dev/null | while read -r cmd; do eval \"$cmd\" </dev/null; done";
+    /// <summary>
+    /// The guest's loop: reads numbered commands until the bench closes the connection, and runs each number once.
+    /// Debian's passt was seen delivering a command line again on this idle connection: a repeat is skipped.
+    /// </summary>
+    public string GuestLoop =>
+        $"nc 10.0.2.2 {Port} </dev/null | {{ last=0; while read -r n cmd; do [ \"$n\" -gt \"$last\" ] 2>/dev/null || continue; last=$n; eval \"$cmd\" </dev/null; done; }}";
 
-    public async Task SendAsync(string command, TimeSpan timeout)
+    /// <summary>Sends command number <paramref name="id"/> (increasing from 1).</summary>
+    public async Task SendAsync(int id, string command, TimeSpan timeout)
     {
         using var cts = new CancellationTokenSource(timeout);
         _client ??= await _listener.AcceptTcpClientAsync(cts.Token);
-        await _client.GetStream().WriteAsync(Encoding.UTF8.GetBytes(command + "\n"), cts.Token);
+        await _client.GetStream().WriteAsync(Encoding.UTF8.GetBytes($"{id} {command}\n"), cts.Token);
     }
 
     public void Dispose()

@@ -80,9 +80,10 @@ internal sealed partial class GuestSession : IDisposable
     /// <summary>Runs a shell command in the guest and returns its output lines.</summary>
     private async Task<IReadOnlyList<string>> GuestAsync(string command, TimeSpan timeout)
     {
-        string done = $"@@done {++_commands}";
+        int id = ++_commands;
+        string done = $"@@done {id}";
         int start = _guest.Lines.Count;
-        await _control.SendAsync($"{command}; echo \"{done}\"", TimeSpan.FromSeconds(60));
+        await _control.SendAsync(id, $"{command}; echo \"{done}\"", TimeSpan.FromSeconds(60));
         await _guest.WaitForLineAsync(l => l == done, timeout);
         return _guest.Lines.Skip(start).TakeWhile(l => l != done).ToArray();
     }
@@ -112,25 +113,63 @@ internal sealed partial class GuestSession : IDisposable
         var cases = IsLimit ? Cases.Limit.Where(l => selected.Any(c => c.LimitKey == l.Key)) : selected;
         foreach (var c in cases)
         {
-            double mbps = await ThroughputAsync(c);
-            results.Add(_backend.Name, mode, rep, c.Key, mbps);
-            bytes += mbps * 1e6 / 8 * _o.Seconds;
-            Console.Error.WriteLine($"bench:   {_backend.Name} {mode.Name()} {c.Key}: {mbps:0} Mbit/s");
+            // A figure that fails twice is reported as failed and the others go on (the guest's iperf3 server can
+            // still be busy with a previous test whose close the backend has not passed on).
+            for (int attempt = 1; attempt <= 2; attempt++)
+            {
+                try
+                {
+                    double mbps = await ThroughputAsync(c);
+                    results.Add(_backend.Name, mode, rep, c.Key, mbps);
+                    bytes += mbps * 1e6 / 8 * _o.Seconds;
+                    Console.Error.WriteLine($"bench:   {_backend.Name} {mode.Name()} {c.Key}: {mbps:0} Mbit/s");
+                    break;
+                }
+                catch (InvalidOperationException e) when (attempt == 1 && e.Message.StartsWith("iperf3", StringComparison.Ordinal))
+                {
+                    Console.Error.WriteLine($"bench:   {_backend.Name} {mode.Name()} {c.Key}: {e.Message.Split('\n')[0]}; once more");
+                }
+                catch (InvalidOperationException e) when (e.Message.StartsWith("iperf3", StringComparison.Ordinal))
+                {
+                    results.AddError($"{Backend.Title(_backend.Name)}, {mode.Name()}, {c.Key}, repetition {rep + 1}: {string.Join(' ', e.Message.Split('\n', StringSplitOptions.RemoveEmptyEntries).Take(2))}");
+                }
+            }
         }
         if (cpu0 is { } c0 && _backend.CpuSeconds() is { } c1 && bytes > 0)
             results.Add(_backend.Name, mode, rep, "cpu-per-gib", (c1 - c0) / (bytes / (1L << 30)));
         if (IsLimit) return;
 
         var window = TimeSpan.FromSeconds(_o.Seconds);
-        var conn = await HostClients.ConnectionRateAsync(_fwd.Close, window);
-        results.Add(_backend.Name, mode, rep, "conn-rate", conn.PerSecond);
-        results.Add(_backend.Name, mode, rep, "conn-p50", conn.P50Ms);
-        results.Add(_backend.Name, mode, rep, "conn-p99", conn.P99Ms);
-        var rr = await HostClients.RequestResponseAsync(_fwd.Echo, window);
-        results.Add(_backend.Name, mode, rep, "rr-p50", rr.P50Ms);
-        results.Add(_backend.Name, mode, rep, "rr-p99", rr.P99Ms);
-        results.Add(_backend.Name, mode, rep, "death", await HostClients.AppDeathAsync(_fwd.Die, _o.DeathSamples));
-        Console.Error.WriteLine($"bench:   {_backend.Name} {mode.Name()}: {conn.PerSecond:0} conn/s (p50 {conn.P50Ms:0.00} ms, p99 {conn.P99Ms:0.00} ms), RR p50 {rr.P50Ms:0.000} ms");
+        await FigureAsync(results, mode, rep, "connections", async () =>
+        {
+            var conn = await HostClients.ConnectionRateAsync(_fwd.Close, window);
+            results.Add(_backend.Name, mode, rep, "conn-rate", conn.PerSecond);
+            results.Add(_backend.Name, mode, rep, "conn-p50", conn.P50Ms);
+            results.Add(_backend.Name, mode, rep, "conn-p99", conn.P99Ms);
+            Console.Error.WriteLine($"bench:   {_backend.Name} {mode.Name()}: {conn.PerSecond:0} conn/s (p50 {conn.P50Ms:0.00} ms, p99 {conn.P99Ms:0.00} ms)");
+        });
+        await FigureAsync(results, mode, rep, "request/response", async () =>
+        {
+            var rr = await HostClients.RequestResponseAsync(_fwd.Echo, window);
+            results.Add(_backend.Name, mode, rep, "rr-p50", rr.P50Ms);
+            results.Add(_backend.Name, mode, rep, "rr-p99", rr.P99Ms);
+        });
+        await FigureAsync(results, mode, rep, "app death", async () =>
+            results.Add(_backend.Name, mode, rep, "death", await HostClients.AppDeathAsync(_fwd.Die, _o.DeathSamples)));
+    }
+
+    /// <summary>Runs one host-side figure; a failure is reported under its name and the run goes on.</summary>
+    private async Task FigureAsync(ResultSet results, MtuMode mode, int rep, string name, Func<Task> measure)
+    {
+        try
+        {
+            await measure();
+        }
+        catch (Exception e) when (e is IOException or TimeoutException or System.Net.Sockets.SocketException or OperationCanceledException)
+        {
+            Console.Error.WriteLine($"bench:   {_backend.Name} {mode.Name()} {name} failed: {e.Message}");
+            results.AddError($"{Backend.Title(_backend.Name)}, {mode.Name()}, {name}, repetition {rep + 1}: {e.Message.Split('\n')[0]}");
+        }
     }
 
     public void RecordPeakRss(ResultSet results, int rep)
