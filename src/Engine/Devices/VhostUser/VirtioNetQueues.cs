@@ -208,7 +208,7 @@ internal sealed class VirtioNetQueues : IEndOfBatch
         if ((gsoType & GsoEcn) != 0 || gsoType != GsoTcpV4 || !_session.Negotiated(VhostUserProtocol.VirtioNetFHostTso4)) return BadOffload();
         if ((flags & FlagNeedsCsum) == 0) return BadOffload();
         int gsoSize = BinaryPrimitives.ReadUInt16LittleEndian(hdr[GsoSizeOffset..]);
-        if (gsoSize == 0 || frame.Length < EthernetHeaderLength + 2 || BinaryPrimitives.ReadUInt16BigEndian(frame[12..]) != 0x0800) return BadOffload();
+        if (gsoSize == 0 || BinaryPrimitives.ReadUInt16BigEndian(frame[12..]) != EthernetFrame.EtherTypeIPv4) return BadOffload(); // 14 bytes checked
         return true;
     }
 
