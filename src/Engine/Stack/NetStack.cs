@@ -45,6 +45,8 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
         Udp = new Udp(loop, this, Flows, Icmp, Dns, config, map, counters, _logger);
         Dhcp = new Dhcp(this, config, counters, _logger);
         Tcp = new TcpStack(loop, this, Flows, config, map, counters, loggers.CreateLogger("Emunet.Tcp"));
+        // IPv6 (Stack/IPv6): its own receive path and frame writer; null when the configuration turns it off.
+        if (config.IPv6Enabled) IPv6 = new IPv6.IPv6Stack(loop, this, device, config, counters, _logger);
         loop.AddTimerClient(_reassembly);
         loop.AddTimerClient(Dns);
     }
@@ -66,6 +68,8 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
     public DnsRelay Dns { get; }
     public Dhcp Dhcp { get; }
     internal IPv4Reassembly Reassembly => _reassembly;
+    /// <summary>The IPv6 side (NDP, router advertisements, ICMPv6, DHCPv6); null when IPv6 is off.</summary>
+    public IPv6.IPv6Stack? IPv6 { get; }
 
     // ---- IFrameHandler ----
 
@@ -93,7 +97,10 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
         {
             case EthernetFrame.EtherTypeArp: Arp.OnPacket(ethernet.Payload); break;
             case EthernetFrame.EtherTypeIPv4: OnIPv4(ethernet.Payload); break;
-            case EthernetFrame.EtherTypeIPv6: _counters.Drop(DropReason.IPv6NotSupported); break;
+            case EthernetFrame.EtherTypeIPv6:
+                if (IPv6 is null) _counters.Drop(DropReason.IPv6NotSupported);
+                else IPv6.OnPacket(ethernet.Payload);
+                break;
             default: _counters.Drop(DropReason.UnknownEtherType); break;
         }
     }
@@ -114,6 +121,7 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
         Dns.OnGuestGone();
         Icmp.OnGuestGone();
         Tcp.OnGuestGone();
+        IPv6?.OnGuestGone();
     }
 
     public void OnTransmitReady() => Tcp.OnTransmitReady();

@@ -99,4 +99,19 @@ internal readonly ref struct IPv6Packet
     /// <summary>The checksum of an upper-layer message with its pseudo-header (0 when a received one is valid).</summary>
     public static ushort UpperLayerChecksum(IPv6Address source, IPv6Address destination, byte nextHeader, ReadOnlySpan<byte> message) =>
         Checksum.Finish(Checksum.Accumulate(PseudoHeader(source, destination, nextHeader, message.Length), message));
+
+    /// <summary>
+    /// Writes the UDP header of <paramref name="datagram"/> (payload already behind it, <paramref name="length"/>
+    /// including the header) with its checksum, which IPv6 makes mandatory (RFC 8200 §8.1: a zero result goes as 0xffff).
+    /// </summary>
+    public static void WriteUdpHeader(Span<byte> datagram, IPv6Address source, IPv6Address destination, ushort sourcePort,
+        ushort destinationPort, int length)
+    {
+        BinaryPrimitives.WriteUInt16BigEndian(datagram, sourcePort);
+        BinaryPrimitives.WriteUInt16BigEndian(datagram[2..], destinationPort);
+        BinaryPrimitives.WriteUInt16BigEndian(datagram[4..], checked((ushort)length));
+        BinaryPrimitives.WriteUInt16BigEndian(datagram[6..], 0);
+        ushort c = UpperLayerChecksum(source, destination, NextHeaderUdp, datagram[..length]);
+        BinaryPrimitives.WriteUInt16BigEndian(datagram[6..], c == 0 ? (ushort)0xffff : c);
+    }
 }
