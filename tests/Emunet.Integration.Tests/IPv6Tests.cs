@@ -1,0 +1,70 @@
+using System.Text.RegularExpressions;
+using Emunet.Engine.Stack;
+using Emunet.GuestRig;
+
+namespace Emunet.Integration.Tests;
+
+/// <summary>
+/// IPv6 against the real Linux guest on both links: the kernel configures itself from Emunet's router advertisement
+/// (SLAAC in fec0::/64, default route via fe80::2, the advertised MTU), pings the host alias and the DNS relay over
+/// IPv6, and IPv4 keeps working beside it.
+/// </summary>
+public sealed class IPv6Tests
+{
+    // Waits (bounded) for a global address of the prefix that finished duplicate address detection.
+    private const string Script = """
+        i=0
+        while [ $i -lt 60 ]; do
+          a=$(ip -6 addr show dev eth0 | grep 'inet6 fec0:' | grep -v tentative)
+          [ -n "$a" ] && break
+          sleep 1; i=$((i+1))
+        done
+        echo "addr6 $(ip -6 addr show dev eth0 | grep 'inet6 fec0:' | head -1)"
+        ip -6 addr show dev eth0
+        echo "route6 $(ip -6 route show default)"
+        echo "mtu6 $(cat /proc/sys/net/ipv6/conf/eth0/mtu)"
+        ping -6 -c 3 -W 3 fec0::2 >/tmp/p6 2>&1 && echo "ping6 alias ok" || { echo "ping6 alias failed"; cat /tmp/p6; }
+        ping -6 -c 1 -W 3 -s 3000 fec0::3 >/tmp/p6d 2>&1 && echo "ping6 dns ok" || { echo "ping6 dns failed"; cat /tmp/p6d; }
+        ping -c 2 -W 2 10.0.2.2 >/tmp/p4 2>&1 && echo "ping4 ok" || { echo "ping4 failed"; cat /tmp/p4; }
+        """;
+
+    private static void AssertIPv6(GuestResult result)
+    {
+        var o = result.Output;
+        Assert.True(result.ExitCode == 0, result.ToString());
+        // SLAAC (RFC 4862): an EUI-64 address of the announced /64.
+        var address = new Regex(@"addr6\s+inet6 (fec0::[0-9a-f:]+)/64").Match(o);
+        Assert.True(address.Success, result.ToString());
+        Assert.Matches(new Regex(@"route6 default via fe80::2 dev eth0"), o);
+        Assert.Contains("mtu6 65520", o);
+        Assert.Contains("ping6 alias ok", o);
+        Assert.Contains("ping6 dns ok", o);
+        Assert.Contains("ping4 ok", o);
+    }
+
+    [Fact]
+    public async Task Guest_configures_itself_by_slaac_and_pings_the_host_alias_over_the_stream_link()
+    {
+        using var engine = new TestEngine(new NetworkConfig());
+        var result = await QemuGuest.RunAsync(new GuestOptions
+        {
+            NetworkArgs = GuestNetwork.StreamUnix(engine.SocketPath),
+            Script = Script,
+            Timeout = TimeSpan.FromMinutes(4),
+        });
+        AssertIPv6(result);
+    }
+
+    [Fact]
+    public async Task Guest_configures_itself_by_slaac_and_pings_the_host_alias_over_vhost_user()
+    {
+        using var engine = new TestEngine(new NetworkConfig(), vhostUser: true);
+        var result = await QemuGuest.RunAsync(new GuestOptions
+        {
+            NetworkArgs = GuestNetwork.VhostUser(engine.SocketPath),
+            Script = Script,
+            Timeout = TimeSpan.FromMinutes(4),
+        });
+        AssertIPv6(result);
+    }
+}
