@@ -85,10 +85,13 @@ public sealed class LoopbackUdpEcho : IDisposable
 /// </summary>
 public sealed class LoopbackHashSink : IDisposable
 {
-    private readonly TcpListener _listener = new(IPAddress.Loopback, 0);
+    private readonly TcpListener _listener;
 
-    public LoopbackHashSink(long expectedLength)
+    /// <param name="expectedLength">Bytes the client sends.</param>
+    /// <param name="address">The loopback address to listen on (127.0.0.1 unless given, e.g. ::1).</param>
+    public LoopbackHashSink(long expectedLength, IPAddress? address = null)
     {
+        _listener = new TcpListener(address ?? IPAddress.Loopback, 0);
         ExpectedLength = expectedLength;
         _listener.Start();
         Result = Task.Run(Serve);

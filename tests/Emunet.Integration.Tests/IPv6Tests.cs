@@ -1,3 +1,5 @@
+using System.Net;
+using System.Security.Cryptography;
 using System.Text.RegularExpressions;
 using Emunet.Engine.Stack;
 using Emunet.GuestRig;
@@ -67,4 +69,55 @@ public sealed class IPv6Tests
         });
         AssertIPv6(result);
     }
+
+    /// <summary>Waits for the guest's SLAAC address (as <see cref="Script"/> does) before a transfer.</summary>
+    private const string WaitForAddress = """
+        i=0
+        while [ $i -lt 60 ]; do
+          ip -6 addr show dev eth0 | grep 'inet6 fec0:' | grep -qv tentative && break
+          sleep 1; i=$((i+1))
+        done
+        """;
+
+    private static async Task TransferThroughTheHostAlias(bool vhostUser)
+    {
+        const int size = 16 << 20;
+        var body = RandomNumberGenerator.GetBytes(size);
+        string sha = Convert.ToHexStringLower(SHA256.HashData(body));
+        using var http = new LoopbackHttpServer(address: IPAddress.IPv6Loopback);
+        http.Serve("/blob", body);
+        using var sink = new LoopbackHashSink(size, IPAddress.IPv6Loopback);
+        using var http4 = new LoopbackHttpServer();
+        http4.Serve("/small", "v4 still here"u8.ToArray());
+        using var engine = new TestEngine(new NetworkConfig(), vhostUser: vhostUser);
+
+        var result = await QemuGuest.RunAsync(new GuestOptions
+        {
+            NetworkArgs = vhostUser ? GuestNetwork.VhostUser(engine.SocketPath, 768) : GuestNetwork.StreamUnix(engine.SocketPath),
+            MemoryMb = 768,
+            Timeout = TimeSpan.FromMinutes(5),
+            Script = WaitForAddress + "\n" + $$"""
+                set -e
+                got=$(wget -q -O - 'http://[fec0::2]:{{http.Port}}/blob' | sha256sum | cut -d' ' -f1)
+                echo "download6 sha=$got"
+                dd if=/dev/urandom of=/tmp/up bs=1M count=16 2>/dev/null
+                echo "upload6 local=$(sha256sum /tmp/up | cut -d' ' -f1)"
+                echo "upload6 remote=$(socat -t 30 - TCP6:[fec0::2]:{{sink.Port}} < /tmp/up)"
+                echo "v4 $(wget -q -O - http://10.0.2.2:{{http4.Port}}/small)"
+                """,
+        });
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Contains($"download6 sha={sha}", result.Output);
+        var local = Regex.Match(result.Output, "upload6 local=([0-9a-f]{64})").Groups[1].Value;
+        Assert.Equal(local, await sink.Result.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Contains($"upload6 remote={local}", result.Output);
+        Assert.Contains("v4 v4 still here", result.Output);
+    }
+
+    [Fact]
+    public Task Guest_downloads_and_uploads_16_MiB_over_tcp6_through_fec0_2_on_the_stream_link() => TransferThroughTheHostAlias(vhostUser: false);
+
+    [Fact]
+    public Task Guest_downloads_and_uploads_16_MiB_over_tcp6_through_fec0_2_over_vhost_user() => TransferThroughTheHostAlias(vhostUser: true);
 }

@@ -213,9 +213,33 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
         return new OutboundPacket(this, lease.Buffer, EthernetAndIPv4Header, maxPayload, lease.Token, source, destination, protocol);
     }
 
+    /// <summary>IPv6 packets of the spliced transports (TCP, UDP) go out here; the IPv4 overload stays the IPv4 path.</summary>
+    public OutboundPacket BeginFlowPacket(FlowAddress source, FlowAddress destination, byte protocol, int maxPayload)
+    {
+        if (source.IsIPv4 && destination.IsIPv4) return BeginPacket(source.IPv4, destination.IPv4, protocol, maxPayload);
+        _loop.AssertOwner();
+        if (GuestMac is null) { _counters.Drop(DropReason.GuestMacUnknown); return default; }
+        const int header = EthernetFrame.HeaderLength + IPv6Packet.HeaderLength;
+        if (maxPayload < 0 || maxPayload > ushort.MaxValue) throw new ArgumentOutOfRangeException(nameof(maxPayload));
+        var lease = _device.BeginTransmit(header + maxPayload);
+        if (lease.IsEmpty || lease.Buffer.Length < header + maxPayload) return default;
+        return new OutboundPacket(this, lease.Buffer, header, maxPayload, lease.Token, source, destination, protocol);
+    }
+
     public void CommitPacket(in OutboundPacket packet, int payloadLength)
     {
         var frame = packet.Frame;
+        if (!packet.SourceAddress.IsIPv4)
+        {
+            EthernetFrame.WriteHeader(frame, GuestMac ?? MacAddress.Broadcast, _config.GatewayMac, EthernetFrame.EtherTypeIPv6);
+            IPv6Packet.WriteHeader(frame[EthernetFrame.HeaderLength..], packet.SourceAddress.IPv6, packet.DestinationAddress.IPv6,
+                packet.Protocol, payloadLength);
+            int length6 = EthernetFrame.HeaderLength + IPv6Packet.HeaderLength + payloadLength;
+            _device.CommitTransmit(packet.Token, length6);
+            _counters.FramesToGuest++;
+            _counters.BytesToGuest += length6;
+            return;
+        }
         var mac = GuestMac ?? MacAddress.Broadcast;
         EthernetFrame.WriteHeader(frame, mac, _config.GatewayMac, EthernetFrame.EtherTypeIPv4);
         IPv4Packet.WriteHeader(frame[EthernetFrame.HeaderLength..], packet.Source, packet.Destination, packet.Protocol,

@@ -1,6 +1,7 @@
 using Emunet.Engine.Diagnostics;
 using Emunet.Engine.Link;
 using Emunet.Engine.Runtime;
+using Emunet.Engine.Stack.Nat;
 using Emunet.Engine.Wire;
 using Microsoft.Extensions.Logging;
 
@@ -111,6 +112,11 @@ internal sealed class IPv6Stack : IDisposable
                 if (icmp.Type is >= Icmpv6Packet.TypeRouterSolicitation and <= Icmpv6Packet.TypeRedirect) Ndp.OnMessage(in packet, in icmp);
                 else if (source.IsUnspecified) _counters.Drop(DropReason.SourceSpoofed);
                 else Icmpv6.OnMessage(in packet, in icmp);
+                break;
+            case IPv6Packet.NextHeaderTcp:
+                // RFC 9293 §3.10.7.2: no connection to or from a group; from :: was refused above.
+                if (packet.Destination.IsMulticast) { _counters.Drop(DropReason.TcpMalformed); return; }
+                _stack.Tcp.OnSegment(FlowAddress.FromIPv6(source), FlowAddress.FromIPv6(packet.Destination), upper);
                 break;
             case IPv6Packet.NextHeaderUdp:
                 if (!UdpDatagram.TryParse(upper, out var udp)) { _counters.Drop(DropReason.UdpMalformed); return; }

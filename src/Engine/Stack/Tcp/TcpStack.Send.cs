@@ -1,3 +1,4 @@
+using Emunet.Engine.Stack.Nat;
 using Emunet.Engine.Wire;
 
 namespace Emunet.Engine.Stack.Tcp;
@@ -123,7 +124,7 @@ internal sealed partial class TcpStack
     }
 
     /// <summary>RFC 9293 §3.10.7.1: the reset that answers <paramref name="seg"/> (never a RST).</summary>
-    private void SendResetFor(IPv4Address guest, IPv4Address peer, in TcpSegment seg)
+    private void SendResetFor(FlowAddress guest, FlowAddress peer, in TcpSegment seg)
     {
         if (seg.Rst) return;
         if (seg.Ack)
@@ -134,9 +135,9 @@ internal sealed partial class TcpStack
     }
 
     /// <summary>A header-only segment outside any connection. Dropped (counted by the device) when the device is full.</summary>
-    private void EmitRaw(IPv4Address source, IPv4Address destination, ushort sourcePort, ushort destinationPort, uint seq, uint ack, TcpFlags flags)
+    private void EmitRaw(FlowAddress source, FlowAddress destination, ushort sourcePort, ushort destinationPort, uint seq, uint ack, TcpFlags flags)
     {
-        var packet = _sender.BeginPacket(source, destination, IPv4Packet.ProtocolTcp, TcpSegment.MinHeaderLength);
+        var packet = _sender.BeginFlowPacket(source, destination, IPv4Packet.ProtocolTcp, TcpSegment.MinHeaderLength);
         var span = packet.Payload;
         if (span.Length < TcpSegment.MinHeaderLength) { _transmitBlocked = true; return; }
         var f = new TcpFields
@@ -149,7 +150,7 @@ internal sealed partial class TcpStack
             Window = 0,
             WindowScale = -1,
         };
-        packet.Commit(f.Emit(span, source, destination, 0));
+        packet.Commit(f.Emit(span, FlowAddress.PseudoHeaderBase(source, destination, IPv4Packet.ProtocolTcp), 0));
     }
 
     /// <summary>
@@ -180,7 +181,7 @@ internal sealed partial class TcpStack
             f.Window = (ushort)Math.Min(WindowToAdvertise(c) >> c.RcvScale, ushort.MaxValue);
         }
         int headerLength = f.HeaderLength;
-        var packet = _sender.BeginPacket(c.PeerAddress, c.GuestAddress, IPv4Packet.ProtocolTcp, headerLength + len);
+        var packet = _sender.BeginFlowPacket(c.PeerAddress, c.GuestAddress, IPv4Packet.ProtocolTcp, headerLength + len);
         var span = packet.Payload;
         if (span.Length < headerLength + len)
         {
@@ -190,7 +191,7 @@ internal sealed partial class TcpStack
             return false;
         }
         if (len > 0) c.SendRing.CopyTo(Seq.Diff(seq, c.RingSeq), span.Slice(headerLength, len));
-        packet.Commit(f.Emit(span, c.PeerAddress, c.GuestAddress, len));
+        packet.Commit(f.Emit(span, FlowAddress.PseudoHeaderBase(c.PeerAddress, c.GuestAddress, IPv4Packet.ProtocolTcp), len));
         if ((flags & TcpFlags.Ack) != 0)
         {
             c.RcvAdvEdge = Seq.Add(c.RcvNxt, synOptions ? f.Window : f.Window << c.RcvScale);
