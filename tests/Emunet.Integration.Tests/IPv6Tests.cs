@@ -1,4 +1,6 @@
 using System.Net;
+using System.Net.Sockets;
+using Emunet.Engine.Forwarding;
 using System.Security.Cryptography;
 using System.Text.RegularExpressions;
 using Emunet.Engine.Stack;
@@ -120,4 +122,47 @@ public sealed class IPv6Tests
 
     [Fact]
     public Task Guest_downloads_and_uploads_16_MiB_over_tcp6_through_fec0_2_over_vhost_user() => TransferThroughTheHostAlias(vhostUser: true);
+
+    [Fact]
+    public async Task A_forward_from_ipv6_loopback_reaches_the_guest_app_on_its_ipv6_address_beside_an_ipv4_forward()
+    {
+        using var engine = new TestEngine(new NetworkConfig());
+        using var control = new GuestControl();
+        using var guest = QemuGuest.Start(new GuestOptions
+        {
+            NetworkArgs = GuestNetwork.StreamUnix(engine.SocketPath),
+            Timeout = TimeSpan.FromMinutes(4),
+            Script = WaitForAddress + "\n" + $"""
+                socat TCP6-LISTEN:10977,reuseaddr,fork,ipv6only=1 SYSTEM:'read l; echo "guest6:$l"' &
+                socat TCP4-LISTEN:10977,reuseaddr,fork SYSTEM:'read l; echo "guest4:$l"' &
+                while ! netstat -ltn | grep -q ':::10977 '; do usleep 50000; done
+                while ! netstat -ltn | grep -q '0.0.0.0:10977 '; do usleep 50000; done
+                echo ready
+                {control.WaitLine}
+                echo "got $cmd"
+                """,
+        });
+        await guest.WaitForLineAsync(l => l == "ready", TimeSpan.FromMinutes(2));
+
+        var spec6 = ForwardSpec.Parse("tcp:[::1]:0:10977");
+        Assert.Equal(IPAddress.IPv6Loopback, spec6.HostAddress);
+        var f6 = await engine.Engine.AddForwardAsync(spec6);
+        var f4 = await engine.Engine.AddForwardAsync(ForwardSpec.Create(ForwardProtocol.Tcp, 0, 10977));
+
+        Assert.Equal("guest6:hello6", await RoundTrip(IPAddress.IPv6Loopback, f6.BoundPort, "hello6"));
+        Assert.Equal("guest4:hello4", await RoundTrip(IPAddress.Loopback, f4.BoundPort, "hello4"));
+        await control.SendAsync("done", TimeSpan.FromMinutes(1));
+        var result = await guest.WaitForExitAsync();
+        Assert.True(result.ExitCode == 0, result.ToString());
+    }
+
+    private static async Task<string> RoundTrip(IPAddress address, int port, string line)
+    {
+        using var client = new TcpClient(address.AddressFamily);
+        await client.ConnectAsync(address, port).WaitAsync(TimeSpan.FromMinutes(1));
+        var stream = client.GetStream();
+        await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes(line + "\n"));
+        using var reader = new StreamReader(stream);
+        return (await reader.ReadLineAsync().WaitAsync(TimeSpan.FromMinutes(1))) ?? "";
+    }
 }

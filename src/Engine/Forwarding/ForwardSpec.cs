@@ -130,6 +130,20 @@ public sealed record ForwardSpec(ForwardProtocol Protocol, IPAddress HostAddress
             var p => throw Bad(text, $"protocol '{p}' is not tcp or udp"),
         };
         string rest = s[(colon + 1)..];
+        if (rest.StartsWith('[') && rest.IndexOf('-') < 0)
+        {
+            // An IPv6 host address in brackets (RFC 3986 §3.2.2's form): tcp:[::1]:8080:80, tcp:[::1]:8080.
+            int close = rest.IndexOf(']');
+            if (close < 0 || close + 1 >= rest.Length || rest[close + 1] != ':') throw Bad(text, "an IPv6 address goes in brackets followed by a port, e.g. tcp:[::1]:8080:80");
+            var address6 = ParseAddress(text, rest[..(close + 1)]);
+            var ports = rest[(close + 2)..].Split(':');
+            return ports.Length switch
+            {
+                1 => Checked(text, protocol, address6, ParsePort(text, ports[0], "host port", false), null),
+                2 => Checked(text, protocol, address6, ParsePort(text, ports[0], "host port", true), ParsePort(text, ports[1], "guest port", false)),
+                _ => throw Bad(text, "it has too many parts"),
+            };
+        }
         int dash = rest.IndexOf('-');
         if (dash >= 0)
         {
@@ -160,6 +174,13 @@ public sealed record ForwardSpec(ForwardProtocol Protocol, IPAddress HostAddress
     private static IPAddress ParseAddress(string text, string a)
     {
         if (a == "*" ) return IPAddress.Any;
+        if (a.StartsWith('[') && a.EndsWith(']'))
+        {
+            // IPv6 in brackets: a forward from [::1] reaches the guest's IPv6 address (learned by NDP).
+            if (!IPAddress.TryParse(a[1..^1], out var ip6) || ip6.AddressFamily != System.Net.Sockets.AddressFamily.InterNetworkV6 || ip6.ScopeId != 0)
+                throw Bad(text, $"'{a}' is not an IPv6 address");
+            return ip6;
+        }
         if (!Wire.IPv4Address.TryParseDottedQuad(a, out var ip)) throw Bad(text, $"'{a}' is not an IPv4 address");
         return ip;
     }
@@ -181,7 +202,9 @@ public sealed record ForwardSpec(ForwardProtocol Protocol, IPAddress HostAddress
         new($"The forward spec '{text}' is not valid: {why}. Use PROTO:[ADDR:]HOSTPORT[:GUESTPORT] (e.g. tcp:10977, tcp:127.0.0.1:8080:80, udp:5353:53), a range (tcp:8000-8010, tcp:8000-8010:9000-9010), a comma list (tcp:80,443) or QEMU's hostfwd=tcp:127.0.0.1:8080-:80.");
 
     /// <summary>The canonical spec text, e.g. <c>tcp:127.0.0.1:8080:80</c>.</summary>
-    public override string ToString() => $"{Protocol.ToString().ToLowerInvariant()}:{HostAddress}:{HostPort}:{GuestPort}";
+    public override string ToString() => HostAddress.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6
+        ? $"{Protocol.ToString().ToLowerInvariant()}:[{HostAddress}]:{HostPort}:{GuestPort}"
+        : $"{Protocol.ToString().ToLowerInvariant()}:{HostAddress}:{HostPort}:{GuestPort}";
 }
 
 /// <summary>A forward as the engine holds it.</summary>
