@@ -30,7 +30,15 @@ public sealed class IPv6Tests
         ping -6 -c 3 -W 3 fec0::2 >/tmp/p6 2>&1 && echo "ping6 alias ok" || { echo "ping6 alias failed"; cat /tmp/p6; }
         ping -6 -c 1 -W 3 -s 3000 fec0::3 >/tmp/p6d 2>&1 && echo "ping6 dns ok" || { echo "ping6 dns failed"; cat /tmp/p6d; }
         ping -c 2 -W 2 10.0.2.2 >/tmp/p4 2>&1 && echo "ping4 ok" || { echo "ping4 failed"; cat /tmp/p4; }
+        nslookup host.emunet.test fec0::3 >/tmp/ns6 2>&1; echo "nslookup6 rc=$?"; cat /tmp/ns6
         """;
+
+    private static LoopbackDnsServer Resolver()
+    {
+        var dns = new LoopbackDnsServer();
+        dns.Add("host.emunet.test", IPAddress.Parse("10.0.2.2"));
+        return dns;
+    }
 
     private static void AssertIPv6(GuestResult result)
     {
@@ -44,12 +52,16 @@ public sealed class IPv6Tests
         Assert.Contains("ping6 alias ok", o);
         Assert.Contains("ping6 dns ok", o);
         Assert.Contains("ping4 ok", o);
+        // Resolved through the relay on fec0::3 (upstream on IPv4 loopback).
+        Assert.Contains("nslookup6 rc=0", o);
+        Assert.Matches(new Regex(@"Name:\s+host\.emunet\.test\s+Address(:| 1:)?\s+10\.0\.2\.2"), o);
     }
 
     [Fact]
     public async Task Guest_configures_itself_by_slaac_and_pings_the_host_alias_over_the_stream_link()
     {
-        using var engine = new TestEngine(new NetworkConfig());
+        using var dns = Resolver();
+        using var engine = new TestEngine(TestEngine.WithDns(dns.Port));
         var result = await QemuGuest.RunAsync(new GuestOptions
         {
             NetworkArgs = GuestNetwork.StreamUnix(engine.SocketPath),
@@ -62,7 +74,8 @@ public sealed class IPv6Tests
     [Fact]
     public async Task Guest_configures_itself_by_slaac_and_pings_the_host_alias_over_vhost_user()
     {
-        using var engine = new TestEngine(new NetworkConfig(), vhostUser: true);
+        using var dns = Resolver();
+        using var engine = new TestEngine(TestEngine.WithDns(dns.Port), vhostUser: true);
         var result = await QemuGuest.RunAsync(new GuestOptions
         {
             NetworkArgs = GuestNetwork.VhostUser(engine.SocketPath),

@@ -128,6 +128,12 @@ internal sealed class IPv6Stack : IDisposable
                     return;
                 }
                 if (udp.DestinationPort == Dhcpv6Message.ServerPort) { Dhcpv6.OnDatagram(in packet, in udp); return; }
+                // The DNS relay on fec0::3 (RFC 8106's RDNSS names it), relaying to upstreams of either family.
+                if (udp.DestinationPort == 53 && packet.Destination == _config.IPv6Dns && !source.IsUnspecified)
+                {
+                    _stack.Dns.OnQuery(FlowAddress.FromIPv6(source), in udp);
+                    return;
+                }
                 NotCarried(in packet);
                 break;
             case IPv6Packet.NextHeaderNone:
