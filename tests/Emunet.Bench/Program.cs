@@ -14,6 +14,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 //   forwarded throughput (iperf3 on the host into the guest through the backend's port forward: the adb-forward path);
 //   forwarded request rate (connect, 1-byte echo, close, sequentially, into a forking socat in the guest).
 // Usage: dotnet run --project tests/Emunet.Bench -c Release [-- --seconds N] [--backends emunet,vhost,slirp,passt] (vhost: Emunet on vhost-user)
+// emunet6, vhost6: the outbound columns over IPv6 (iperf3 in the guest to [fec0::2] = the host's [::1]); forwards stay IPv4.
 int seconds = ArgInt("--seconds", 5);
 var backends = (Arg("--backends") ?? "emunet,slirp,passt").Split(',');
 var rows = new List<string[]>();
@@ -41,7 +42,9 @@ async Task<string[]> RunBackend(string backend, int secs)
     const int guestIperf = 5201, guestEcho = 7007;
     int hostIperfPort = LoopbackPorts.Free();
     int fwdIperf = LoopbackPorts.Free(), fwdEcho = LoopbackPorts.Free();
-    using var iperf = new LoopbackIperf3Server(hostIperfPort);
+    bool ipv6 = backend is "emunet6" or "vhost6";
+    if (ipv6) backend = backend[..^1];
+    using var iperf = new LoopbackIperf3Server(hostIperfPort, ipv6 ? System.Net.IPAddress.IPv6Loopback : null);
     var dir = Directory.CreateTempSubdirectory("emunet-bench-").FullName;
     var sock = Path.Combine(dir, "net.sock");
     EmunetEngine? engine = null;
@@ -84,6 +87,7 @@ async Task<string[]> RunBackend(string backend, int secs)
             Timeout = TimeSpan.FromSeconds(120 + 4 * secs),
             Script = $"""
                 . /run/lease.env
+                {(ipv6 ? "router=fec0::2; i=0; while [ $i -lt 60 ] && ! ip -6 addr show dev eth0 | grep 'inet6 fec0:' | grep -qv tentative; do sleep 1; i=$((i+1)); done" : "")}
                 iperf3 -s -p {guestIperf} -D
                 socat TCP-LISTEN:{guestEcho},fork,reuseaddr EXEC:cat &
                 while ! netstat -ltn | grep -q ':{guestEcho} '; do usleep 50000; done
@@ -101,7 +105,7 @@ async Task<string[]> RunBackend(string backend, int secs)
         string fwd = Receiver(RunHostIperf(fwdIperf, secs));
         Console.Error.WriteLine($"bench: {backend}: forwarded iperf3 {fwd}; request rate...");
         string rate = (await RequestRate(fwdEcho, TimeSpan.FromSeconds(secs))).ToString("0", CultureInfo.InvariantCulture);
-        return [backend, up, down, fwd, rate]; // disposing the guest ends QEMU
+        return [ipv6 ? backend + " (IPv6 via fec0::2)" : backend, up, down, fwd, rate]; // disposing the guest ends QEMU
     }
     finally
     {

@@ -130,10 +130,13 @@ public sealed class LoopbackIperf3Server : IDisposable
 {
     private readonly Process _process;
 
-    public LoopbackIperf3Server(int port)
+    /// <param name="port">The port to listen on.</param>
+    /// <param name="address">The loopback address (127.0.0.1 unless given, e.g. ::1).</param>
+    public LoopbackIperf3Server(int port, IPAddress? address = null)
     {
         Port = port;
-        var psi = new ProcessStartInfo("iperf3", ["-s", "-B", "127.0.0.1", "-p", port.ToString()])
+        var bind = address ?? IPAddress.Loopback;
+        var psi = new ProcessStartInfo("iperf3", ["-s", "-B", bind.ToString(), "-p", port.ToString()])
         {
             RedirectStandardOutput = true, RedirectStandardError = true,
         };
@@ -145,8 +148,8 @@ public sealed class LoopbackIperf3Server : IDisposable
         {
             try
             {
-                using var probe = new TcpClient();
-                probe.Connect(IPAddress.Loopback, port);
+                using var probe = new TcpClient(bind.AddressFamily);
+                probe.Connect(bind, port);
                 break;
             }
             catch (SocketException) when (DateTime.UtcNow < until && !_process.HasExited)
