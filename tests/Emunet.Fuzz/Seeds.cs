@@ -41,6 +41,15 @@ internal static class Seeds
             .. FrameTarget.Record(Arp())]);
         yield return ("frame", "ipv4-fragments", Frames(Fragments()));
         yield return ("frame", "udp-to-gateway", Frames(GuestPackets.Udp(Config.GatewayMac, Guest, 40000, Config.Gateway, 9, "hello"u8)));
+        // IPv6: Neighbor Discovery and echo, TCP to the host alias, DNS on fec0::3, DHCPv6, fragments behind a header.
+        yield return ("frame", "ipv6-ndp", Frames(GuestPackets6.RouterSolicitation(),
+            GuestPackets6.NeighborSolicitation(IPv6Address.Unspecified, GuestPackets6.Global),
+            GuestPackets6.NeighborSolicitation(GuestPackets6.Global, Config.IPv6Gateway), GuestPackets6.Echo(Config.IPv6Gateway)));
+        yield return ("frame", "ipv6-tcp-syn", Frames(GuestPackets6.TcpSyn(Config.IPv6Gateway, 9)));
+        yield return ("frame", "ipv6-dns-query", Frames(GuestPackets6.Udp(GuestPackets6.Global, Config.IPv6Dns, 5353, 53, DnsQuery())));
+        yield return ("frame", "ipv6-dhcpv6", Frames(GuestPackets6.Udp(GuestPackets6.LinkLocal, Dhcpv6Message.AllServersAndRelays, 546, 547,
+            [Dhcpv6Message.TypeInformationRequest, 0x12, 0x34, 0x56, 0, 6, 0, 2, 0, 23])));
+        yield return ("frame", "ipv6-fragments", Frames(GuestPackets6.Fragments()));
 
         yield return ("dhcp", "discover", Dhcp(DhcpMessage.MessageType.Discover));
         yield return ("dhcp", "request", Dhcp(DhcpMessage.MessageType.Request, requested: Guest));

@@ -15,9 +15,11 @@ public sealed class LoopbackHttpServer : IDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _accept;
 
-    public LoopbackHttpServer(int port = 0)
+    /// <param name="port">The port, or 0 for any free one.</param>
+    /// <param name="address">The loopback address to listen on (127.0.0.1 unless given, e.g. ::1).</param>
+    public LoopbackHttpServer(int port = 0, IPAddress? address = null)
     {
-        _listener = new TcpListener(IPAddress.Loopback, port);
+        _listener = new TcpListener(address ?? IPAddress.Loopback, port);
         _listener.Start();
         _accept = Task.Run(AcceptLoop);
     }

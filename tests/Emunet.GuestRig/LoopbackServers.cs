@@ -85,10 +85,13 @@ public sealed class LoopbackUdpEcho : IDisposable
 /// </summary>
 public sealed class LoopbackHashSink : IDisposable
 {
-    private readonly TcpListener _listener = new(IPAddress.Loopback, 0);
+    private readonly TcpListener _listener;
 
-    public LoopbackHashSink(long expectedLength)
+    /// <param name="expectedLength">Bytes the client sends.</param>
+    /// <param name="address">The loopback address to listen on (127.0.0.1 unless given, e.g. ::1).</param>
+    public LoopbackHashSink(long expectedLength, IPAddress? address = null)
     {
+        _listener = new TcpListener(address ?? IPAddress.Loopback, 0);
         ExpectedLength = expectedLength;
         _listener.Start();
         Result = Task.Run(Serve);
@@ -127,10 +130,13 @@ public sealed class LoopbackIperf3Server : IDisposable
 {
     private readonly Process _process;
 
-    public LoopbackIperf3Server(int port)
+    /// <param name="port">The port to listen on.</param>
+    /// <param name="address">The loopback address (127.0.0.1 unless given, e.g. ::1).</param>
+    public LoopbackIperf3Server(int port, IPAddress? address = null)
     {
         Port = port;
-        var psi = new ProcessStartInfo("iperf3", ["-s", "-B", "127.0.0.1", "-p", port.ToString()])
+        var bind = address ?? IPAddress.Loopback;
+        var psi = new ProcessStartInfo("iperf3", ["-s", "-B", bind.ToString(), "-p", port.ToString()])
         {
             RedirectStandardOutput = true, RedirectStandardError = true,
         };
@@ -142,8 +148,8 @@ public sealed class LoopbackIperf3Server : IDisposable
         {
             try
             {
-                using var probe = new TcpClient();
-                probe.Connect(IPAddress.Loopback, port);
+                using var probe = new TcpClient(bind.AddressFamily);
+                probe.Connect(bind, port);
                 break;
             }
             catch (SocketException) when (DateTime.UtcNow < until && !_process.HasExited)

@@ -43,6 +43,7 @@ internal enum DropReason
     ForwardRefused,
     /// <summary>A forwarded client reset at once: no guest was attached (or known yet) to open its connection into.</summary>
     ForwardNoGuest,
+    /// <summary>An IPv6 frame while IPv6 is off, or an IPv6 transport the stack does not carry yet.</summary>
     IPv6NotSupported,
     IPv4FragmentOverlap,
     IPv4FragmentTooLarge,
@@ -68,6 +69,23 @@ internal enum DropReason
     /// csum_start/csum_offset outside the frame, a GSO type or size the frame cannot be (VIRTIO 1.2 §5.1.6.2).
     /// </summary>
     VirtioBadOffload,
+
+    // ---- IPv6 ----
+    /// <summary>An IPv6 packet that does not parse (version, payload length), or from a source that is not the guest's.</summary>
+    IPv6Malformed,
+    /// <summary>An extension-header chain refused (RFC 8200 §4): too long, truncated, hop-by-hop not first, two fragment headers.</summary>
+    IPv6ExtensionChainRefused,
+    IPv6FragmentOverlap,
+    IPv6FragmentTooLarge,
+    IPv6FragmentTimeout,
+    IPv6FragmentTableFull,
+    /// <summary>An ICMPv6 message too short or with a bad checksum (RFC 4443 §2.3).</summary>
+    Icmpv6Malformed,
+    /// <summary>A Neighbor Discovery message that fails RFC 4861 §6.1 / §7.1 validation (hop limit, code, options).</summary>
+    NdpInvalid,
+    Dhcpv6Malformed,
+    /// <summary>An ICMPv6 error not sent: over the error rate limit (RFC 4443 §2.4 (f)).</summary>
+    Icmpv6ErrorRateLimited,
 }
 
 /// <summary>

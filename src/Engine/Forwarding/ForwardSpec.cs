@@ -138,6 +138,20 @@ public sealed record ForwardSpec(ForwardProtocol Protocol, IPAddress HostAddress
             var p => throw Bad(text, $"protocol '{p}' is not tcp or udp"),
         };
         string rest = s[(colon + 1)..];
+        if (rest.StartsWith('[') && rest.IndexOf('-') < 0)
+        {
+            // An IPv6 host address in brackets (RFC 3986 §3.2.2's form): tcp:[::1]:8080:80, tcp:[::1]:8080.
+            int close = rest.IndexOf(']');
+            if (close < 0 || close + 1 >= rest.Length || rest[close + 1] != ':') throw Bad(text, "an IPv6 address goes in brackets followed by a port, e.g. tcp:[::1]:8080:80");
+            var address6 = ParseAddress(text, rest[..(close + 1)]);
+            var ports = rest[(close + 2)..].Split(':');
+            return ports.Length switch
+            {
+                1 => Checked(text, protocol, address6, ParsePort(text, ports[0], "host port", false), null),
+                2 => Checked(text, protocol, address6, ParsePort(text, ports[0], "host port", true), ParsePort(text, ports[1], "guest port", false)),
+                _ => throw Bad(text, "it has too many parts"),
+            };
+        }
         int dash = rest.IndexOf('-');
         if (dash >= 0)
         {
@@ -172,6 +186,13 @@ public sealed record ForwardSpec(ForwardProtocol Protocol, IPAddress HostAddress
     private static IPAddress ParseAddress(string text, string a)
     {
         if (a == "*" ) return IPAddress.Any;
+        if (a.StartsWith('[') && a.EndsWith(']'))
+        {
+            // IPv6 in brackets: a forward from [::1] reaches the guest's IPv6 address (learned by NDP).
+            if (!IPAddress.TryParse(a[1..^1], out var ip6) || ip6.AddressFamily != System.Net.Sockets.AddressFamily.InterNetworkV6 || ip6.ScopeId != 0)
+                throw Bad(text, $"'{a}' is not an IPv6 address");
+            return ip6;
+        }
         if (!Wire.IPv4Address.TryParseDottedQuad(a, out var ip)) throw Bad(text, $"'{a}' is not an IPv4 address");
         return ip;
     }
@@ -199,9 +220,12 @@ public sealed record ForwardSpec(ForwardProtocol Protocol, IPAddress HostAddress
         new($"The forward spec '{text}' is not valid: {why}. Use PROTO:[ADDR:]HOSTPORT[:GUESTPORT] (e.g. tcp:10977, tcp:127.0.0.1:8080:80, udp:5353:53), PROTO:ADDR:HOSTPORT:GUESTADDR:GUESTPORT for another link's guest (tcp:127.0.0.1:8080:10.0.2.16:80), a range (tcp:8000-8010, tcp:8000-8010:9000-9010), a comma list (tcp:80,443) or QEMU's hostfwd=tcp:127.0.0.1:8080-:80.");
 
     /// <summary>The canonical spec text, e.g. <c>tcp:127.0.0.1:8080:80</c>.</summary>
-    public override string ToString() => GuestAddress is { } g
-        ? $"{Protocol.ToString().ToLowerInvariant()}:{HostAddress}:{HostPort}:{g}:{GuestPort}"
-        : $"{Protocol.ToString().ToLowerInvariant()}:{HostAddress}:{HostPort}:{GuestPort}";
+    public override string ToString()
+    {
+        string proto = Protocol.ToString().ToLowerInvariant();
+        string host = HostAddress.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? $"[{HostAddress}]" : HostAddress.ToString();
+        return GuestAddress is { } g ? $"{proto}:{host}:{HostPort}:{g}:{GuestPort}" : $"{proto}:{host}:{HostPort}:{GuestPort}";
+    }
 }
 
 /// <summary>A forward as the engine holds it.</summary>

@@ -70,6 +70,8 @@ internal sealed class ForwardTable : ITimerClient
     public ForwardInfo Add(ForwardSpec spec)
     {
         _loop.AssertOwner();
+        if (spec.Protocol == ForwardProtocol.Udp && spec.HostAddress.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6)
+            throw new InvalidOperationException($"The forward {spec} is UDP from IPv6, which Emunet does not carry yet; forward UDP from an IPv4 address.");
         if (spec.HostPort != 0 && _forwards.ContainsKey((spec.Protocol, spec.HostAddress, spec.HostPort)))
             throw new InvalidOperationException(
                 $"This engine already forwards {Name(spec.Protocol)} {spec.HostAddress}:{spec.HostPort}; remove that forward first.");
@@ -78,7 +80,7 @@ internal sealed class ForwardTable : ITimerClient
         var stack = StackFor(spec);
         Func<IPv4Address> target = () => stack.GuestAddress;
         Forwarder forwarder = spec.Protocol == ForwardProtocol.Tcp
-            ? new TcpForwarder(_loop, stack.Tcp, target, spec, _counters, _logger)
+            ? new TcpForwarder(_loop, stack.Tcp, target, spec, _counters, _logger, () => stack.IPv6?.GuestAddress)
             : new UdpForwarder(_loop, stack.Udp, target, spec, _logger);
         forwarder.Start(); // logs where it listens
         _forwards[(spec.Protocol, spec.HostAddress, forwarder.BoundPort)] = forwarder;

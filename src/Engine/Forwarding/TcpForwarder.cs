@@ -11,9 +11,13 @@ namespace Emunet.Engine.Forwarding;
 /// A TCP forward: each client accepted on the listener becomes a connection from the gateway (10.0.2.2) into the
 /// guest's port, through <see cref="TcpStack.OpenToGuest"/>. Owner thread only.
 /// </summary>
-internal sealed class TcpForwarder(EventLoop loop, TcpStack tcp, Func<IPv4Address> target, ForwardSpec spec, Counters counters, ILogger logger)
+internal sealed class TcpForwarder(EventLoop loop, TcpStack tcp, Func<IPv4Address> target, ForwardSpec spec, Counters counters, ILogger logger,
+    Func<IPv6Address?>? target6 = null)
     : Forwarder(loop, target, spec, logger)
 {
+    /// <summary>A forward bound on IPv6 goes to the guest's IPv6 address; one bound on IPv4 to its IPv4 address.</summary>
+    private readonly bool _toIPv6 = spec.HostAddress.AddressFamily == AddressFamily.InterNetworkV6;
+
     /// <summary>Closes an accepted client with SO_LINGER 0, so it sees a reset at once.</summary>
     private static void Reset(Socket client)
     {
@@ -65,6 +69,22 @@ internal sealed class TcpForwarder(EventLoop loop, TcpStack tcp, Func<IPv4Addres
                 counters.Drop(DropReason.ForwardNoGuest);
                 if (Logger.IsEnabled(LogLevel.Information)) Logger.LogInformation("forward {Forward}: no guest is attached; client reset", Spec);
                 Reset(client);
+                continue;
+            }
+            if (_toIPv6)
+            {
+                if (target6?.Invoke() is not { } guest6)
+                {
+                    // The guest has not configured (or announced) an IPv6 address yet.
+                    counters.Drop(DropReason.ForwardNoGuest);
+                    Reset(client);
+                    continue;
+                }
+                if (!tcp.OpenFlowToGuest(client, Stack.Nat.FlowAddress.FromIPv6(guest6), Spec.GuestPort, Binding))
+                {
+                    if (Logger.IsEnabled(LogLevel.Warning)) Logger.LogWarning("forward {Forward}: connection table full; client reset", Spec);
+                    Reset(client);
+                }
                 continue;
             }
             if (!tcp.OpenToGuest(client, Target, Spec.GuestPort, Binding))

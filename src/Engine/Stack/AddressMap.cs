@@ -72,6 +72,53 @@ internal sealed class AddressMap
 
     public IReadOnlyList<IPEndPoint> DnsUpstream => _dnsUpstream;
 
+    /// <summary>A destination of either family (IPv4-mapped keys are IPv4); see <see cref="MapOutboundIPv6"/>.</summary>
+    public OutboundVerdict MapOutbound(Nat.FlowAddress destination, int port, out IPAddress host, out int hostPort) =>
+        destination.IsIPv4 ? MapOutbound(destination.IPv4, port, out host, out hostPort)
+                           : MapOutboundIPv6(destination.IPv6, port, out host, out hostPort);
+
+    /// <summary>
+    /// The same order for IPv6: the DNS relay fec0::3 port 53 to the upstream resolver; the host alias fec0::2 to the
+    /// host's ::1 (off with <see cref="NetworkConfig.MapGatewayToLoopback"/>, denied by <c>--restrict</c>); other
+    /// addresses of the prefix, link-local, multicast, unspecified: nothing; ::1, IPv4-mapped and the host's own
+    /// addresses: denied; <c>--restrict</c>: denied; anything else: itself. The allow/deny rules are IPv4 prefixes and
+    /// match no IPv6 destination.
+    /// </summary>
+    public OutboundVerdict MapOutboundIPv6(IPv6Address destination, int port, out IPAddress host, out int hostPort)
+    {
+        hostPort = port;
+        host = IPAddress.None;
+        if (destination == _config.IPv6Dns)
+        {
+            if (port != 53 || _dnsUpstream.Length == 0) return OutboundVerdict.Unroutable;
+            host = _dnsUpstream[0].Address;
+            hostPort = _dnsUpstream[0].Port;
+            return OutboundVerdict.Mapped;
+        }
+        if (destination == _config.IPv6Gateway)
+        {
+            if (!_config.MapGatewayToLoopback) return OutboundVerdict.Unroutable;
+            if (_config.Restrict) return OutboundVerdict.Denied;
+            host = IPAddress.IPv6Loopback;
+            return OutboundVerdict.Mapped;
+        }
+        if (destination.InPrefix(_config.IPv6Prefix, _config.IPv6PrefixLength) || destination.IsLinkLocal
+            || destination.IsMulticast || destination.IsUnspecified)
+            return OutboundVerdict.Unroutable;
+        var address = destination.ToIPAddress();
+        if (destination == IPv6Address.Loopback || address.IsIPv4MappedToIPv6 || IsHostOwnIPv6(address)) return OutboundVerdict.Denied;
+        if (_config.Restrict) return OutboundVerdict.Denied;
+        host = address;
+        return OutboundVerdict.Mapped;
+    }
+
+    private bool IsHostOwnIPv6(IPAddress destination)
+    {
+        foreach (var a in _hostAddresses())
+            if (a.AddressFamily == AddressFamily.InterNetworkV6 && a.Equals(destination)) return true;
+        return false;
+    }
+
     /// <summary>The host address for a guest destination, or the reason the guest may not reach it.</summary>
     public OutboundVerdict MapOutbound(IPv4Address destination, int port, out IPAddress host, out int hostPort)
     {

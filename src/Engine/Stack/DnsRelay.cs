@@ -47,7 +47,8 @@ internal sealed class DnsRelay : ITimerClient, IDisposable
     private struct Slot
     {
         public bool InUse;
-        public IPv4Address Guest;
+        /// <summary>The guest's address, IPv4-mapped or IPv6: the answer goes back from the relay address of its family.</summary>
+        public Nat.FlowAddress Guest;
         public ushort GuestPort;
         public ushort GuestId;
         public ushort RelayId;
@@ -84,7 +85,10 @@ internal sealed class DnsRelay : ITimerClient, IDisposable
     public int PendingCount => MaxPending - _free.Count;
 
     /// <summary>A datagram from the guest to 10.0.2.3:53; both views borrowed for the call.</summary>
-    public void OnQuery(in IPv4Packet packet, in UdpDatagram datagram)
+    public void OnQuery(in IPv4Packet packet, in UdpDatagram datagram) => OnQuery(Nat.FlowAddress.FromIPv4(packet.Source), in datagram);
+
+    /// <summary>A query from a guest address of either family (IPv6: to fec0::3:53); the datagram is borrowed for the call.</summary>
+    public void OnQuery(Nat.FlowAddress guest, in UdpDatagram datagram)
     {
         var payload = datagram.Payload;
         if (payload.Length > MaxQueryLength || !DnsMessage.TryParse(payload, out var query) || !query.IsRelayableQuery)
@@ -98,7 +102,7 @@ internal sealed class DnsRelay : ITimerClient, IDisposable
         ref var slot = ref _slots[index];
         slot = new Slot
         {
-            InUse = true, Guest = packet.Source, GuestPort = datagram.SourcePort, GuestId = query.Id, RelayId = NewId(),
+            InUse = true, Guest = guest, GuestPort = datagram.SourcePort, GuestId = query.Id, RelayId = NewId(),
             Upstream = _preferred, Tried = 0, Length = payload.Length, QuestionLength = question.Length,
         };
         _slotById[slot.RelayId] = index;
@@ -195,13 +199,15 @@ internal sealed class DnsRelay : ITimerClient, IDisposable
         }
         ref var slot = ref _slots[index];
         int length = UdpDatagram.HeaderLength + answer.Length;
-        if (length > _sender.MaxPayload) { _counters.Drop(DropReason.UdpDatagramTooLarge); Free(index); return; }
-        var packet = _sender.BeginPacket(_config.Dns, slot.Guest, IPv4Packet.ProtocolUdp, length);
+        if (length > _sender.MaxPayloadFor(slot.Guest)) { _counters.Drop(DropReason.UdpDatagramTooLarge); Free(index); return; }
+        var relay = slot.Guest.IsIPv4 ? Nat.FlowAddress.FromIPv4(_config.Dns) : Nat.FlowAddress.FromIPv6(_config.IPv6Dns);
+        var packet = _sender.BeginFlowPacket(relay, slot.Guest, IPv4Packet.ProtocolUdp, length);
         if (packet.IsEmpty) { _counters.Drop(DropReason.TransmitQueueFull); Free(index); return; }
         var body = packet.Payload[UdpDatagram.HeaderLength..];
         answer.CopyTo(body);
         BinaryPrimitives.WriteUInt16BigEndian(body, slot.GuestId);
-        UdpDatagram.WriteHeader(packet.Payload, _config.Dns, slot.Guest, UdpDnsPort, slot.GuestPort, answer.Length);
+        if (slot.Guest.IsIPv4) UdpDatagram.WriteHeader(packet.Payload, _config.Dns, slot.Guest.IPv4, UdpDnsPort, slot.GuestPort, answer.Length);
+        else IPv6Packet.WriteUdpHeader(packet.Payload, _config.IPv6Dns, slot.Guest.IPv6, UdpDnsPort, slot.GuestPort, length);
         packet.Commit(length);
         _preferred = upstream;
         Free(index);

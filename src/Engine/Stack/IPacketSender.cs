@@ -1,4 +1,5 @@
 using Emunet.Engine.Link;
+using Emunet.Engine.Stack.Nat;
 using Emunet.Engine.Wire;
 
 namespace Emunet.Engine.Stack;
@@ -15,6 +16,16 @@ internal interface IPacketSender
     /// frame now (no guest, queue full, guest MAC unknown); the caller counts or retries. One packet is open at a time.
     /// </summary>
     OutboundPacket BeginPacket(IPv4Address source, IPv4Address destination, byte protocol, int maxPayload);
+
+    /// <summary>
+    /// As the IPv4 overload, for addresses of either family (IPv4-mapped keys are IPv4). A sender that carries IPv4
+    /// only lends nothing for IPv6.
+    /// </summary>
+    OutboundPacket BeginFlowPacket(FlowAddress source, FlowAddress destination, byte protocol, int maxPayload) =>
+        source.IsIPv4 && destination.IsIPv4 ? BeginPacket(source.IPv4, destination.IPv4, protocol, maxPayload) : default;
+
+    /// <summary>The payload one packet toward <paramref name="guest"/> carries: IPv6's header is 20 bytes longer.</summary>
+    int MaxPayloadFor(FlowAddress guest) => guest.IsIPv4 ? MaxPayload : MaxPayload - (IPv6Packet.HeaderLength - IPv4Packet.MinHeaderLength);
 
     /// <summary>
     /// Writes the headers of <paramref name="packet"/> and hands the frame to the device. Called by
@@ -51,13 +62,19 @@ internal readonly ref struct OutboundPacket
 
     public OutboundPacket(IPacketSender sender, Span<byte> frame, int payloadOffset, int maxPayload, int token,
         IPv4Address source, IPv4Address destination, byte protocol)
+        : this(sender, frame, payloadOffset, maxPayload, token, FlowAddress.FromIPv4(source), FlowAddress.FromIPv4(destination), protocol)
+    {
+    }
+
+    public OutboundPacket(IPacketSender sender, Span<byte> frame, int payloadOffset, int maxPayload, int token,
+        FlowAddress source, FlowAddress destination, byte protocol)
     {
         _sender = sender;
         Frame = frame;
         Payload = frame.Slice(payloadOffset, maxPayload);
         Token = token;
-        Source = source;
-        Destination = destination;
+        SourceAddress = source;
+        DestinationAddress = destination;
         Protocol = protocol;
     }
 
@@ -70,8 +87,12 @@ internal readonly ref struct OutboundPacket
     /// <summary>The device's name for the lent buffer.</summary>
     public int Token { get; }
 
-    public IPv4Address Source { get; }
-    public IPv4Address Destination { get; }
+    /// <summary>The source as an IPv4 address (an IPv4 packet's).</summary>
+    public IPv4Address Source => SourceAddress.IPv4;
+    public IPv4Address Destination => DestinationAddress.IPv4;
+    /// <summary>The addresses of either family; IPv4 ones are IPv4-mapped.</summary>
+    public FlowAddress SourceAddress { get; }
+    public FlowAddress DestinationAddress { get; }
     public byte Protocol { get; }
 
     public bool IsEmpty => _sender is null;

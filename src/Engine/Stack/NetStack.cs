@@ -51,6 +51,8 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
         Udp = new Udp(loop, this, Flows, Icmp, Dns, config, map, counters, _logger);
         Dhcp = new Dhcp(this, config, counters, _logger);
         Tcp = new TcpStack(loop, this, Flows, config, map, counters, loggers.CreateLogger("Emunet.Tcp"));
+        // IPv6 (Stack/IPv6): its own receive path and frame writer; null when the configuration turns it off.
+        if (config.IPv6Enabled) IPv6 = new IPv6.IPv6Stack(loop, this, device, config, counters, _logger);
         loop.AddTimerClient(_reassembly);
         loop.AddTimerClient(Dns);
     }
@@ -83,6 +85,8 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
     public DnsRelay Dns { get; }
     public Dhcp Dhcp { get; }
     internal IPv4Reassembly Reassembly => _reassembly;
+    /// <summary>The IPv6 side (NDP, router advertisements, ICMPv6, DHCPv6); null when IPv6 is off.</summary>
+    public IPv6.IPv6Stack? IPv6 { get; }
 
     // ---- IFrameHandler ----
 
@@ -110,7 +114,10 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
         {
             case EthernetFrame.EtherTypeArp: Arp.OnPacket(ethernet.Payload); break;
             case EthernetFrame.EtherTypeIPv4: OnIPv4(ethernet.Payload); break;
-            case EthernetFrame.EtherTypeIPv6: _counters.Drop(DropReason.IPv6NotSupported); break;
+            case EthernetFrame.EtherTypeIPv6:
+                if (IPv6 is null) _counters.Drop(DropReason.IPv6NotSupported);
+                else IPv6.OnPacket(ethernet.Payload);
+                break;
             default: _counters.Drop(DropReason.UnknownEtherType); break;
         }
     }
@@ -131,6 +138,7 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
         Dns.OnGuestGone();
         Icmp.OnGuestGone();
         Tcp.OnGuestGone();
+        IPv6?.OnGuestGone();
     }
 
     public void OnTransmitReady() => Tcp.OnTransmitReady();
@@ -224,9 +232,33 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
 
     public LinkOffloads Offloads => _device.Offloads;
 
+    /// <summary>IPv6 packets of the spliced transports (TCP, UDP) go out here; the IPv4 overload stays the IPv4 path.</summary>
+    public OutboundPacket BeginFlowPacket(FlowAddress source, FlowAddress destination, byte protocol, int maxPayload)
+    {
+        if (source.IsIPv4 && destination.IsIPv4) return BeginPacket(source.IPv4, destination.IPv4, protocol, maxPayload);
+        _loop.AssertOwner();
+        if (GuestMac is null) { _counters.Drop(DropReason.GuestMacUnknown); return default; }
+        const int header = EthernetFrame.HeaderLength + IPv6Packet.HeaderLength;
+        if (maxPayload < 0 || maxPayload > ushort.MaxValue) throw new ArgumentOutOfRangeException(nameof(maxPayload));
+        var lease = _device.BeginTransmit(header + maxPayload);
+        if (lease.IsEmpty || lease.Buffer.Length < header + maxPayload) return default;
+        return new OutboundPacket(this, lease.Buffer, header, maxPayload, lease.Token, source, destination, protocol);
+    }
+
     public void CommitPacket(in OutboundPacket packet, int payloadLength, in TransmitOffload offload)
     {
         var frame = packet.Frame;
+        if (!packet.SourceAddress.IsIPv4)
+        {
+            EthernetFrame.WriteHeader(frame, GuestMac ?? MacAddress.Broadcast, _config.GatewayMac, EthernetFrame.EtherTypeIPv6);
+            IPv6Packet.WriteHeader(frame[EthernetFrame.HeaderLength..], packet.SourceAddress.IPv6, packet.DestinationAddress.IPv6,
+                packet.Protocol, payloadLength);
+            int length6 = EthernetFrame.HeaderLength + IPv6Packet.HeaderLength + payloadLength;
+            _device.CommitTransmit(packet.Token, length6);
+            _counters.FramesToGuest++;
+            _counters.BytesToGuest += length6;
+            return;
+        }
         var mac = GuestMac ?? MacAddress.Broadcast;
         EthernetFrame.WriteHeader(frame, mac, _config.GatewayMac, EthernetFrame.EtherTypeIPv4);
         IPv4Packet.WriteHeader(frame[EthernetFrame.HeaderLength..], packet.Source, packet.Destination, packet.Protocol,

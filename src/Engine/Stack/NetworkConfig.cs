@@ -34,6 +34,23 @@ public sealed record NetworkConfig
     /// <summary>Upstream DNS servers; empty means those of /etc/resolv.conf.</summary>
     public IReadOnlyList<System.Net.IPEndPoint> DnsUpstream { get; init; } = Array.Empty<System.Net.IPEndPoint>();
 
+    // ---- IPv6 (QEMU's user network and the Android Emulator use the same plan) ----
+    /// <summary>Serve IPv6 to the guest (NDP, router advertisements, DHCPv6 information); off drops and counts every IPv6 frame.</summary>
+    public bool IPv6Enabled { get; init; } = true;
+    /// <summary>The /64 the guest configures itself in by SLAAC (RFC 4862).</summary>
+    public IPv6Address IPv6Prefix { get; init; } = new(0xfec0_0000_0000_0000UL, 0);
+    /// <summary>The alias of the host's loopback on IPv6 (fec0::2:P reaches [::1]:P), as 10.0.2.2 is on IPv4.</summary>
+    public IPv6Address IPv6Gateway { get; init; } = new(0xfec0_0000_0000_0000UL, 2);
+    /// <summary>The DNS relay on IPv6, announced in RDNSS (RFC 8106) and DHCPv6.</summary>
+    public IPv6Address IPv6Dns { get; init; } = new(0xfec0_0000_0000_0000UL, 3);
+    /// <summary>The router's link-local address: the source of router advertisements (RFC 4861 §6.1.2) and the guest's next hop.</summary>
+    public IPv6Address IPv6RouterLinkLocal { get; init; } = new(0xfe80_0000_0000_0000UL, 2);
+    /// <summary>The prefix length of <see cref="IPv6Prefix"/>; SLAAC needs 64 on Ethernet (RFC 4862 §5.5.3, RFC 2464 §4).</summary>
+    public int IPv6PrefixLength => 64;
+
+    /// <summary>True for an IPv6 address Emunet itself answers for (router link-local, host alias, DNS).</summary>
+    public bool IsOwnAddress(IPv6Address a) => a == IPv6RouterLinkLocal || a == IPv6Gateway || a == IPv6Dns;
+
     public IPv4Address SubnetMask => new(PrefixLength == 0 ? 0 : 0xffffffffu << (32 - PrefixLength));
     public IPv4Address BroadcastAddress => new(Network.Value | ~SubnetMask.Value);
 

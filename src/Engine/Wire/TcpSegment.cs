@@ -110,18 +110,33 @@ internal readonly ref struct TcpSegment
     /// <summary>
     /// Checks the header length and the checksum over the IPv4 pseudo-header (RFC 9293 §3.1). On success no accessor can fail.
     /// </summary>
-    public static ParseError TryParse(ReadOnlySpan<byte> bytes, IPv4Address source, IPv4Address destination, out TcpSegment segment)
+    public static ParseError TryParse(ReadOnlySpan<byte> bytes, IPv4Address source, IPv4Address destination, out TcpSegment segment) =>
+        TryParse(bytes, Wire.Checksum.PseudoHeader(source, destination, IPv4Packet.ProtocolTcp, 0), out segment);
+
+    /// <summary>
+    /// As the IPv4 overload, with the pseudo-header sum of either family given without its length
+    /// (<see cref="IPv6Packet.PseudoHeader"/> for IPv6, RFC 8200 §8.1).
+    /// </summary>
+    public static ParseError TryParse(ReadOnlySpan<byte> bytes, uint pseudoHeaderBase, out TcpSegment segment)
     {
         var error = TryParseUnchecked(bytes, out segment);
         if (error != ParseError.None) return error;
-        // The IPv4 total length is 16 bits, so the segment length fits the pseudo-header's length field.
-        uint sum = Wire.Checksum.PseudoHeader(source, destination, IPv4Packet.ProtocolTcp, bytes.Length);
+        // Both families' length fields hold any segment a 16-bit payload length carries.
+        uint sum = AddLength(pseudoHeaderBase, bytes.Length);
         if (Wire.Checksum.Finish(Wire.Checksum.Accumulate(sum, bytes)) != 0)
         {
             segment = default;
             return ParseError.BadChecksum;
         }
         return ParseError.None;
+    }
+
+    /// <summary>Adds a length to a pseudo-header sum, folded back to 32 bits.</summary>
+    internal static uint AddLength(uint pseudoHeaderBase, int length)
+    {
+        ulong acc = (ulong)pseudoHeaderBase + (uint)length;
+        while ((acc >> 32) != 0) acc = (acc & 0xffffffff) + (acc >> 32);
+        return (uint)acc;
     }
 
     /// <summary>Checks the header length only (no checksum).</summary>
@@ -222,7 +237,11 @@ internal struct TcpFields
     /// stores the complement there (RFC 1071; a device offload, VIRTIO 1.2 §5.1.6.4 NEEDS_CSUM).
     /// </summary>
     /// <returns>The segment length.</returns>
-    public readonly int Emit(Span<byte> segment, IPv4Address source, IPv4Address destination, int payloadLength, bool partialChecksum = false)
+    public readonly int Emit(Span<byte> segment, IPv4Address source, IPv4Address destination, int payloadLength, bool partialChecksum = false) =>
+        Emit(segment, Checksum.PseudoHeader(source, destination, IPv4Packet.ProtocolTcp, 0), payloadLength, partialChecksum);
+
+    /// <summary>As the IPv4 overload, with the pseudo-header sum of either family given without its length.</summary>
+    public readonly int Emit(Span<byte> segment, uint pseudoHeaderBase, int payloadLength, bool partialChecksum = false)
     {
         int hl = HeaderLength;
         int length = hl + payloadLength;
@@ -250,7 +269,7 @@ internal struct TcpFields
             segment[o + 2] = 3;
             segment[o + 3] = (byte)WindowScale;
         }
-        uint sum = Checksum.PseudoHeader(source, destination, IPv4Packet.ProtocolTcp, length);
+        uint sum = TcpSegment.AddLength(pseudoHeaderBase, length);
         BinaryPrimitives.WriteUInt16BigEndian(segment[TcpSegment.Offsets.Checksum..],
             partialChecksum ? (ushort)~Checksum.Finish(sum) : Checksum.Finish(Checksum.Accumulate(sum, segment[..length])));
         return length;

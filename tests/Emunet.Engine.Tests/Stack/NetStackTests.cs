@@ -63,7 +63,7 @@ public class NetStackTests
 
         Assert.Equal(7, h.Counters.FramesFromGuest);
         Assert.Equal(1, h.Counters.Drops(DropReason.FrameTooShort));
-        Assert.Equal(1, h.Counters.Drops(DropReason.IPv6NotSupported));
+        Assert.Equal(1, h.Counters.Drops(DropReason.IPv6Malformed));   // 40 zero bytes: version 0
         Assert.Equal(1, h.Counters.Drops(DropReason.UnknownEtherType));
         Assert.Equal(1, h.Counters.Drops(DropReason.NotForUs));
         Assert.Equal(1, h.Counters.Drops(DropReason.IPv4BadChecksum));

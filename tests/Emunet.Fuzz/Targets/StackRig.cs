@@ -107,7 +107,9 @@ internal sealed class SinkDevice : IFrameDevice
         _lent = -1;
         FramesSent++;
         var frame = _transmit.AsSpan(0, length);
-        if (!EthernetFrame.TryParse(frame, out var ethernet) || ethernet.EtherType != EthernetFrame.EtherTypeIPv4) return;
+        if (!EthernetFrame.TryParse(frame, out var ethernet)) return;
+        if (ethernet.EtherType == EthernetFrame.EtherTypeIPv6) { CheckIPv6(ethernet.Payload); return; }
+        if (ethernet.EtherType != EthernetFrame.EtherTypeIPv4) return;
         var error = IPv4Packet.TryParse(ethernet.Payload, out var packet);
         if (error != IPv4Packet.ParseError.None)
             throw new FuzzInvariantException($"The stack sent an IPv4 packet that does not parse: {error}.");
@@ -117,6 +119,20 @@ internal sealed class SinkDevice : IFrameDevice
             throw new FuzzInvariantException($"The stack sent a protocol {packet.Protocol} message with a bad length or checksum.");
         if (packet.Protocol == IPv4Packet.ProtocolTcp && TcpSegment.TryParseUnchecked(packet.Payload, out var segment) == TcpSegment.ParseError.None)
             NextAcknowledgment = segment.SequenceNumber + (uint)segment.SequenceLength;
+    }
+
+    /// <summary>An IPv6 packet to the guest: whole, never a fragment (RFC 8200 §5), its upper-layer checksum right.</summary>
+    private static void CheckIPv6(ReadOnlySpan<byte> bytes)
+    {
+        var error = IPv6Packet.TryParse(bytes, out var packet);
+        if (error != IPv6Packet.ParseError.None) throw new FuzzInvariantException($"The stack sent an IPv6 packet that does not parse: {error}.");
+        if (packet.Bytes.Length != bytes.Length)
+            throw new FuzzInvariantException($"The stack sent {bytes.Length} bytes of IPv6 saying {packet.Bytes.Length}.");
+        byte next = packet.NextHeader;
+        if (next == IPv6Packet.NextHeaderFragment) throw new FuzzInvariantException("The stack sent a fragment to the guest.");
+        if (next is IPv6Packet.NextHeaderIcmpv6 or IPv6Packet.NextHeaderUdp or IPv6Packet.NextHeaderTcp
+            && IPv6Packet.UpperLayerChecksum(packet.Source, packet.Destination, next, packet.Payload) != 0)
+            throw new FuzzInvariantException($"The stack sent an IPv6 next-header {next} message with a bad checksum.");
     }
 
     private static bool IsTransportValid(in IPv4Packet packet) => packet.Protocol switch

@@ -14,6 +14,19 @@ internal readonly record struct FlowAddress(ulong High, ulong Low)
 
     public static FlowAddress FromIPv4(IPv4Address address) => new(0, MappedLowPrefix | address.Value);
 
+    public static FlowAddress FromIPv6(IPv6Address address) => new(address.High, address.Low);
+
+    /// <summary>The IPv6 address of a key that is not IPv4-mapped.</summary>
+    public IPv6Address IPv6 => new(High, Low);
+
+    /// <summary>
+    /// The TCP/UDP pseudo-header sum without the length (RFC 9293 §3.1 for IPv4, RFC 8200 §8.1 for IPv6): the one
+    /// place the two families differ for a checksum. The length is added by whoever knows it (sums are linear).
+    /// </summary>
+    public static uint PseudoHeaderBase(FlowAddress source, FlowAddress destination, byte protocol) =>
+        source.IsIPv4 ? Checksum.PseudoHeader(source.IPv4, destination.IPv4, protocol, 0)
+                      : IPv6Packet.PseudoHeader(source.IPv6, destination.IPv6, protocol, 0);
+
     public bool IsIPv4 => High == 0 && (Low & 0xffff_ffff_0000_0000UL) == MappedLowPrefix;
 
     /// <summary>The IPv4 address of an IPv4-mapped key (<see cref="IsIPv4"/>).</summary>

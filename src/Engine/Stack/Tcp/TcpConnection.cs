@@ -39,11 +39,11 @@ internal sealed class TcpConnection : Flow
         ReceiveRing = new ByteRing(receiveBuffer, budget, pool);
     }
 
-    // Identity (the key holds the same; these are the IPv4 values the hot path uses).
-    public IPv4Address GuestAddress;
+    // Identity (the key holds the same; IPv4 addresses IPv4-mapped, so one connection type serves both families).
+    public FlowAddress GuestAddress;
     public ushort GuestPort;
     /// <summary>The address the guest talks to (the original destination, or 10.0.2.2 for a forward).</summary>
-    public IPv4Address PeerAddress;
+    public FlowAddress PeerAddress;
     public ushort PeerPort;
 
     // Host socket (the flow's HostSocket, HostFd, HostToken).

@@ -12,7 +12,7 @@ namespace Emunet.Engine.Stack.Tcp;
 internal sealed partial class TcpStack
 {
     /// <summary>RFC 9293 §3.10.7.1 (CLOSED) and §3.10.7.2 (LISTEN): a segment that matches no connection.</summary>
-    private void OnNoConnection(IPv4Address source, IPv4Address destination, in TcpSegment seg)
+    private void OnNoConnection(FlowAddress source, FlowAddress destination, in TcpSegment seg)
     {
         if (seg.Rst)
         {
@@ -46,12 +46,12 @@ internal sealed partial class TcpStack
     /// The guest's SYN: connect a host socket and hold the SYN until it has connected (the guest sees the host's answer:
     /// a SYN-ACK when the host accepted, a RST when it refused).
     /// </summary>
-    private void OpenOutbound(IPv4Address source, IPv4Address destination, in TcpSegment seg, IPAddress hostAddress, int hostPort)
+    private void OpenOutbound(FlowAddress source, FlowAddress destination, in TcpSegment seg, IPAddress hostAddress, int hostPort)
     {
         Socket host;
         try
         {
-            host = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { Blocking = false, NoDelay = true };
+            host = new Socket(hostAddress.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { Blocking = false, NoDelay = true };
         }
         catch (SocketException e)
         {
@@ -115,7 +115,7 @@ internal sealed partial class TcpStack
     private void ApplySynOptions(TcpConnection c, in TcpOptions options, bool offeredScale)
     {
         int guestMss = options.MaxSegmentSize > 0 ? options.MaxSegmentSize : DefaultGuestMss;
-        c.Mss = Math.Clamp(guestMss, MinMss, LocalMss);
+        c.Mss = Math.Clamp(guestMss, MinMss, LocalMssFor(c.GuestAddress));
         if (offeredScale && options.WindowScale >= 0)
         {
             // RFC 7323 §2.3: a shift above 14 is taken as 14.

@@ -1,4 +1,5 @@
 using Emunet.Engine.Link;
+using Emunet.Engine.Stack.Nat;
 using Emunet.Engine.Wire;
 
 namespace Emunet.Engine.Stack.Tcp;
@@ -124,7 +125,7 @@ internal sealed partial class TcpStack
     }
 
     /// <summary>RFC 9293 §3.10.7.1: the reset that answers <paramref name="seg"/> (never a RST).</summary>
-    private void SendResetFor(IPv4Address guest, IPv4Address peer, in TcpSegment seg)
+    private void SendResetFor(FlowAddress guest, FlowAddress peer, in TcpSegment seg)
     {
         if (seg.Rst) return;
         if (seg.Ack)
@@ -135,9 +136,9 @@ internal sealed partial class TcpStack
     }
 
     /// <summary>A header-only segment outside any connection. Dropped (counted by the device) when the device is full.</summary>
-    private void EmitRaw(IPv4Address source, IPv4Address destination, ushort sourcePort, ushort destinationPort, uint seq, uint ack, TcpFlags flags)
+    private void EmitRaw(FlowAddress source, FlowAddress destination, ushort sourcePort, ushort destinationPort, uint seq, uint ack, TcpFlags flags)
     {
-        var packet = _sender.BeginPacket(source, destination, IPv4Packet.ProtocolTcp, TcpSegment.MinHeaderLength);
+        var packet = _sender.BeginFlowPacket(source, destination, IPv4Packet.ProtocolTcp, TcpSegment.MinHeaderLength);
         var span = packet.Payload;
         if (span.Length < TcpSegment.MinHeaderLength) { _transmitBlocked = true; return; }
         var f = new TcpFields
@@ -150,7 +151,7 @@ internal sealed partial class TcpStack
             Window = 0,
             WindowScale = -1,
         };
-        packet.Commit(f.Emit(span, source, destination, 0));
+        packet.Commit(f.Emit(span, FlowAddress.PseudoHeaderBase(source, destination, IPv4Packet.ProtocolTcp), 0));
     }
 
     /// <summary>
@@ -181,7 +182,7 @@ internal sealed partial class TcpStack
             f.Window = (ushort)Math.Min(WindowToAdvertise(c) >> c.RcvScale, ushort.MaxValue);
         }
         int headerLength = f.HeaderLength;
-        var packet = _sender.BeginPacket(c.PeerAddress, c.GuestAddress, IPv4Packet.ProtocolTcp, headerLength + len);
+        var packet = _sender.BeginFlowPacket(c.PeerAddress, c.GuestAddress, IPv4Packet.ProtocolTcp, headerLength + len);
         var span = packet.Payload;
         if (span.Length < headerLength + len)
         {
@@ -192,7 +193,7 @@ internal sealed partial class TcpStack
         }
         if (len > 0) c.SendRing.CopyTo(Seq.Diff(seq, c.RingSeq), span.Slice(headerLength, len));
         var offload = OffloadFor(c, headerLength, len);
-        packet.Commit(f.Emit(span, c.PeerAddress, c.GuestAddress, len, offload.PartialChecksum), in offload);
+        packet.Commit(f.Emit(span, FlowAddress.PseudoHeaderBase(c.PeerAddress, c.GuestAddress, IPv4Packet.ProtocolTcp), len, offload.PartialChecksum), in offload);
         if ((flags & TcpFlags.Ack) != 0)
         {
             c.RcvAdvEdge = Seq.Add(c.RcvNxt, synOptions ? f.Window : f.Window << c.RcvScale);
@@ -233,7 +234,8 @@ internal sealed partial class TcpStack
     /// </summary>
     private int MaxSegmentPayload(TcpConnection c)
     {
-        if ((_sender.Offloads & LinkOffloads.TcpSegmentation) == 0 || c.Mss <= 0 || c.Mss >= MaxSuperSegmentPayload) return c.Mss;
+        // The device cuts TCPv4 only (GUEST_TSO4); IPv6 segments stay at the MSS.
+        if ((_sender.Offloads & LinkOffloads.TcpSegmentation) == 0 || c.Mss <= 0 || c.Mss >= MaxSuperSegmentPayload || !c.GuestAddress.IsIPv4) return c.Mss;
         return MaxSuperSegmentPayload / c.Mss * c.Mss;
     }
 
@@ -241,7 +243,8 @@ internal sealed partial class TcpStack
     private TransmitOffload OffloadFor(TcpConnection c, int headerLength, int len)
     {
         var offloads = _sender.Offloads;
-        if ((offloads & LinkOffloads.PartialChecksum) == 0) return default;
+        // IPv6 packets go out whole: their checksum is finished here (the link's offload contract is IPv4's today).
+        if ((offloads & LinkOffloads.PartialChecksum) == 0 || !c.GuestAddress.IsIPv4) return default;
         bool segmented = len > c.Mss && (offloads & LinkOffloads.TcpSegmentation) != 0;
         return new TransmitOffload
         {

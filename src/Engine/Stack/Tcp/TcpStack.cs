@@ -134,7 +134,7 @@ internal sealed partial class TcpStack : ITcpHandler, IEndOfBatch
     }
 
     /// <summary>The MSS Emunet advertises: what one packet to the device carries, minus the TCP header.</summary>
-    private int LocalMss => Math.Clamp(_sender.MaxPayload - TcpSegment.MinHeaderLength, MinMss, ushort.MaxValue);
+    private int LocalMssFor(FlowAddress guest) => Math.Clamp(_sender.MaxPayloadFor(guest) - TcpSegment.MinHeaderLength, MinMss, ushort.MaxValue);
 
     /// <summary>RFC 7323 §2.3: the smallest shift whose largest window covers the receive buffer.</summary>
     private int LocalWindowScale
@@ -151,19 +151,28 @@ internal sealed partial class TcpStack : ITcpHandler, IEndOfBatch
     {
         var source = packet.Source;
         var destination = packet.Destination;
-        var error = TcpSegment.TryParse(packet.Payload, source, destination, out var segment);
-        if (error != TcpSegment.ParseError.None)
-        {
-            _counters.Drop(error == TcpSegment.ParseError.BadChecksum ? DropReason.TcpBadChecksum : DropReason.TcpMalformed);
-            return;
-        }
         // RFC 9293 §3.10.7.2: segments to or from broadcast/multicast are not answered.
         if (source.IsBroadcast || source.IsMulticast || destination.IsBroadcast || destination.IsMulticast)
         {
             _counters.Drop(DropReason.TcpMalformed);
             return;
         }
-        var key = FlowKey.IPv4(FlowProtocol.Tcp, source, segment.SourcePort, destination, segment.DestinationPort);
+        OnSegment(FlowAddress.FromIPv4(source), FlowAddress.FromIPv4(destination), packet.Payload);
+    }
+
+    /// <summary>
+    /// A segment of either family (IPv6 from <c>IPv6Stack</c>, whose addresses were checked unicast), checksummed
+    /// here over its family's pseudo-header. Borrows <paramref name="bytes"/> for the call.
+    /// </summary>
+    public void OnSegment(FlowAddress source, FlowAddress destination, ReadOnlySpan<byte> bytes)
+    {
+        var error = TcpSegment.TryParse(bytes, FlowAddress.PseudoHeaderBase(source, destination, IPv4Packet.ProtocolTcp), out var segment);
+        if (error != TcpSegment.ParseError.None)
+        {
+            _counters.Drop(error == TcpSegment.ParseError.BadChecksum ? DropReason.TcpBadChecksum : DropReason.TcpMalformed);
+            return;
+        }
+        var key = new FlowKey(FlowProtocol.Tcp, source, segment.SourcePort, destination, segment.DestinationPort);
         if (_flows.TryGet(key, out var flow)) OnConnectionSegment((TcpConnection)flow, segment);
         else OnNoConnection(source, destination, segment);
     }
@@ -204,20 +213,24 @@ internal sealed partial class TcpStack : ITcpHandler, IEndOfBatch
     /// <paramref name="acceptedHostSocket"/> on success; on false (table full, no port left) the caller keeps it.
     /// The listener sets TCP_NODELAY, which the accepted socket inherits.
     /// </summary>
-    public bool OpenToGuest(Socket acceptedHostSocket, IPv4Address guest, int guestPort, ForwardBinding forward)
+    public bool OpenToGuest(Socket acceptedHostSocket, IPv4Address guest, int guestPort, ForwardBinding forward) =>
+        OpenFlowToGuest(acceptedHostSocket, FlowAddress.FromIPv4(guest), guestPort, forward);
+
+    /// <summary>As the IPv4 overload, for a guest address of either family: an IPv6 one is reached from the IPv6 host alias.</summary>
+    public bool OpenFlowToGuest(Socket acceptedHostSocket, FlowAddress guest, int guestPort, ForwardBinding forward)
     {
         if (!_flows.HasRoom(FlowProtocol.Tcp))
         {
             _counters.Drop(DropReason.TcpFlowTableFull);
             return false;
         }
-        var gateway = _config.Gateway;
+        var gateway = guest.IsIPv4 ? FlowAddress.FromIPv4(_config.Gateway) : FlowAddress.FromIPv6(_config.IPv6Gateway);
         ushort port = 0;
         for (int attempt = 0; attempt < EphemeralPortCount; attempt++)
         {
             _nextEphemeral = (_nextEphemeral + 1) % EphemeralPortCount;
             var candidate = (ushort)(FirstEphemeralPort + _nextEphemeral);
-            if (!_flows.Contains(FlowKey.IPv4(FlowProtocol.Tcp, guest, (ushort)guestPort, gateway, candidate))) { port = candidate; break; }
+            if (!_flows.Contains(new FlowKey(FlowProtocol.Tcp, guest, (ushort)guestPort, gateway, candidate))) { port = candidate; break; }
         }
         if (port == 0)
         {
@@ -242,7 +255,7 @@ internal sealed partial class TcpStack : ITcpHandler, IEndOfBatch
         c.HostFd = (int)acceptedHostSocket.Handle;
         c.HostRemote = remote;
         c.State = TcpState.SynSent;
-        c.Mss = Math.Min(DefaultGuestMss, LocalMss);
+        c.Mss = Math.Min(DefaultGuestMss, LocalMssFor(guest));
         c.RcvScale = LocalWindowScale;
         if (!Insert(c))
         {
@@ -345,12 +358,12 @@ internal sealed partial class TcpStack : ITcpHandler, IEndOfBatch
 
     // ---- Table --------------------------------------------------------------------------------------------------
 
-    private TcpConnection NewConnection(IPv4Address guest, ushort guestPort, IPv4Address peer, ushort peerPort,
+    private TcpConnection NewConnection(FlowAddress guest, ushort guestPort, FlowAddress peer, ushort peerPort,
         FlowDirection direction, ForwardBinding? forward)
     {
         var c = new TcpConnection(this, SendBufferSize, ReceiveBufferSize, _flows.Budget, _ringPool)
         {
-            Key = FlowKey.IPv4(FlowProtocol.Tcp, guest, guestPort, peer, peerPort),
+            Key = new FlowKey(FlowProtocol.Tcp, guest, guestPort, peer, peerPort),
             GuestAddress = guest,
             GuestPort = guestPort,
             PeerAddress = peer,
@@ -359,7 +372,7 @@ internal sealed partial class TcpStack : ITcpHandler, IEndOfBatch
             Forward = forward,
             Iss = (uint)Random.Shared.NextInt64(0, 1L << 32), // RFC 9293 §3.4.1 / RFC 6528: unpredictable ISN
             RtoMs = InitialRtoMs,
-            RcvMss = LocalMss,
+            RcvMss = LocalMssFor(guest),
             Link = _sender.Link,
         };
         c.SndUna = c.Iss;
