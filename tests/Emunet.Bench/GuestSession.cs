@@ -188,7 +188,8 @@ internal sealed partial class GuestSession : IDisposable
             Route.HostThroughForward => await HostClients.Iperf3Async(_fwd.Iperf, flags, timeout),
             _ => throw new ArgumentOutOfRangeException(nameof(c)),
         };
-        return Iperf3.ReceiverMbps(output, c.Streams) ?? throw new InvalidOperationException($"iperf3 {c.Key} gave no receiver figure:\n{output}");
+        string? why = output.Split('\n').FirstOrDefault(l => l.Contains("error", StringComparison.Ordinal))?.Trim();
+        return Iperf3.ReceiverMbps(output, c.Streams) ?? throw new InvalidOperationException($"iperf3 {c.Key} gave no receiver figure ({why ?? "no error line"})\n{output}");
     }
 
     [GeneratedRegex(@"^@@mtu (\d+)$")]
