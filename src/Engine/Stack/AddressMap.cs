@@ -59,9 +59,10 @@ internal sealed class AddressMap
     /// As <see cref="MapOutbound(IPv4Address, int, out IPAddress, out int)"/> for a TCP or UDP flow, a remap of that
     /// guest side first.
     /// </summary>
-    public OutboundVerdict MapOutbound(RemapProtocol protocol, IPv4Address destination, int port, out IPAddress host, out int hostPort)
+    public OutboundVerdict MapOutbound(RemapProtocol protocol, Nat.FlowAddress destination, int port, out IPAddress host, out int hostPort)
     {
-        if (Remaps.TryFind(protocol, destination, port, out var remapped))
+        // Remaps name IPv4 guest sides (10.0.2.2:P, guestfwd's 10.0.2.x:P).
+        if (destination.IsIPv4 && Remaps.TryFind(protocol, destination.IPv4, port, out var remapped))
         {
             host = remapped.Address;
             hostPort = remapped.Port;

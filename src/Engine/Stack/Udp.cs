@@ -127,7 +127,7 @@ internal sealed partial class Udp : IDisposable
     private UdpFlow? OpenOutbound(in IPv4Packet packet, FlowKey key, ushort guestPort, ushort peerPort)
     {
         var destination = packet.Destination;
-        var verdict = _map.MapOutbound(RemapProtocol.Udp, destination, peerPort, out var host, out int hostPort);
+        var verdict = _map.MapOutbound(RemapProtocol.Udp, FlowAddress.FromIPv4(destination), peerPort, out var host, out int hostPort);
         if (verdict == OutboundVerdict.Denied)
         {
             // RFC 1812 §5.2.7.1: a filtered destination may be reported as administratively prohibited.
