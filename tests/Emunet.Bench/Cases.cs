@@ -9,6 +9,11 @@ internal enum Route
     HostThroughForward,
     /// <summary>Both ends inside the guest on its loopback: the limit.</summary>
     GuestLoopback,
+    /// <summary>
+    /// As <see cref="GuestToHostServer"/> over IPv6: the guest's SLAAC address to fec0::2, Emunet's alias of the host's
+    /// ::1 (Emunet's backends only; the peers' IPv6 plans differ).
+    /// </summary>
+    GuestToHostServerIPv6,
 }
 
 /// <summary>
@@ -34,6 +39,8 @@ internal static class Cases
         new("fin-4", "forward into the guest, 4 streams", Route.HostThroughForward, false, 4),
         new("fout-1", "forward out of the guest, 1 stream", Route.HostThroughForward, true, 1),
         new("fout-4", "forward out of the guest, 4 streams", Route.HostThroughForward, true, 4),
+        new("g2h6-1", "guest→host over IPv6 (fec0::2), 1 stream", Route.GuestToHostServerIPv6, false, 1),
+        new("h2g6-1", "host→guest over IPv6 (fec0::2), 1 stream", Route.GuestToHostServerIPv6, true, 1),
     ];
 
     public static readonly IReadOnlyList<ThroughputCase> Limit =

@@ -18,6 +18,7 @@ internal sealed partial class GuestSession : IDisposable
     private readonly QemuGuest _guest;
     private readonly CommandChannel _control;
     private readonly LoopbackIperf3Server _hostIperf;
+    private LoopbackIperf3Server? _hostIperf6;
     private readonly HostForwards _fwd;
     private int _commands;
 
@@ -113,6 +114,7 @@ internal sealed partial class GuestSession : IDisposable
         var cases = IsLimit ? Cases.Limit.Where(l => selected.Any(c => c.LimitKey == l.Key)) : selected;
         foreach (var c in cases)
         {
+            if (c.Route == Route.GuestToHostServerIPv6 && !Backend.IsEmunet(_backend.Name)) continue;
             // A figure that fails twice is reported as failed and the others go on (the guest's iperf3 server can
             // still be busy with a previous test whose close the backend has not passed on).
             for (int attempt = 1; attempt <= 2; attempt++)
@@ -186,11 +188,19 @@ internal sealed partial class GuestSession : IDisposable
             Route.GuestToHostServer => string.Join('\n', await GuestAsync($"iperf3 -c $router -p {_hostIperf.Port} {flags}", timeout)),
             Route.GuestLoopback => string.Join('\n', await GuestAsync($"iperf3 -c 127.0.0.1 -p {Ports.Iperf} {flags}", timeout)),
             Route.HostThroughForward => await HostClients.Iperf3Async(_fwd.Iperf, flags, timeout),
+            Route.GuestToHostServerIPv6 => string.Join('\n', await GuestAsync(
+                // The guest's fec0::/64 address comes by SLAAC from Emunet's router advertisement; wait until DAD is done.
+                "i=0; while [ $i -lt 100 ] && ! ip -6 addr show dev eth0 | grep 'inet6 fec0:' | grep -qv tentative; do usleep 100000; i=$((i+1)); done; "
+                + $"iperf3 -c fec0::2 -p {HostIperf6().Port} {flags}", timeout)),
             _ => throw new ArgumentOutOfRangeException(nameof(c)),
         };
         string? why = output.Split('\n').FirstOrDefault(l => l.Contains("error", StringComparison.Ordinal))?.Trim();
         return Iperf3.ReceiverMbps(output, c.Streams) ?? throw new InvalidOperationException($"iperf3 {c.Key} gave no receiver figure ({why ?? "no error line"})\n{output}");
     }
+
+    /// <summary>The host's iperf3 server on ::1, made for the first IPv6 figure.</summary>
+    private LoopbackIperf3Server HostIperf6() =>
+        _hostIperf6 ??= new LoopbackIperf3Server(LoopbackPorts.Free(), System.Net.IPAddress.IPv6Loopback);
 
     [GeneratedRegex(@"^@@mtu (\d+)$")]
     private static partial Regex MtuLine();
@@ -200,6 +210,7 @@ internal sealed partial class GuestSession : IDisposable
         _guest.Dispose();
         _backend.Dispose();
         _hostIperf.Dispose();
+        _hostIperf6?.Dispose();
         _control.Dispose();
     }
 }
