@@ -57,7 +57,15 @@ internal sealed partial class TcpStack
                 MaybeFinish(c);
                 if (c.State == TcpState.Closed) continue;
             }
-            if (!c.IsSynchronized || c.RcvAcked == c.RcvNxt) continue; // data to the guest carried the ACK
+            if (!c.IsSynchronized) continue;
+            if (c.RcvAcked == c.RcvNxt)
+            {
+                // The ACK went out earlier this turn with the window the full ring left (a closing window is ACKed at
+                // once); the turn's write has drained the ring since, so announce the window reopening, or the guest,
+                // held below two segments, waits (RFC 9293 §3.8.6.2.2).
+                if (PromisedWindow(c) < 2 * Math.Max(c.RcvSegMax, MinMss) && WindowToAdvertise(c) > PromisedWindow(c)) SendAck(c);
+                continue;
+            }
             if (AckIsDue(c)) SendAck(c);
             else if (c.AckDeadline == long.MaxValue) Arm(ref c.AckDeadline, now + DelayedAckMs);
         }
