@@ -209,4 +209,47 @@ public class TcpAckTests
         Assert.Equal(flow.Snd, update.AckNum);
         Assert.True(update.Window >= Mss, $"window update of {update.Window}");
     }
+
+    [Fact]
+    public void WindowReopenedByTheTurnsHostWriteIsAnnouncedWhenTheTurnsAckWentOutEarly()
+    {
+        using var h = new TcpHarness(t => { t.DelayedAckMs = NoTimer; t.ReceiveBufferSize = 8 * Mss; });
+        using var server = HostSide.Listen();
+        var flow = h.Connect(HostSide.Port(server));
+        using var host = HostSide.Accept(server);
+
+        // One turn: seven full segments (the ring, written to the host only at the end of the turn, leaves one segment
+        // of window), then the last one again: a retransmission is acknowledged at once, with that nearly closed window.
+        var packets = new List<byte[]>();
+        var all = new MemoryStream();
+        for (int i = 0; i < 7; i++)
+        {
+            var payload = HostSide.Pattern(Mss, 100 + i);
+            all.Write(payload);
+            packets.Add(TcpHarness.BuildPacket(TcpHarness.Guest, flow.Peer, flow.GuestPort, flow.PeerPort, unchecked(flow.Snd + (uint)(i * Mss)),
+                flow.Rcv, TcpFlags.Ack, flow.Window, payload));
+        }
+        packets.Add(packets[^1]);
+        h.Invoke(t =>
+        {
+            foreach (var p in packets)
+            {
+                Assert.Equal(IPv4Packet.ParseError.None, IPv4Packet.TryParse(p, out var ip));
+                t.OnSegment(ip);
+            }
+        });
+        flow.Snd = unchecked(flow.Snd + (uint)(7 * Mss));
+
+        var early = h.Next();
+        Assert.Equal(flow.Snd, early.AckNum);
+        Assert.True(early.Window < 2 * Mss, $"the early ACK's window is {early.Window}");
+        // The end of the turn wrote the ring to the host: the window it reopened is announced without the guest asking
+        // (RFC 9293 §3.8.6.2.2), or a guest held below two segments would wait.
+        var update = h.Next();
+        Assert.Equal(TcpFlags.Ack, update.Flags);
+        Assert.Equal(flow.Snd, update.AckNum);
+        Assert.True(update.Window >= 2 * Mss, $"window update of {update.Window}");
+        var expected = all.ToArray();
+        Assert.Equal(expected, HostSide.ReadExactly(host, expected.Length));
+    }
 }
