@@ -35,8 +35,9 @@ public class TcpOffloadTests
             // A retransmission (the ACK came late on a loaded machine) starts at or before what the guest has; it must
             // carry the same bytes, and only what is new counts.
             int already = (int)(flow.Rcv - s.SeqNum);
-            Assert.True(already >= 0 && already <= s.Payload.Length, $"a segment beyond what was acknowledged: {s}");
+            Assert.True(already >= 0, $"a segment beyond what was acknowledged: {s}");
             Assert.True(s.Payload.SequenceEqual(data.AsSpan((int)got.Length - already, s.Payload.Length)), $"retransmitted bytes differ: {s}");
+            already = Math.Min(already, s.Payload.Length); // wholly old: nothing new
             if (s.Payload.Length > 1460)
             {
                 larger++;
