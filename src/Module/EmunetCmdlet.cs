@@ -52,14 +52,17 @@ public abstract class EmunetCmdlet : PSCmdlet
     /// name; a control failure becomes a non-terminating error for this item (<paramref name="target"/>), so the
     /// pipeline goes on with the next.
     /// </summary>
-    internal void WithInstance(string? instance, object? target, Action<ControlClient, string> action)
+    /// <param name="notFoundId">The error ID of a <c>not_found</c> reply (the object the cmdlet names: a forward, a remap).</param>
+    /// <param name="conflictId">The error ID of a <c>conflict</c> reply.</param>
+    internal void WithInstance(string? instance, object? target, Action<ControlClient, string> action,
+        string notFoundId = ErrorIds.ForwardNotFound, string conflictId = ErrorIds.ForwardConflict)
     {
         try
         {
             using var client = ConnectVerbose(instance, out string name);
             action(client, name);
         }
-        catch (ControlException e) { WriteError(ToErrorRecord(e, target)); }
+        catch (ControlException e) { WriteError(ToErrorRecord(e, target, notFoundId, conflictId)); }
     }
 
     private readonly ManualResetEventSlim _stopping = new();
@@ -80,7 +83,22 @@ public abstract class EmunetCmdlet : PSCmdlet
         }
     }
 
-    internal static ErrorRecord ToErrorRecord(ControlException e, object? target)
+    /// <summary>
+    /// ShouldProcess, except that <paramref name="force"/> (-Force) answers the confirmation; never -WhatIf, nor an
+    /// explicit -Confirm.
+    /// </summary>
+    internal bool ShouldRemove(bool force, string target, string action)
+    {
+        var bound = MyInvocation.BoundParameters;
+        bool whatIf = bound.TryGetValue("WhatIf", out object? w)
+            ? LanguagePrimitives.IsTrue(w)
+            : LanguagePrimitives.IsTrue(SessionState.PSVariable.GetValue("WhatIfPreference"));
+        if (force && !whatIf && !bound.ContainsKey("Confirm")) return true;
+        return ShouldProcess(target, action);
+    }
+
+    internal static ErrorRecord ToErrorRecord(ControlException e, object? target,
+        string notFoundId = ErrorIds.ForwardNotFound, string conflictId = ErrorIds.ForwardConflict)
     {
         var (id, category) = e.Code switch
         {
@@ -88,8 +106,8 @@ public abstract class EmunetCmdlet : PSCmdlet
             ControlErrorCodes.InstanceNotFound => (ErrorIds.InstanceNotFound, ErrorCategory.ObjectNotFound),
             ControlErrorCodes.AmbiguousInstance => (ErrorIds.AmbiguousInstance, ErrorCategory.InvalidArgument),
             ControlErrorCodes.PortInUse or ControlErrorCodes.PermissionDenied => (ErrorIds.PortInUse, ErrorCategory.ResourceExists),
-            ControlErrorCodes.NotFound => (ErrorIds.ForwardNotFound, ErrorCategory.ObjectNotFound),
-            ControlErrorCodes.Conflict => (ErrorIds.ForwardConflict, ErrorCategory.ResourceExists),
+            ControlErrorCodes.NotFound => (notFoundId, ErrorCategory.ObjectNotFound),
+            ControlErrorCodes.Conflict => (conflictId, ErrorCategory.ResourceExists),
             ControlErrorCodes.BadRequest => (ErrorIds.InvalidArgument, ErrorCategory.InvalidArgument),
             ControlErrorCodes.Unreachable or ControlErrorCodes.Timeout or ControlErrorCodes.ProtocolError or ControlErrorCodes.TooManyClients
                 or ControlErrorCodes.UnknownOp or ControlErrorCodes.UnsupportedVersion or ControlErrorCodes.BadJson or ControlErrorCodes.LineTooLong

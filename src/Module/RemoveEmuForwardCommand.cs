@@ -63,21 +63,11 @@ public sealed class RemoveEmuForwardCommand : EmunetCmdlet
         string target = address is null ? $"{proto} port {port}" : $"{proto}:{address}:{port}";
         WithInstance(instance, target, (client, name) =>
         {
-            if (!ShouldRemove($"{name}: {target}", ResetConnections ? "Remove forward and reset its connections" : "Remove forward")) return;
+            if (!ShouldRemove(Force, $"{name}: {target}", ResetConnections ? "Remove forward and reset its connections" : "Remove forward")) return;
             var removed = client.RemoveForward(proto, address, port, ResetConnections);
             WriteVerbose($"Removed {removed.Spec} from instance '{name}'.");
             if (PassThru) WriteObject(EmuForward.From(name, removed));
         });
     }
 
-    /// <summary>ShouldProcess, except that -Force answers the confirmation; never -WhatIf, nor an explicit -Confirm.</summary>
-    private bool ShouldRemove(string target, string action)
-    {
-        var bound = MyInvocation.BoundParameters;
-        bool whatIf = bound.TryGetValue("WhatIf", out object? w)
-            ? LanguagePrimitives.IsTrue(w)
-            : LanguagePrimitives.IsTrue(SessionState.PSVariable.GetValue("WhatIfPreference"));
-        if (Force && !whatIf && !bound.ContainsKey("Confirm")) return true;
-        return ShouldProcess(target, action);
-    }
 }

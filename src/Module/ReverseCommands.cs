@@ -27,33 +27,10 @@ public sealed class EmuReverse
         string.Create(CultureInfo.InvariantCulture, $"{(Protocol == RemapProtocol.Udp ? "udp" : "tcp")}:{GuestAddress}:{GuestPort}-{HostAddress}:{HostPort}");
 }
 
-/// <summary>The remap cmdlets' shared error mapping: "not found" and "exists" name remaps, not forwards.</summary>
-public abstract class EmuReverseCmdlet : EmunetCmdlet
-{
-    internal void WithRemaps(string? instance, object? target, Action<ControlClient, string> action)
-    {
-        try
-        {
-            using var client = ConnectVerbose(instance, out string name);
-            action(client, name);
-        }
-        catch (ControlException e)
-        {
-            var record = e.Code switch
-            {
-                ControlErrorCodes.NotFound => new ErrorRecord(e, ErrorIds.RemapNotFound, ErrorCategory.ObjectNotFound, target),
-                ControlErrorCodes.Conflict => new ErrorRecord(e, ErrorIds.RemapConflict, ErrorCategory.ResourceExists, target),
-                _ => ToErrorRecord(e, target),
-            };
-            WriteError(record);
-        }
-    }
-}
-
 /// <summary>Makes the guest's connections to 10.0.2.2:GuestPort (or another guest-network address) reach a host address and port: adb reverse, QEMU's guestfwd.</summary>
 [Cmdlet(VerbsCommon.New, "EmuReverse", DefaultParameterSetName = PortSet, SupportsShouldProcess = true)]
 [OutputType(typeof(EmuReverse))]
-public sealed class NewEmuReverseCommand : EmuReverseCmdlet
+public sealed class NewEmuReverseCommand : EmunetCmdlet
 {
     private const string PortSet = "Port";
     private const string SpecSet = "Spec";
@@ -113,11 +90,11 @@ public sealed class NewEmuReverseCommand : EmuReverseCmdlet
                 WriteError(Error(ErrorIds.InvalidArgument, ErrorCategory.InvalidArgument, error, spec));
                 continue;
             }
-            WithRemaps(Instance, spec, (client, name) =>
+            WithInstance(Instance, spec, (client, name) =>
             {
                 if (!ShouldProcess($"{name}: {spec}", "Add remap")) return;
                 WriteObject(EmuReverse.From(name, client.AddRemap(spec)));
-            });
+            }, ErrorIds.RemapNotFound, ErrorIds.RemapConflict);
         }
     }
 }
@@ -125,7 +102,7 @@ public sealed class NewEmuReverseCommand : EmuReverseCmdlet
 /// <summary>Lists an instance's guest-to-host remaps; takes instances (Get-EmuNet) from the pipeline.</summary>
 [Cmdlet(VerbsCommon.Get, "EmuReverse")]
 [OutputType(typeof(EmuReverse))]
-public sealed class GetEmuReverseCommand : EmuReverseCmdlet
+public sealed class GetEmuReverseCommand : EmunetCmdlet
 {
     [Parameter(Position = 0, HelpMessage = "Only remaps of these guest ports.")]
     public int[]? GuestPort { get; set; }
@@ -135,19 +112,19 @@ public sealed class GetEmuReverseCommand : EmuReverseCmdlet
     [Alias("Name")]
     public string? Instance { get; set; }
 
-    protected override void ProcessRecord() => WithRemaps(Instance, Instance, (client, name) =>
+    protected override void ProcessRecord() => WithInstance(Instance, Instance, (client, name) =>
     {
         var remaps = client.ListRemaps();
         WriteVerbose($"Instance '{name}' has {remaps.Count} remap(s).");
         foreach (var m in remaps)
             if (GuestPort is not { Length: > 0 } || GuestPort.Contains(m.GuestPort)) WriteObject(EmuReverse.From(name, m));
-    });
+    }, ErrorIds.RemapNotFound, ErrorIds.RemapConflict);
 }
 
 /// <summary>Removes guest-to-host remaps (connections already open keep going).</summary>
 [Cmdlet(VerbsCommon.Remove, "EmuReverse", DefaultParameterSetName = PortSet, SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
 [OutputType(typeof(EmuReverse))]
-public sealed class RemoveEmuReverseCommand : EmuReverseCmdlet
+public sealed class RemoveEmuReverseCommand : EmunetCmdlet
 {
     private const string PortSet = "Port";
     private const string InputObjectSet = "InputObject";
@@ -188,17 +165,12 @@ public sealed class RemoveEmuReverseCommand : EmuReverseCmdlet
     {
         string proto = protocol == RemapProtocol.Udp ? "udp" : "tcp";
         string target = string.Create(CultureInfo.InvariantCulture, $"{proto}:{guestAddress ?? "10.0.2.2"}:{guestPort}");
-        WithRemaps(instance, target, (client, name) =>
+        WithInstance(instance, target, (client, name) =>
         {
-            var bound = MyInvocation.BoundParameters;
-            bool whatIf = bound.TryGetValue("WhatIf", out object? w)
-                ? LanguagePrimitives.IsTrue(w)
-                : LanguagePrimitives.IsTrue(SessionState.PSVariable.GetValue("WhatIfPreference"));
-            bool go = Force && !whatIf && !bound.ContainsKey("Confirm") || ShouldProcess($"{name}: {target}", "Remove remap");
-            if (!go) return;
+            if (!ShouldRemove(Force, $"{name}: {target}", "Remove remap")) return;
             var removed = client.RemoveRemap(proto, guestPort, guestAddress);
             WriteVerbose($"Removed the remap of {target} from instance '{name}'.");
             if (PassThru) WriteObject(EmuReverse.From(name, removed));
-        });
+        }, ErrorIds.RemapNotFound, ErrorIds.RemapConflict);
     }
 }
