@@ -157,7 +157,8 @@ internal sealed class TcpConnection : Flow
     {
         if (HostLocal is null && HostSocket is { } socket)
         {
-            try { HostLocal = socket.LocalEndPoint as System.Net.IPEndPoint; }
+            // A guest-outbound socket was connected by a plain connect(2) (TcpStack.Open.cs): Socket does not know its address.
+            try { HostLocal = socket.LocalEndPoint as System.Net.IPEndPoint ?? Interop.Libc.LocalEndPoint(HostFd); }
             catch (System.Net.Sockets.SocketException) { }
             catch (ObjectDisposedException) { }
         }

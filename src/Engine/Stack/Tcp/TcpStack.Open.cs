@@ -81,23 +81,13 @@ internal sealed partial class TcpStack
             SendResetFor(source, destination, seg);
             return;
         }
-        bool pending = false;
-        SocketError error = SocketError.Success;
-        try
+        // A non-blocking connect to loopback is nearly always pending (EINPROGRESS); an interrupted one goes on in the
+        // background (connect(2)). Either way the socket turns writable when it has finished.
+        int errno = Libc.ConnectNonBlocking(c.HostFd, hostAddress, hostPort);
+        bool pending = errno is Libc.EINPROGRESS or Libc.EINTR;
+        if (errno != 0 && !pending)
         {
-            host.Connect(c.HostRemote);
-        }
-        catch (SocketException e) when (e.SocketErrorCode is SocketError.WouldBlock or SocketError.InProgress or SocketError.AlreadyInProgress)
-        {
-            pending = true;
-        }
-        catch (SocketException e)
-        {
-            error = e.SocketErrorCode;
-        }
-        if (error != SocketError.Success)
-        {
-            if (_logger.IsEnabled(LogLevel.Debug)) _logger.LogDebug("tcp {Id}: connect to {Remote} failed: {Error}", c.Id, c.HostRemote, error);
+            if (_logger.IsEnabled(LogLevel.Debug)) _logger.LogDebug("tcp {Id}: connect to {Remote} failed: errno {Error}", c.Id, c.HostRemote, errno);
             Reset(c, resetGuest: true, resetHost: false);
             return;
         }
