@@ -64,12 +64,13 @@ internal sealed class Backend : IDisposable
     public IReadOnlyList<string> NetworkArgs { get; private set; } = [];
     public int? ProcessId => _process?.Id;
 
-    public static async Task<Backend> StartAsync(string name, HostForwards fwd, GuestPorts guest, int memoryMb, string? capture)
+    /// <param name="nativeEngine">Emunet's native executable, or null for the dotnet tool.</param>
+    public static async Task<Backend> StartAsync(string name, HostForwards fwd, GuestPorts guest, int memoryMb, string? capture, string? nativeEngine)
     {
         var b = new Backend(name, Directory.CreateTempSubdirectory("emunet-bench-").FullName);
         try
         {
-            await b.StartCoreAsync(fwd, guest, memoryMb, capture);
+            await b.StartCoreAsync(fwd, guest, memoryMb, capture, nativeEngine);
             return b;
         }
         catch
@@ -79,7 +80,7 @@ internal sealed class Backend : IDisposable
         }
     }
 
-    private async Task StartCoreAsync(HostForwards fwd, GuestPorts guest, int memoryMb, string? capture)
+    private async Task StartCoreAsync(HostForwards fwd, GuestPorts guest, int memoryMb, string? capture, string? nativeEngine)
     {
         var sock = System.IO.Path.Combine(_dir, "net.sock");
         switch (Name)
@@ -87,12 +88,13 @@ internal sealed class Backend : IDisposable
             case "emunet":
             case "vhost":
             {
-                // The shipped tool, as users run it: `emunet run`, in its own process with its own runtimeconfig.
-                var args = new List<string> { ToolDll, "run", "--name", $"bench-{Environment.ProcessId}-{System.IO.Path.GetFileName(_dir)}",
+                // As users run it: `emunet run` in its own process, the native executable or the dotnet tool.
+                var args = new List<string> { "run", "--name", $"bench-{Environment.ProcessId}-{System.IO.Path.GetFileName(_dir)}",
                     Name == "emunet" ? "--socket" : "--vhost-user", sock, "--log-level", "Warning" };
                 foreach (var (h, g) in fwd.Pairs(guest)) args.AddRange(["--forward", $"tcp:127.0.0.1:{h}:{g}"]);
                 if (capture is not null) args.AddRange(["--capture", capture]);
-                StartProcess("dotnet", args);
+                if (nativeEngine is not null) StartProcess(nativeEngine, args);
+                else StartProcess("dotnet", args.Prepend(ToolDll));
                 await WaitSocketAsync(sock);
                 NetworkArgs = Name == "emunet" ? GuestNetwork.StreamUnix(sock) : GuestNetwork.VhostUser(sock, memoryMb);
                 break;

@@ -22,6 +22,14 @@ internal sealed record BenchOptions
     public bool Smoke { get; init; }
     public string OutputDir { get; init; } = "";
     public string? Capture { get; init; }
+    /// <summary>
+    /// The native engine (build/native/emunet, NativeAOT) Emunet's backends run as, or null for the dotnet tool
+    /// (<c>dotnet Emunet.Tool.dll</c>). Default: the native one when scripts/setup.sh has built it.
+    /// </summary>
+    public string? NativeEngine { get; init; }
+
+    /// <summary>How Emunet ran, for the table's header.</summary>
+    public string EngineTitle => NativeEngine is null ? "the dotnet tool (dotnet Emunet.Tool.dll, JIT)" : "the native engine (build/native/emunet, NativeAOT)";
 
     public const string Usage = """
         Emunet.Bench: the same guest on each backend, in one run.
@@ -33,6 +41,8 @@ internal sealed record BenchOptions
           --no-limit           skip the guest-loopback limit
           --out DIR            results folder (default build/bench)
           --capture FILE       pcap of Emunet's frames (emunet/vhost backends)
+          --engine native|managed  run Emunet as build/native/emunet (NativeAOT; the default when scripts/setup.sh
+                               built it) or as the dotnet tool (dotnet Emunet.Tool.dll)
           --smoke              CI smoke: emunet backend, 1 repetition, 2 s, 1-stream cases, MTU offered, the limit;
                                writes build/bench/smoke and fails unless the table and JSON hold every figure
         """;
@@ -46,7 +56,8 @@ internal sealed record BenchOptions
                 Smoke = true, Seconds = 2, Repetitions = 1, Backends = ["emunet"], Modes = [MtuMode.Offered],
                 CaseFilter = new HashSet<string> { "g2h-1", "h2g-1", "fin-1", "fout-1" }, DeathSamples = 2, IdleSeconds = 1,
             };
-        o = o with { OutputDir = Path.Combine(buildDir, "bench", o.Smoke ? "smoke" : "") };
+        string native = Path.Combine(buildDir, "native", "emunet");
+        o = o with { OutputDir = Path.Combine(buildDir, "bench", o.Smoke ? "smoke" : ""), NativeEngine = File.Exists(native) ? native : null };
         for (int i = 0; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value.");
@@ -73,6 +84,15 @@ internal sealed record BenchOptions
                 case "--no-limit": o = o with { Limit = false }; break;
                 case "--out": o = o with { OutputDir = Path.GetFullPath(Next()) }; break;
                 case "--capture": o = o with { Capture = Path.GetFullPath(Next()) }; break;
+                case "--engine":
+                    o = Next() switch
+                    {
+                        "managed" => o with { NativeEngine = null },
+                        "native" => File.Exists(native) ? o with { NativeEngine = native }
+                            : throw new ArgumentException($"--engine native: {native} is not built (bash scripts/publish-native.sh, or scripts/setup.sh)."),
+                        var e => throw new ArgumentException($"unknown engine '{e}' (native, managed)"),
+                    };
+                    break;
                 case "--help" or "-h": throw new ArgumentException(Usage);
                 default: throw new ArgumentException($"unknown argument '{args[i]}'\n{Usage}");
             }

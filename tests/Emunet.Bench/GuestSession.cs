@@ -45,7 +45,7 @@ internal sealed partial class GuestSession : IDisposable
         QemuGuest? guest = null;
         try
         {
-            backend = await Backend.StartAsync(backendName, fwd, Ports, MemoryMb, o.Capture);
+            backend = await Backend.StartAsync(backendName, fwd, Ports, MemoryMb, o.Capture, o.NativeEngine);
             var p = Ports;
             guest = QemuGuest.Start(new GuestOptions
             {

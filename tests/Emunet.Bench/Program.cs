@@ -23,7 +23,7 @@ var machine = Machine.Describe(DateTime.UtcNow);
 var results = new ResultSet();
 var lineup = new List<string>(o.Backends);
 if (o.Limit) lineup.Add(Backend.LimitName);
-Console.Error.WriteLine($"bench: {machine.Describe()}");
+Console.Error.WriteLine($"bench: {machine.Describe()}; Emunet runs as {o.EngineTitle}");
 for (int rep = 0; rep < o.Repetitions; rep++)
 {
     // Interleaved: each repetition starts one backend later, so no backend always runs first or last.

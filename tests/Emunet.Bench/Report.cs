@@ -27,6 +27,7 @@ internal static class Report
         var sb = new StringBuilder();
         sb.AppendLine(CultureInfo.InvariantCulture, $"{machine.Date:yyyy-MM-dd HH:mm} UTC, {machine.Describe()}.");
         sb.AppendLine(CultureInfo.InvariantCulture, $"Median of {o.Repetitions} guest boot(s) per backend, backend order rotated per repetition; {o.Seconds} s per figure; TCG guest, 1 vCPU, virtio-net-pci (vhost-user: vectors=0).");
+        sb.AppendLine(CultureInfo.InvariantCulture, $"Emunet ran as {o.EngineTitle}.");
         sb.AppendLine("Ratios are Emunet's figure divided by the peer's (or the limit's): above 1 is better for rates, below 1 for times, CPU and memory.");
         sb.AppendLine("The limit is iperf3 with both ends on the guest's own loopback (no backend, no checksums).");
         foreach (var mode in o.Modes)
@@ -96,7 +97,8 @@ internal static class Report
         var doc = new
         {
             machine,
-            options = new { o.Seconds, o.Repetitions, o.Backends, limit = o.Limit, modes = o.Modes.Select(m => m.Name()), cases = o.CaseFilter, o.Smoke },
+            options = new { o.Seconds, o.Repetitions, o.Backends, limit = o.Limit, modes = o.Modes.Select(m => m.Name()), cases = o.CaseFilter, o.Smoke,
+                engine = o.NativeEngine is null ? "managed" : "native" },
             metrics = Cases.PerMtu(Cases.Throughput).Concat(Cases.PerGuest).Concat(Cases.Limit.Select(c => new Metric(c.Key, c.Title, "Mbit/s", Better.Higher, "0")))
                 .Select(m => new { m.Key, m.Title, m.Unit, better = m.Better.ToString().ToLowerInvariant(), limit = m.LimitKey }),
             medians,
