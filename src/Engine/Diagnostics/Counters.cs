@@ -69,6 +69,11 @@ internal enum DropReason
     /// csum_start/csum_offset outside the frame, a GSO type or size the frame cannot be (VIRTIO 1.2 §5.1.6.2).
     /// </summary>
     VirtioBadOffload,
+    /// <summary>
+    /// A guest's new TCP, UDP or ping flow refused: its host socket landed in the descriptor headroom (or none was
+    /// left). TCP is reset to the guest; UDP and ICMP are dropped.
+    /// </summary>
+    FlowOutOfDescriptors,
 
     // ---- IPv6 ----
     /// <summary>An IPv6 packet that does not parse (version, payload length), or from a source that is not the guest's.</summary>
