@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using Emunet.Engine.Diagnostics;
+using Emunet.Engine.Forwarding;
 using Emunet.Engine.Runtime;
 using Emunet.Engine.Stack.Nat;
 using Emunet.Engine.Tests.Stack;
@@ -147,5 +148,70 @@ public sealed class DescriptorHeadroomTests
         Assert.Equal(0, h.Invoke(() => h.Stack.Icmp.FlowCount));
         Assert.Equal(0, h.Invoke(() => h.Counters.Drops(DropReason.IcmpPingRefused)));
         h.ExpectNone(); // dropped, not answered with an unreachable
+    }
+
+    [Theory]
+    [InlineData(ForwardProtocol.Tcp)]
+    [InlineData(ForwardProtocol.Udp)]
+    public void A_forward_bound_at_the_headroom_is_refused_naming_the_limit_and_the_fix(ForwardProtocol protocol)
+    {
+        using var h = new StackHarness();
+        h.Loop.Headroom = Everything;
+        var e = Assert.Throws<InvalidOperationException>(() => h.Forwards.Add(ForwardSpec.Create(protocol, 0, 7000)));
+        Assert.Contains("open-file limit is 4", e.Message);
+        Assert.Contains("ulimit -n", e.Message);
+        Assert.Equal(0, h.Forwards.Count);
+        h.Loop.Headroom = DescriptorHeadroom.Unlimited;
+        h.Forwards.Add(ForwardSpec.Create(protocol, 0, 7000));
+    }
+
+    private static void WaitFor(StackHarness h, Func<bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow + StackHarness.Timeout;
+        while (!h.Invoke(condition))
+        {
+            if (DateTime.UtcNow > deadline) Assert.Fail($"not within {StackHarness.Timeout.TotalSeconds} s: {what}");
+            Thread.Sleep(5);
+        }
+    }
+
+    [Fact]
+    public void A_forward_client_waits_in_the_backlog_while_the_next_descriptor_would_be_in_the_headroom()
+    {
+        using var h = new StackHarness();
+        h.Start();
+        h.Send(GuestFrames.Arp(ArpPacket.OperationRequest, StackHarness.GuestIp, StackHarness.Gateway)); // the guest is known
+        h.Expect();
+        var forward = h.Invoke(() => h.Forwards.Add(ForwardSpec.Create(ForwardProtocol.Tcp, 0, 8000)));
+        h.Invoke(() => h.Loop.Headroom = Everything);
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        client.Connect(new IPEndPoint(IPAddress.Loopback, forward.BoundPort));
+        WaitFor(h, () => h.Counters.Drops(DropReason.AcceptOutOfDescriptors) >= 1
+            && h.Forwards.Find(ForwardProtocol.Tcp, IPAddress.Loopback, forward.BoundPort)!.PausesThisEpisode != 0, "the forward held the client back and paused");
+        h.ExpectNone();
+        long refusals = h.Invoke(() => h.Counters.Drops(DropReason.AcceptOutOfDescriptors));
+        Assert.True(refusals < 20, $"{refusals} refusals at once: the forward did not back off");
+
+        h.Invoke(() => h.Loop.Headroom = DescriptorHeadroom.Unlimited);
+        var syn = Oracle.Tcp(h.Expect()); // the waiting client's connection goes on into the guest
+        Assert.True(syn.Synchronize);
+        Assert.Equal(8000, syn.DestinationPort);
+    }
+
+    [Fact]
+    public void A_forward_client_accepted_onto_a_headroom_descriptor_is_reset_and_the_listener_pauses()
+    {
+        using var h = new StackHarness();
+        h.Start();
+        var forward = h.Invoke(() => h.Forwards.Add(ForwardSpec.Create(ForwardProtocol.Tcp, 0, 8000)));
+        // The probe sees a free descriptor (as when another thread takes it before the accept); the accepted one is in the headroom.
+        h.Invoke(() => h.Loop.Headroom = Everything.WithoutProbe());
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveTimeout = 5000 };
+        client.Connect(new IPEndPoint(IPAddress.Loopback, forward.BoundPort));
+        var e = Assert.Throws<SocketException>(() => client.Receive(new byte[1]));
+        Assert.Equal(SocketError.ConnectionReset, e.SocketErrorCode);
+        WaitFor(h, () => h.Counters.Drops(DropReason.AcceptOutOfDescriptors) == 1
+            && h.Forwards.Find(ForwardProtocol.Tcp, IPAddress.Loopback, forward.BoundPort)!.PausesThisEpisode != 0, "one refusal counted and the forward paused");
+        h.ExpectNone();
     }
 }
