@@ -81,6 +81,29 @@ public sealed class DescriptorHeadroomTests
     }
 
     [Fact]
+    public void Refused_flows_are_counted_each_and_logged_once_per_episode()
+    {
+        using var loop = new EventLoop();
+        var counters = new Counters();
+        var log = new RecordingLogger();
+        var table = new FlowTable(loop, counters, logger: log);
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        loop.Headroom = Everything;
+        for (int i = 0; i < 3; i++) Assert.True(table.AtHeadroom(socket));
+        table.OutOfDescriptors(); // a socket that could not be made at all (EMFILE) is the same episode
+        Assert.Equal(4, counters.Drops(DropReason.FlowOutOfDescriptors));
+        Assert.Equal(1, log.Count("New guest flows are refused"));
+        Assert.Equal(1, log.Count("open-file limit is 4"));
+
+        loop.Headroom = DescriptorHeadroom.Unlimited;
+        Assert.False(table.AtHeadroom(socket));
+        Assert.Equal(1, log.Count("after 4 were refused"));
+        loop.Headroom = Everything;
+        Assert.True(table.AtHeadroom(socket)); // a new episode
+        Assert.Equal(2, log.Count("New guest flows are refused"));
+    }
+
+    [Fact]
     public void A_guest_syn_whose_host_socket_lands_in_the_headroom_is_reset_and_counted()
     {
         using var server = new TcpListener(IPAddress.Loopback, 0);
@@ -196,6 +219,32 @@ public sealed class DescriptorHeadroomTests
         var syn = Oracle.Tcp(h.Expect()); // the waiting client's connection goes on into the guest
         Assert.True(syn.Synchronize);
         Assert.Equal(8000, syn.DestinationPort);
+    }
+
+    [Fact]
+    public void A_forward_held_back_logs_once_per_episode_while_its_back_off_grows()
+    {
+        using var h = new StackHarness();
+        var log = new RecordingLogger();
+        var forwards = new ForwardTable(h.Loop, h.Stack, h.Counters, log);
+        h.Start();
+        h.Send(GuestFrames.Arp(ArpPacket.OperationRequest, StackHarness.GuestIp, StackHarness.Gateway));
+        h.Expect();
+        var forward = h.Invoke(() => forwards.Add(ForwardSpec.Create(ForwardProtocol.Tcp, 0, 8000)));
+        h.Invoke(() => h.Loop.Headroom = Everything);
+        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        client.Connect(new IPEndPoint(IPAddress.Loopback, forward.BoundPort));
+        var started = DateTime.UtcNow;
+        // Three pauses: 50 + 100 ms between them at least; a forward that did not back off would pause at once again.
+        WaitFor(h, () => forwards.Find(ForwardProtocol.Tcp, IPAddress.Loopback, forward.BoundPort)!.PausesThisEpisode >= 3, "three pauses");
+        Assert.True(DateTime.UtcNow - started >= TimeSpan.FromMilliseconds(140), "three pauses without a back-off");
+        Assert.Equal(1, log.Count("not accepting clients for want of file descriptors"));
+        Assert.Equal(1, log.Count("ulimit -n"));
+
+        h.Invoke(() => h.Loop.Headroom = DescriptorHeadroom.Unlimited);
+        Assert.True(Oracle.Tcp(h.Expect()).Synchronize);
+        Assert.Equal(1, log.Count("accepting clients again"));
+        h.Invoke(() => forwards.StopAll());
     }
 
     [Fact]
