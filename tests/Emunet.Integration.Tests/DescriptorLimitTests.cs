@@ -32,26 +32,12 @@ public sealed class DescriptorLimitTests
     {
         var dir = Directory.CreateTempSubdirectory("emunet-nofile-").FullName;
         int port = LoopbackPorts.Free();
-        var psi = new ProcessStartInfo("bash") { RedirectStandardError = true, RedirectStandardOutput = true };
-        psi.ArgumentList.Add("-c");
-        psi.ArgumentList.Add($"ulimit -n 256 && exec dotnet \"{ToolProcessTests.ToolDll}\" run --socket \"{Path.Combine(dir, "g.sock")}\" --name nofile --forward tcp:{port}:80 --log-level Information");
-        psi.Environment["EMUNET_RUNTIME_DIR"] = Path.Combine(dir, "run");
-        using var engine = Process.Start(psi)!;
-        var lines = new List<string>();
-        var listening = new TaskCompletionSource();
-        engine.ErrorDataReceived += (_, e) =>
-        {
-            if (e.Data is null) return;
-            lock (lines) lines.Add(e.Data);
-            if (e.Data.Contains("listening on", StringComparison.Ordinal)) listening.TrySetResult();
-        };
-        engine.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (lines) lines.Add(e.Data); };
-        engine.BeginErrorReadLine();
-        engine.BeginOutputReadLine();
+        var (engine, lines, listening) = StartUnderLimit(dir, $"--socket \"{Path.Combine(dir, "g.sock")}\" --name nofile --forward tcp:{port}:80", "listening on");
+        using var _ = engine;
         var clients = new List<Socket>();
         try
         {
-            await listening.Task.WaitAsync(TimeSpan.FromSeconds(30));
+            await listening.WaitAsync(TimeSpan.FromSeconds(30));
             // No guest is attached, so forwarded connections wait for a SYN-ACK that never comes: they hold descriptors.
             for (int i = 0; i < 400; i++)
             {
@@ -81,15 +67,15 @@ public sealed class DescriptorLimitTests
     }
 
     /// <summary>
-    /// Runs <c>emunet run</c> under <c>ulimit -n 256</c> (soft and hard: the runtime raises the soft limit to the hard
-    /// one at start) with its device listening on <paramref name="device"/>; returns it, its output lines, and a task
-    /// that completes when it has started.
+    /// Runs <c>emunet run <paramref name="arguments"/></c> under <c>ulimit -n 256</c> (soft and hard: the runtime
+    /// raises the soft limit to the hard one at start), its runtime folder in <paramref name="dir"/>; returns it, its
+    /// output lines, and a task that completes at the first line containing <paramref name="ready"/>.
     /// </summary>
-    private static (Process Engine, List<string> Lines, Task Started) StartUnderLimit(string dir, string name, string device)
+    private static (Process Engine, List<string> Lines, Task Ready) StartUnderLimit(string dir, string arguments, string ready)
     {
         var psi = new ProcessStartInfo("bash") { RedirectStandardError = true, RedirectStandardOutput = true };
         psi.ArgumentList.Add("-c");
-        psi.ArgumentList.Add($"ulimit -n 256 && exec dotnet \"{ToolProcessTests.ToolDll}\" run --socket \"{device}\" --name {name} --log-level Information");
+        psi.ArgumentList.Add($"ulimit -n 256 && exec dotnet \"{ToolProcessTests.ToolDll}\" run {arguments} --log-level Information");
         psi.Environment["EMUNET_RUNTIME_DIR"] = Path.Combine(dir, "run");
         var engine = Process.Start(psi)!;
         var lines = new List<string>();
@@ -98,7 +84,7 @@ public sealed class DescriptorLimitTests
         {
             if (e.Data is null) return;
             lock (lines) lines.Add(e.Data);
-            if (e.Data.Contains("started on", StringComparison.Ordinal)) started.TrySetResult();
+            if (e.Data.Contains(ready, StringComparison.Ordinal)) started.TrySetResult();
         };
         engine.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (lines) lines.Add(e.Data); };
         engine.BeginErrorReadLine();
@@ -244,7 +230,7 @@ public sealed class DescriptorLimitTests
         var dir = Directory.CreateTempSubdirectory("emunet-headroom-").FullName;
         string device = Path.Combine(dir, "g.sock");
         string control = Path.Combine(dir, "run", "headroom.sock");
-        var (engine, lines, started) = StartUnderLimit(dir, "headroom", device);
+        var (engine, lines, started) = StartUnderLimit(dir, $"--socket \"{device}\" --name headroom", "started on");
         using var _ = engine;
         using var server = new TcpListener(IPAddress.Loopback, 0); // a host service the guest's SYN is for
         server.Start();
