@@ -5,7 +5,6 @@ using Emunet.Engine.Capture;
 using Emunet.Engine.Control;
 using Emunet.Engine.Devices;
 using Emunet.Engine.Forwarding;
-using Emunet.Engine.Interop;
 using Emunet.Engine.Runtime;
 using Emunet.Engine.Stack;
 using Emunet.Engine.Stack.Nat;
@@ -52,10 +51,12 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         _logger = loggerFactory.CreateLogger("Emunet.Engine");
         _capture = new CaptureTap(reason => _logger.LogWarning("{Reason}", reason));
         _loop.SetFaultReporter(ReportFault);
+        // Read once: every flow, forward and emulator socket is checked against it from here on.
+        var headroom = _loop.Headroom = DescriptorHeadroom.FromProcess();
         var deviceLogger = loggerFactory.CreateLogger("Emunet.Device");
         var links = options.EffectiveLinks();
         var guests = GuestAddresses(links, options.Network);
-        _flows = new FlowTable(_loop, _counters, new BufferBudget(options.Network.ConnectionBufferBudget));
+        _flows = new FlowTable(_loop, _counters, new BufferBudget(options.Network.ConnectionBufferBudget), _logger);
         var map = _map = new AddressMap(options.Network);
         _devices = new IGuestDevice[links.Count];
         try
@@ -75,9 +76,9 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
             throw;
         }
         _forwards = new ForwardTable(_loop, _links, _counters, loggerFactory.CreateLogger("Emunet.Forward"));
-        if (Libc.OpenFileLimit() is long nofile && _flows.FitTo(nofile))
-            _logger.LogWarning("The open-file limit is {Limit}: the flow table holds at most {Tcp} TCP, {Udp} UDP and {Icmp} ICMP flows. Raise it (ulimit -n) for more.",
-                nofile, _flows.LimitOf(FlowProtocol.Tcp), _flows.LimitOf(FlowProtocol.Udp), _flows.LimitOf(FlowProtocol.Icmp));
+        if (_flows.FitTo(headroom))
+            _logger.LogWarning("The open-file limit is {Limit}: {Headroom} descriptors are kept free for the emulator and the control socket, and the flow table holds at most {Tcp} TCP, {Udp} UDP and {Icmp} ICMP flows. Raise it (ulimit -n) for more.",
+                headroom.Limit, headroom.Size, _flows.LimitOf(FlowProtocol.Tcp), _flows.LimitOf(FlowProtocol.Udp), _flows.LimitOf(FlowProtocol.Icmp));
         _guestView = new GuestViewPublisher(this);
         _loop.AddEndOfBatch(_guestView);
     }

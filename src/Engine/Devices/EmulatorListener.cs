@@ -13,10 +13,13 @@ namespace Emunet.Engine.Devices;
 /// registered on the loop for the device's whole life, and hands every connection it accepts to the
 /// <see cref="EmulatorLink"/>, which keeps one and refuses the others; so when an emulator leaves, the next one is
 /// accepted at once. Dispose closes it and removes the socket file.
-/// Out of file descriptors (EMFILE/ENFILE), the waiting connection cannot be accepted and the level-triggered
-/// listener would wake the loop again at once; so the socket leaves the loop for a pause (50 ms doubling to 2 s while
-/// it keeps happening), each refusal is counted (<see cref="DropReason.AcceptOutOfDescriptors"/>), and the log says so
-/// once per episode, as the forwards do.
+/// Out of file descriptors, the waiting connection is not accepted: when the next descriptor would be in the headroom
+/// kept free at the top of the open-file limit (<see cref="DescriptorHeadroom"/>, probed before each accept), or when
+/// none is left (EMFILE/ENFILE). The level-triggered listener would wake the loop again at once; so the socket leaves
+/// the loop for a pause (50 ms doubling to 2 s while it keeps happening), each refusal is counted
+/// (<see cref="DropReason.AcceptOutOfDescriptors"/>), and the log says so once per episode, as the forwards do. A
+/// connection accepted onto a headroom descriptor anyway (another thread took the one probed) is reset, and the
+/// listener pauses.
 /// </summary>
 internal sealed class EmulatorListener : IEmulatorSource, IPollable, ITimerClient
 {
@@ -34,7 +37,6 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable, ITimerClien
     private int _token = -1;
     private int _fd = -1;
     private int _pauseMs;
-    private long _refusedThisEpisode;
 
     private EmulatorListener(EventLoop loop, string endpoint, string option, bool tcpAllowed, ILogger logger)
     {
@@ -62,6 +64,9 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable, ITimerClien
 
     public string Description => UnixPath is not null ? $"unix:{UnixPath}" : _endpoint;
 
+    /// <summary>Pauses since a connection was last accepted (0: accepting); an episode is logged once, when it starts.</summary>
+    public long PausesThisEpisode { get; private set; }
+
     /// <summary>Until when (loop ms) the socket is out of the loop after an accept failed; 0 when listening.</summary>
     public long PausedUntil { get; private set; }
 
@@ -79,6 +84,12 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable, ITimerClien
     {
         while (_socket is not null && _link is not null && PausedUntil == 0)
         {
+            if (_loop.Headroom.NextIsAtHeadroom(_fd))
+            {
+                // Look before accepting: the emulator waits in the backlog until a descriptor below the headroom is free.
+                Pause(SocketError.TooManyOpenSockets);
+                return;
+            }
             Socket accepted;
             try { accepted = _socket.Accept(); }
             catch (SocketException e) when (e.SocketErrorCode == SocketError.WouldBlock) { return; }
@@ -93,10 +104,20 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable, ITimerClien
                 Pause(e.SocketErrorCode);
                 return;
             }
-            if (_refusedThisEpisode > 0 && _logger.IsEnabled(LogLevel.Information))
-                _logger.LogInformation("Accepting emulator connections on {Endpoint} again, after {Count} failed attempts.", Description, _refusedThisEpisode);
+            if (_loop.Headroom.IsAtHeadroom(accepted))
+            {
+                // Another thread took the descriptor the probe saw: this connection would hold one of the last. The
+                // emulator hears a reset (QEMU reconnects, or is restarted); the listener pauses.
+                try { accepted.LingerState = new LingerOption(true, 0); }
+                catch (SocketException) { }
+                accepted.Dispose();
+                Pause(SocketError.TooManyOpenSockets);
+                return;
+            }
+            if (PausesThisEpisode > 0 && _logger.IsEnabled(LogLevel.Information))
+                _logger.LogInformation("Accepting emulator connections on {Endpoint} again, after {Count} failed attempts.", Description, PausesThisEpisode);
             _pauseMs = 0;
-            _refusedThisEpisode = 0;
+            PausesThisEpisode = 0;
             _link.Offer(accepted);
             // One per wake-up: accept(2) takes a descriptor before it looks at the backlog, so with none left a second
             // try fails even when nobody waits. The listener is level-triggered: another waiting emulator wakes it again.
@@ -105,8 +126,9 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable, ITimerClien
     }
 
     /// <summary>
-    /// The accept failed with the connection still waiting (EMFILE/ENFILE above all): retrying at once would spin the
-    /// loop, so the socket leaves it for <see cref="_pauseMs"/>. Counted every time, logged once per episode.
+    /// The accept failed or was held back with the connection still waiting (out of descriptors above all): retrying
+    /// at once would spin the loop, so the socket leaves it for <see cref="_pauseMs"/>. Counted every time, logged once
+    /// per episode.
     /// </summary>
     private void Pause(SocketError error)
     {
@@ -114,11 +136,11 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable, ITimerClien
         bool outOfDescriptors = error == SocketError.TooManyOpenSockets;
         if (outOfDescriptors) _link!.Counters.Drop(DropReason.AcceptOutOfDescriptors);
         _pauseMs = _pauseMs == 0 ? FirstPauseMs : Math.Min(_pauseMs * 2, MaxPauseMs);
-        if (_refusedThisEpisode++ == 0 && _logger.IsEnabled(LogLevel.Warning))
+        if (PausesThisEpisode++ == 0 && _logger.IsEnabled(LogLevel.Warning))
         {
             if (outOfDescriptors)
-                _logger.LogWarning("The process is out of file descriptors: the emulator's connection to {Endpoint} waits until one is free (retrying every {Min} to {Max} ms). Raise the limit (ulimit -n) or close connections.",
-                    Description, FirstPauseMs, MaxPauseMs);
+                _logger.LogWarning("The process is out of file descriptors: the emulator's connection to {Endpoint} waits until one is free (retrying every {Min} to {Max} ms; {Advice}).",
+                    Description, FirstPauseMs, MaxPauseMs, _loop.Headroom.Advice);
             else
                 _logger.LogWarning("Accepting a connection on {Endpoint} failed: {Error}; retrying every {Min} to {Max} ms.", Description, error, FirstPauseMs, MaxPauseMs);
         }

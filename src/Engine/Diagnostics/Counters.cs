@@ -62,13 +62,22 @@ internal enum DropReason
     SourceSpoofed,
     /// <summary>A receive buffer too small for a whole frame without VIRTIO_NET_F_MRG_RXBUF (VIRTIO 1.2 §5.1.6.3.1).</summary>
     VirtioBufferTooSmall,
-    /// <summary>An emulator's connection not accepted: the process was out of file descriptors (EMFILE/ENFILE); the device listener pauses and retries.</summary>
+    /// <summary>
+    /// A connection not accepted, an emulator's or a forward client's: the next descriptor would be in the headroom
+    /// kept free at the top of the open-file limit (or none was left: EMFILE/ENFILE); the listener pauses and retries.
+    /// A client accepted onto a headroom descriptor anyway is reset.
+    /// </summary>
     AcceptOutOfDescriptors,
     /// <summary>
     /// A virtio_net_hdr from the guest that lies: a checksum or segmentation request that was not negotiated, a
     /// csum_start/csum_offset outside the frame, a GSO type or size the frame cannot be (VIRTIO 1.2 §5.1.6.2).
     /// </summary>
     VirtioBadOffload,
+    /// <summary>
+    /// A guest's new TCP, UDP or ping flow refused: its host socket landed in the descriptor headroom (or none was
+    /// left). TCP is reset to the guest; UDP and ICMP are dropped.
+    /// </summary>
+    FlowOutOfDescriptors,
 
     // ---- IPv6 ----
     /// <summary>An IPv6 packet that does not parse (version, payload length), or from a source that is not the guest's.</summary>

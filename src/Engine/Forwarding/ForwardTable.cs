@@ -98,6 +98,13 @@ internal sealed class ForwardTable : ITimerClient
             $"Cannot add the forward {spec}: no guest link of this engine has the address {guest} (its links' guests: {string.Join(", ", owned)}).");
     }
 
+    /// <summary>The forward on <paramref name="protocol"/> <paramref name="hostAddress"/>:<paramref name="hostPort"/> (its bound port), or null.</summary>
+    public Forwarder? Find(ForwardProtocol protocol, IPAddress hostAddress, int hostPort)
+    {
+        _loop.AssertOwner();
+        return _forwards.GetValueOrDefault((protocol, hostAddress, hostPort));
+    }
+
     public List<ForwardInfo> List()
     {
         _loop.AssertOwner();

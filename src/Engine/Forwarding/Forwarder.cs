@@ -68,14 +68,30 @@ internal abstract class Forwarder : IPollable
 
     /// <summary>
     /// Binds (owner thread: it registers with the loop). Throws <see cref="InvalidOperationException"/> naming the
-    /// address and, when /proc tells, the process holding it when the port is in use.
+    /// address and, when /proc tells, the process holding it when the port is in use; and naming the open-file limit
+    /// and <c>ulimit -n</c> when its socket would take a descriptor from the headroom (<see cref="DescriptorHeadroom"/>).
     /// </summary>
     public void Start()
     {
         if (_socket is not null) return;
-        var socket = Spec.Protocol == ForwardProtocol.Tcp
-            ? new Socket(Spec.HostAddress.AddressFamily, SocketType.Stream, ProtocolType.Tcp)
-            : new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        Socket socket;
+        try
+        {
+            socket = Spec.Protocol == ForwardProtocol.Tcp
+                ? new Socket(Spec.HostAddress.AddressFamily, SocketType.Stream, ProtocolType.Tcp)
+                : new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        }
+        catch (SocketException e) when (e.SocketErrorCode == SocketError.TooManyOpenSockets)
+        {
+            throw new InvalidOperationException(AtHeadroomMessage(), e);
+        }
+        if (_loop.Headroom.IsAtHeadroom(socket))
+        {
+            // A forward holds its descriptor for good: one taken from the headroom would leave the emulator's
+            // connection and the control socket without one.
+            socket.Dispose();
+            throw new InvalidOperationException(AtHeadroomMessage());
+        }
         try
         {
             if (Spec.Protocol == ForwardProtocol.Tcp)
@@ -126,6 +142,9 @@ internal abstract class Forwarder : IPollable
         }
     }
 
+    private string AtHeadroomMessage() =>
+        $"Cannot add the forward {Spec}: the engine is at its descriptor headroom ({_loop.Headroom.Advice}).";
+
     /// <summary>The socket is bound and about to be polled.</summary>
     protected virtual void OnBound(Socket socket) { }
 
@@ -140,23 +159,40 @@ internal abstract class Forwarder : IPollable
     /// <summary>Until when (loop ms) the socket is out of the loop, after the process ran out of descriptors; 0 when not paused.</summary>
     public long PausedUntil { get; private set; }
 
+    /// <summary>The first pause for want of descriptors; it doubles up to <see cref="MaxPauseMs"/> while it keeps happening.</summary>
+    internal const int FirstPauseMs = 50;
+    internal const int MaxPauseMs = 2000;
     private int _pauseMs;
 
+    /// <summary>Pauses since a client was last accepted (0: accepting); an episode is logged once, when it starts.</summary>
+    public long PausesThisEpisode { get; private set; }
+
     /// <summary>
-    /// The process is out of file descriptors (EMFILE/ENFILE): the waiting client cannot be accepted, and a
-    /// level-triggered listener would wake the loop again at once. Take the socket out of the loop for a while,
-    /// doubling from 50 ms to 2 s while it keeps happening; <see cref="ForwardTable"/> puts it back.
+    /// True when the next descriptor would be in the headroom (or none is left): a client accepted now would take
+    /// one the emulator and the control socket need.
+    /// </summary>
+    protected bool NextIsAtHeadroom() => _fd >= 0 && _loop.Headroom.NextIsAtHeadroom(_fd);
+
+    /// <summary>True when <paramref name="client"/>, just accepted, holds a headroom descriptor.</summary>
+    protected bool IsAtHeadroom(Socket client) => _loop.Headroom.IsAtHeadroom(client);
+
+    /// <summary>
+    /// No descriptor to accept with (the next one is in the headroom, or EMFILE/ENFILE): the waiting client stays in
+    /// the backlog, and a level-triggered listener would wake the loop again at once. Take the socket out of the loop
+    /// for a while, doubling from <see cref="FirstPauseMs"/> to <see cref="MaxPauseMs"/> while it keeps happening;
+    /// <see cref="ForwardTable"/> puts it back. Logged once per episode (until a client is accepted again).
     /// </summary>
     protected void PauseForDescriptors()
     {
         if (_socket is null || PausedUntil != 0) return;
-        _pauseMs = _pauseMs == 0 ? 50 : Math.Min(_pauseMs * 2, 2000);
+        _pauseMs = _pauseMs == 0 ? FirstPauseMs : Math.Min(_pauseMs * 2, MaxPauseMs);
         _loop.Unregister(_token, _fd);
         _token = -1;
         PausedUntil = _loop.NowMs + _pauseMs;
         _loop.WakeAt(PausedUntil);
-        if (Logger.IsEnabled(LogLevel.Warning))
-            Logger.LogWarning("forward {Forward}: the process is out of file descriptors; not accepting for {Ms} ms. Raise the limit (ulimit -n) or close connections.", Spec, _pauseMs);
+        if (PausesThisEpisode++ == 0 && Logger.IsEnabled(LogLevel.Warning))
+            Logger.LogWarning("forward {Forward}: not accepting clients for want of file descriptors, retrying every {Min} to {Max} ms ({Advice}).",
+                Spec, FirstPauseMs, MaxPauseMs, _loop.Headroom.Advice);
     }
 
     /// <summary>The pause is over: back in the loop (the backoff resets once a client is accepted again).</summary>
@@ -167,6 +203,12 @@ internal abstract class Forwarder : IPollable
         _token = _loop.Register(_fd, Libc.EPOLLIN, this);
     }
 
-    /// <summary>A client was accepted: descriptors are available again.</summary>
-    protected void Accepted() => _pauseMs = 0;
+    /// <summary>A client was accepted: descriptors are available again, and an episode of pauses is over.</summary>
+    protected void Accepted()
+    {
+        if (PausesThisEpisode > 0 && Logger.IsEnabled(LogLevel.Information))
+            Logger.LogInformation("forward {Forward}: accepting clients again, after {Count} pauses for want of file descriptors.", Spec, PausesThisEpisode);
+        _pauseMs = 0;
+        PausesThisEpisode = 0;
+    }
 }

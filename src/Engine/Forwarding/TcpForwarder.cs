@@ -9,7 +9,10 @@ namespace Emunet.Engine.Forwarding;
 
 /// <summary>
 /// A TCP forward: each client accepted on the listener becomes a connection from the gateway (10.0.2.2) into the
-/// guest's port, through <see cref="TcpStack.OpenToGuest"/>. Owner thread only.
+/// guest's port, through <see cref="TcpStack.OpenToGuest"/>. A client is accepted only onto a descriptor below the
+/// headroom (<see cref="DescriptorHeadroom"/>): the listener looks first and pauses while the next one would be in it,
+/// and resets a client that landed in it anyway; each is counted <see cref="DropReason.AcceptOutOfDescriptors"/>.
+/// Owner thread only.
 /// </summary>
 internal sealed class TcpForwarder(EventLoop loop, TcpStack tcp, Func<IPv4Address> target, ForwardSpec spec, Counters counters, ILogger logger,
     Func<IPv6Address?>? target6 = null)
@@ -49,10 +52,18 @@ internal sealed class TcpForwarder(EventLoop loop, TcpStack tcp, Func<IPv4Addres
                 // The readiness event promises the first client; before each further one, poll, so an empty backlog
                 // ends the loop without an exception (one syscall less per wake-up, where most bring one client).
                 if (i > 0 && !listener.Poll(0, SelectMode.SelectRead)) return;
+                if (NextIsAtHeadroom())
+                {
+                    // Look before accepting: the client waits in the backlog until a descriptor below the headroom is free.
+                    counters.Drop(DropReason.AcceptOutOfDescriptors);
+                    PauseForDescriptors();
+                    return;
+                }
                 client = listener.Accept();
             }
             catch (SocketException e) when (e.SocketErrorCode == SocketError.TooManyOpenSockets)
             {
+                counters.Drop(DropReason.AcceptOutOfDescriptors);
                 PauseForDescriptors(); // EMFILE/ENFILE: retrying at once would spin
                 return;
             }
@@ -60,6 +71,15 @@ internal sealed class TcpForwarder(EventLoop loop, TcpStack tcp, Func<IPv4Addres
             {
                 // The client went away between readiness and accept (ECONNABORTED), or the backlog is empty.
                 if (Logger.IsEnabled(LogLevel.Debug)) Logger.LogDebug("forward {Forward}: accept: {Error}", Spec, e.SocketErrorCode);
+                return;
+            }
+            if (IsAtHeadroom(client))
+            {
+                // Another thread took the descriptor the probe saw (the control server, the runtime): this client
+                // would hold one of the last. It hears a reset; the listener pauses.
+                counters.Drop(DropReason.AcceptOutOfDescriptors);
+                Reset(client);
+                PauseForDescriptors();
                 return;
             }
             Accepted();

@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace Emunet.Engine.Interop;
 
-/// <summary>The few libc calls .NET does not expose: epoll and eventfd for the engine loop.</summary>
+/// <summary>The few libc calls .NET does not expose: epoll and eventfd for the engine loop, the open-file limit and a descriptor probe.</summary>
 internal static unsafe partial class Libc
 {
     public const int EPOLL_CLOEXEC = 0x80000;
@@ -36,6 +36,14 @@ internal static unsafe partial class Libc
         if (getrlimit(RLIMIT_NOFILE, limits) != 0 || limits[0] >= int.MaxValue) return null;
         return (long)limits[0];
     }
+
+    public const int F_DUPFD_CLOEXEC = 1030;
+    public const int EMFILE = 24;
+    public const int ENFILE = 23;
+
+    /// <summary>fcntl(fd, cmd, int): here F_DUPFD_CLOEXEC, which takes the lowest free descriptor as accept(2) would.</summary>
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int fcntl(int fd, int cmd, int arg);
 
     [LibraryImport("libc", SetLastError = true)]
     public static partial int epoll_ctl(int epfd, int op, int fd, byte* ev);

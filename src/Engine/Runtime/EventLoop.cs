@@ -78,6 +78,12 @@ internal sealed unsafe class EventLoop : IDisposable
         Ctl(Libc.EPOLL_CTL_ADD, _wakeFd, Libc.EPOLLIN, ulong.MaxValue);
     }
 
+    /// <summary>
+    /// The descriptors kept free at the top of the open-file limit, which every socket the engine obtains for a flow,
+    /// a forward or an emulator is checked against (set once by the engine before anything binds; none by default).
+    /// </summary>
+    public DescriptorHeadroom Headroom { get; set; } = DescriptorHeadroom.Unlimited;
+
     /// <summary>Milliseconds since the loop was made; monotonic.</summary>
     public long NowMs => (long)Stopwatch.GetElapsedTime(_startTicks).TotalMilliseconds;
 

@@ -131,8 +131,12 @@ internal sealed class Icmp : IDisposable
         {
             if (_loop.NowMs < _refusedUntil) { Refused(in packet); return; }
             if (!_flows.HasRoom(FlowProtocol.Icmp)) { _counters.Drop(DropReason.IcmpFlowTableFull); return; }
-            flow = Open(key, packet.Source, packet.Destination, host, echo.Identifier);
-            if (flow is null) { Refused(in packet); return; }
+            flow = Open(key, packet.Source, packet.Destination, host, echo.Identifier, out bool outOfDescriptors);
+            if (flow is null)
+            {
+                if (!outOfDescriptors) Refused(in packet);
+                return;
+            }
         }
         flow.HostSocket!.Send(echo.Bytes, SocketFlags.None, out var error);
         if (error != SocketError.Success)
@@ -146,12 +150,23 @@ internal sealed class Icmp : IDisposable
         flow.BytesFromGuest += echo.Bytes.Length;
     }
 
-    private IcmpFlow? Open(FlowKey key, IPv4Address guest, IPv4Address destination, IPAddress host, ushort identifier)
+    /// <summary>
+    /// A ping socket and its flow; null when the host refuses ping sockets, the table is full, or (with
+    /// <paramref name="outOfDescriptors"/>, counted by the flow table) the socket would take a headroom descriptor.
+    /// </summary>
+    private IcmpFlow? Open(FlowKey key, IPv4Address guest, IPv4Address destination, IPAddress host, ushort identifier, out bool outOfDescriptors)
     {
+        outOfDescriptors = false;
         Socket socket;
         try
         {
             socket = PingSocketFactory(host);
+        }
+        catch (SocketException e) when (e.SocketErrorCode == SocketError.TooManyOpenSockets)
+        {
+            _flows.OutOfDescriptors(); // EMFILE/ENFILE: a drop, not a refusal by the host
+            outOfDescriptors = true;
+            return null;
         }
         catch (SocketException e)
         {
@@ -160,6 +175,12 @@ internal sealed class Icmp : IDisposable
                 _refusedUntil = _loop.NowMs + RefusalRetryMs;
             if (_logger.IsEnabled(LogLevel.Information))
                 _logger.LogInformation("The host refuses ICMP ping sockets ({Error}); echo requests beyond the gateway are answered with destination unreachable. Allow them with sysctl net.ipv4.ping_group_range.", e.SocketErrorCode);
+            return null;
+        }
+        if (_flows.AtHeadroom(socket))
+        {
+            socket.Dispose(); // the last descriptors are kept for the emulator and the control socket
+            outOfDescriptors = true;
             return null;
         }
         var flow = new IcmpFlow(this)

@@ -145,16 +145,22 @@ internal sealed partial class Udp : IDisposable
         Socket? socket = null;
         try
         {
-            // Creation fails when the process is out of file descriptors (EMFILE); that is a drop, not a crash.
+            // Creation fails when the process is out of file descriptors (EMFILE); that is a counted drop, not a crash.
             socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp) { Blocking = false };
             socket.Connect(remote);
         }
         catch (SocketException e)
         {
             socket?.Dispose();
+            if (e.SocketErrorCode == SocketError.TooManyOpenSockets) { _flows.OutOfDescriptors(); return null; }
             _counters.Drop(DropReason.UdpSendFailed);
             if (e.SocketErrorCode is SocketError.NetworkUnreachable or SocketError.HostUnreachable)
                 _icmp.SendDestinationUnreachable(IcmpPacket.CodeNetUnreachable, in packet);
+            return null;
+        }
+        if (_flows.AtHeadroom(socket))
+        {
+            socket.Dispose(); // the last descriptors are kept for the emulator and the control socket
             return null;
         }
         var flow = new UdpFlow(this)

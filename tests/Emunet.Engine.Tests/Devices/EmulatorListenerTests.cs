@@ -165,6 +165,60 @@ public sealed class EmulatorListenerTests : IDisposable
         probe.Start(); // the port was never taken
     }
 
+    /// <summary>Waits until <paramref name="condition"/> (asked on the loop thread) holds; fails after 5 s.</summary>
+    private async Task WaitOnLoop(Func<bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(5);
+        while (!await _loop.InvokeAsync(condition))
+        {
+            if (DateTime.UtcNow > deadline) Assert.Fail($"not within 5 s: {what}");
+            await Task.Delay(5);
+        }
+    }
+
+    /// <summary>A stream device over a listener the test keeps, with every new descriptor in the headroom.</summary>
+    private EmulatorListener StartAtHeadroom(DescriptorHeadroom headroom)
+    {
+        _loop.Headroom = headroom;
+        var listener = EmulatorListener.ForUnixPath(_loop, SocketPath, "--socket", NullLogger.Instance);
+        _device = new StreamDevice(_loop, listener, _counters, NullLogger.Instance);
+        _device.Handler = _handler;
+        _device.Start();
+        _thread.Start();
+        return listener;
+    }
+
+    [Fact]
+    public async Task While_the_next_descriptor_would_be_in_the_headroom_the_emulator_waits_in_the_backlog_and_then_attaches()
+    {
+        // A limit of 4 keeps 1 free: every descriptor from 3 up is in the headroom, so the probe always says no.
+        var listener = StartAtHeadroom(DescriptorHeadroom.ForLimit(4));
+        using var emulator = Connect();
+        await WaitOnLoop(() => _counters.Drops(DropReason.AcceptOutOfDescriptors) >= 1 && listener.PausesThisEpisode != 0, "the listener held back and paused");
+        Assert.False(_handler.WaitConnected(1, TimeSpan.Zero));
+        long refusals = await _loop.InvokeAsync(() => _counters.Drops(DropReason.AcceptOutOfDescriptors));
+        Assert.True(refusals < 20, $"{refusals} refusals at once: the listener did not back off");
+
+        await _loop.InvokeAsync(() => _loop.Headroom = DescriptorHeadroom.Unlimited);
+        Assert.True(_handler.WaitConnected(1, TimeSpan.FromSeconds(5)), "the waiting emulator was not attached once descriptors were free");
+        Assert.Equal(0, await _loop.InvokeAsync(() => _counters.Drops(DropReason.DeviceProtocolError)));
+    }
+
+    [Fact]
+    public async Task An_emulator_accepted_onto_a_headroom_descriptor_is_reset_and_the_listener_pauses()
+    {
+        // The probe sees a free descriptor (as when another thread takes it before the accept), the accepted one is in the headroom.
+        var listener = StartAtHeadroom(DescriptorHeadroom.ForLimit(4).WithoutProbe());
+        using var emulator = Connect();
+        Assert.True(ClosedByDevice(emulator), "the emulator accepted onto a headroom descriptor was kept");
+        await WaitOnLoop(() => _counters.Drops(DropReason.AcceptOutOfDescriptors) == 1 && listener.PausesThisEpisode != 0, "one refusal counted and the listener paused");
+        Assert.False(_handler.WaitConnected(1, TimeSpan.Zero));
+
+        await _loop.InvokeAsync(() => _loop.Headroom = DescriptorHeadroom.Unlimited);
+        using var next = Connect();
+        Assert.True(_handler.WaitConnected(1, TimeSpan.FromSeconds(5)));
+    }
+
     private static int FreeTcpPort()
     {
         using var l = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);

@@ -1,5 +1,8 @@
+using System.Net.Sockets;
 using Emunet.Engine.Diagnostics;
 using Emunet.Engine.Runtime;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Emunet.Engine.Stack.Nat;
 
@@ -9,6 +12,9 @@ namespace Emunet.Engine.Stack.Nat;
 /// It is the one place that admits flows: per-protocol limits (named constants, a counted drop when full), ids, the
 /// forwards' counts. It drives every flow's timers (one scan per timer wake-up; a flow returns its next deadline) and
 /// makes the connection snapshot. Protocols keep their logic; the table keeps what they share. Owner thread only.
+/// It also keeps flows out of the descriptor headroom (<see cref="DescriptorHeadroom"/>): its limits are sized to
+/// what is below it (<see cref="FitTo"/>), and a flow whose new host socket lands in it is refused
+/// (<see cref="AtHeadroom"/>), counted <see cref="DropReason.FlowOutOfDescriptors"/> and logged once per episode.
 /// </summary>
 internal sealed class FlowTable : ITimerClient
 {
@@ -26,13 +32,16 @@ internal sealed class FlowTable : ITimerClient
     private readonly int[] _limits = new int[ProtocolCount];
     private readonly EventLoop _loop;
     private readonly Counters _counters;
+    private readonly ILogger _logger;
     private long _nextId;
+    private long _refusedThisEpisode;
 
     /// <summary>Registers itself with <paramref name="loop"/> as a timer client.</summary>
-    public FlowTable(EventLoop loop, Counters counters, BufferBudget? budget = null)
+    public FlowTable(EventLoop loop, Counters counters, BufferBudget? budget = null, ILogger? logger = null)
     {
         _loop = loop;
         _counters = counters;
+        _logger = logger ?? NullLogger.Instance;
         Budget = budget ?? new BufferBudget();
         _limits[(int)FlowProtocol.Tcp] = MaxTcpFlows;
         _limits[(int)FlowProtocol.Udp] = MaxUdpFlows;
@@ -40,17 +49,15 @@ internal sealed class FlowTable : ITimerClient
         loop.AddTimerClient(this);
     }
 
-    /// <summary>Descriptors kept apart from flows: the runtime, epoll, the device, listeners, the control socket.</summary>
-    public const int ReservedDescriptors = 64;
-
     /// <summary>
-    /// Lowers the limits so the flows fit the process's open-file limit (each flow holds one descriptor): three
-    /// quarters of what is left after <see cref="ReservedDescriptors"/> for TCP, an eighth for UDP, a sixteenth for
-    /// ICMP. Returns false when the named limits already fit.
+    /// Lowers the limits so the flows fit below the descriptor headroom (each flow holds one descriptor, and
+    /// limit − headroom bounds them all): three quarters of that for TCP, an eighth for UDP, a sixteenth for ICMP.
+    /// Returns false when the named limits already fit (or there is no limit).
     /// </summary>
-    public bool FitTo(long openFileLimit)
+    public bool FitTo(DescriptorHeadroom headroom)
     {
-        long usable = Math.Max(16, openFileLimit - ReservedDescriptors);
+        if (!headroom.IsLimited) return false;
+        long usable = Math.Max(16, headroom.Threshold);
         int tcp = (int)Math.Min(MaxTcpFlows, usable * 3 / 4);
         int udp = (int)Math.Min(MaxUdpFlows, Math.Max(4, usable / 8));
         int icmp = (int)Math.Min(MaxIcmpFlows, Math.Max(2, usable / 16));
@@ -59,6 +66,35 @@ internal sealed class FlowTable : ITimerClient
         SetLimit(FlowProtocol.Udp, udp);
         SetLimit(FlowProtocol.Icmp, icmp);
         return true;
+    }
+
+    /// <summary>
+    /// True when <paramref name="socket"/>, just opened for a new flow, landed in the descriptor headroom: the caller
+    /// closes it and refuses the flow (TCP: a reset to the guest; UDP, ICMP: a drop). Counted and logged by
+    /// <see cref="OutOfDescriptors"/>. A socket below the headroom ends an episode.
+    /// </summary>
+    public bool AtHeadroom(Socket socket)
+    {
+        if (!_loop.Headroom.IsAtHeadroom(socket))
+        {
+            if (_refusedThisEpisode > 0 && _logger.IsEnabled(LogLevel.Information))
+                _logger.LogInformation("New flows get host sockets again, after {Count} were refused for want of descriptors.", _refusedThisEpisode);
+            _refusedThisEpisode = 0;
+            return false;
+        }
+        OutOfDescriptors();
+        return true;
+    }
+
+    /// <summary>
+    /// A new flow refused for want of descriptors (its socket was in the headroom, or could not be made: EMFILE/ENFILE):
+    /// counted <see cref="DropReason.FlowOutOfDescriptors"/>, logged once per episode.
+    /// </summary>
+    public void OutOfDescriptors()
+    {
+        _counters.Drop(DropReason.FlowOutOfDescriptors);
+        if (_refusedThisEpisode++ == 0 && _logger.IsEnabled(LogLevel.Warning))
+            _logger.LogWarning("New guest flows are refused: the engine is at its descriptor headroom ({Advice}).", _loop.Headroom.Advice);
     }
 
     /// <summary>The byte budget every flow's buffers draw from.</summary>

@@ -55,8 +55,19 @@ internal sealed partial class TcpStack
         }
         catch (SocketException e)
         {
-            if (_logger.IsEnabled(LogLevel.Warning)) _logger.LogWarning("tcp: cannot create a host socket: {Error}", e.SocketErrorCode);
-            _counters.Drop(DropReason.TcpUnreachable);
+            if (e.SocketErrorCode == SocketError.TooManyOpenSockets) _flows.OutOfDescriptors(); // EMFILE/ENFILE
+            else
+            {
+                if (_logger.IsEnabled(LogLevel.Warning)) _logger.LogWarning("tcp: cannot create a host socket: {Error}", e.SocketErrorCode);
+                _counters.Drop(DropReason.TcpUnreachable);
+            }
+            SendResetFor(source, destination, seg);
+            return;
+        }
+        if (_flows.AtHeadroom(host))
+        {
+            // The last descriptors are kept for the emulator and the control socket: refused as a closed port is.
+            host.Dispose();
             SendResetFor(source, destination, seg);
             return;
         }
