@@ -22,6 +22,8 @@ internal sealed record BenchOptions
     public bool Smoke { get; init; }
     public string OutputDir { get; init; } = "";
     public string? Capture { get; init; }
+    /// <summary>A folder for QEMU's filter-dump of each guest's frames (stream, libslirp and passt backends), or null.</summary>
+    public string? QemuDump { get; init; }
     /// <summary>
     /// The native engine (build/native/emunet, NativeAOT) Emunet's backends run as, or null for the dotnet tool
     /// (<c>dotnet Emunet.Tool.dll</c>). Default: the native one when scripts/setup.sh has built it.
@@ -41,6 +43,9 @@ internal sealed record BenchOptions
           --no-limit           skip the guest-loopback limit
           --out DIR            results folder (default build/bench)
           --capture FILE       pcap of Emunet's frames (emunet/vhost backends)
+          --qemu-dump DIR      QEMU's own pcap of each guest's frames (filter-dump, first 256 bytes of each) for the
+                               emunet, slirp and passt backends: the same observer for every backend, e.g. to compare
+                               where a connection's time goes (its timestamps are QEMU's; the dump slows QEMU a little)
           --engine native|managed  run Emunet as build/native/emunet (NativeAOT; the default when scripts/setup.sh
                                built it) or as the dotnet tool (dotnet Emunet.Tool.dll)
           --smoke              CI smoke: emunet backend, 1 repetition, 2 s, 1-stream cases, MTU offered, the limit;
@@ -84,6 +89,7 @@ internal sealed record BenchOptions
                 case "--no-limit": o = o with { Limit = false }; break;
                 case "--out": o = o with { OutputDir = Path.GetFullPath(Next()) }; break;
                 case "--capture": o = o with { Capture = Path.GetFullPath(Next()) }; break;
+                case "--qemu-dump": o = o with { QemuDump = Directory.CreateDirectory(Path.GetFullPath(Next())).FullName }; break;
                 case "--engine":
                     o = Next() switch
                     {

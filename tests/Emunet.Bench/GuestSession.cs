@@ -49,7 +49,11 @@ internal sealed partial class GuestSession : IDisposable
             var p = Ports;
             guest = QemuGuest.Start(new GuestOptions
             {
-                NetworkArgs = backend.NetworkArgs,
+                NetworkArgs = o.QemuDump is { } dump && backendName is "emunet" or "slirp" or "passt"
+                    // QEMU's own record of the guest's frames at its network layer, the same for every backend on it
+                    // (vhost-user frames bypass that layer).
+                    ? [.. backend.NetworkArgs, "-object", $"filter-dump,id=dump0,netdev=n0,maxlen=256,file={Path.Combine(dump, $"{backendName}-{DateTime.UtcNow:HHmmss}.pcap")}"]
+                    : backend.NetworkArgs,
                 MemoryMb = MemoryMb,
                 Timeout = TimeSpan.FromHours(2), // the bench ends the guest itself; this only bounds a lost run
                 Script = $"""
