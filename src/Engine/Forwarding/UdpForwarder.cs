@@ -27,6 +27,6 @@ internal sealed class UdpForwarder(EventLoop loop, Udp udp, Func<IPv4Address> ta
 
     public override void OnPoll(uint events)
     {
-        if (_port is not null) udp.OnForwardReadable(_port, Target);
+        if (_port is not null) udp.OnForwardReadable(_port, Stack.Nat.FlowAddress.FromIPv4(Target));
     }
 }

@@ -116,6 +116,7 @@ internal sealed class IPv6Stack : IDisposable
             case IPv6Packet.NextHeaderTcp:
                 // RFC 9293 §3.10.7.2: no connection to or from a group; from :: was refused above.
                 if (packet.Destination.IsMulticast) { _counters.Drop(DropReason.TcpMalformed); return; }
+                if (IsIPv4Mapped(packet.Destination)) { RefuseMapped(in packet); return; }
                 _stack.Tcp.OnSegment(FlowAddress.FromIPv6(source), FlowAddress.FromIPv6(packet.Destination), upper);
                 break;
             case IPv6Packet.NextHeaderUdp:
@@ -134,7 +135,9 @@ internal sealed class IPv6Stack : IDisposable
                     _stack.Dns.OnQuery(FlowAddress.FromIPv6(source), in udp);
                     return;
                 }
-                NotCarried(in packet);
+                if (source.IsUnspecified) { _counters.Drop(DropReason.SourceSpoofed); return; }
+                // The NAT: the same flows, limits and outbound policy as IPv4's datagrams (Udp.cs).
+                _stack.Udp.OnDatagram(in packet, in udp);
                 break;
             case IPv6Packet.NextHeaderNone:
                 break;
@@ -150,6 +153,19 @@ internal sealed class IPv6Stack : IDisposable
         _counters.Drop(DropReason.IPv6NotSupported);
         if (!packet.Destination.IsMulticast)
             Icmpv6.SendError(Icmpv6Packet.TypeDestinationUnreachable, Icmpv6Packet.CodeAdministrativelyProhibited, 0, in packet);
+    }
+
+    /// <summary>::ffff:a.b.c.d (RFC 4291 §2.5.5.2): an IPv4 node as a host's API names it; the flow table would take it for IPv4.</summary>
+    internal static bool IsIPv4Mapped(IPv6Address destination) => FlowAddress.FromIPv6(destination).IsIPv4;
+
+    /// <summary>
+    /// An IPv4-mapped destination is never routed (RFC 4038 §4.2: such addresses stay inside a host): counted, and
+    /// refused as a filtered destination (RFC 4443 §3.1 code 1), so the IPv4 policy cannot be walked around.
+    /// </summary>
+    private void RefuseMapped(in IPv6Packet packet)
+    {
+        _counters.Drop(DropReason.IPv6MappedDestination);
+        Icmpv6.SendError(Icmpv6Packet.TypeDestinationUnreachable, Icmpv6Packet.CodeAdministrativelyProhibited, 0, in packet);
     }
 
     private void Learn(IPv6Address source)
