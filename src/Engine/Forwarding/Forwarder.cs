@@ -75,7 +75,7 @@ internal abstract class Forwarder : IPollable
         if (_socket is not null) return;
         var socket = Spec.Protocol == ForwardProtocol.Tcp
             ? new Socket(Spec.HostAddress.AddressFamily, SocketType.Stream, ProtocolType.Tcp)
-            : new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+            : new Socket(Spec.HostAddress.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
         try
         {
             if (Spec.Protocol == ForwardProtocol.Tcp)

@@ -114,6 +114,14 @@ internal sealed partial class Udp
         return flow;
     }
 
+    /// <summary>Takes one waiting datagram off <paramref name="port"/>'s socket and drops it (no guest to carry it to).</summary>
+    public void DiscardForwarded(UdpForwardPort port)
+    {
+        var receiveAddress = port.Socket.AddressFamily == AddressFamily.InterNetworkV6 ? _receiveAddress6 : _receiveAddress4;
+        try { port.Socket.ReceiveFrom(_scratch, SocketFlags.None, receiveAddress); }
+        catch (SocketException) { }
+    }
+
     /// <summary>The forward of <paramref name="port"/> is going away: its client flows end.</summary>
     public void CloseForwarded(UdpForwardPort port)
     {

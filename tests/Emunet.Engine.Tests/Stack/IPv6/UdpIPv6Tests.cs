@@ -183,4 +183,53 @@ public class UdpIPv6Tests
         Assert.Equal(FlowTable.MaxUdpFlows, h.Stack.Udp.FlowCount);
         Assert.Equal(1, h.Counters.Drops(DropReason.UdpFlowTableFull));
     }
+
+    [Fact]
+    public void A_forward_from_ipv6_loopback_reaches_the_guest_ipv6_address_and_back()
+    {
+        using var h = new StackHarness();
+        h.Start();
+        var spec = Emunet.Engine.Forwarding.ForwardSpec.Parse("udp:[::1]:0:5353");
+        int port = h.Invoke(() => h.Forwards.Add(spec).BoundPort);
+        using var client = LoopbackServer();
+        var target = new IPEndPoint(IPAddress.IPv6Loopback, port);
+
+        // Before the guest has an IPv6 address there is nowhere to go: taken and counted.
+        client.SendTo("early"u8, target);
+        WaitFor(() => h.Invoke(() => h.Counters.Drops(DropReason.ForwardNoGuest)) == 1);
+
+        // The guest's address is learned from its packets (an echo to the alias here).
+        h.Send(EchoRequest(GuestGlobal, HostAlias, 1, 1, "x"u8));
+        h.Expect();
+        client.SendTo("query"u8, target);
+        var udp = ExpectUdp(h);
+        var ip = (PacketDotNet.IPv6Packet)udp.ParentPacket;
+        Assert.Equal(HostAlias.ToIPAddress(), ip.SourceAddress);
+        Assert.Equal(GuestGlobal.ToIPAddress(), ip.DestinationAddress);
+        Assert.Equal(5353, udp.DestinationPort);
+        Assert.Equal("query"u8.ToArray(), udp.PayloadData);
+
+        // The guest answers from its port to the alias port it saw; the client hears it from the forward's address.
+        h.Send(Udp(GuestGlobal, 5353, HostAlias, udp.SourcePort, "answer"u8));
+        var (reply, from) = Receive(client);
+        Assert.Equal("answer"u8.ToArray(), reply);
+        Assert.Equal(target, from);
+
+        var flows = h.Invoke(() => { var l = new List<ConnectionInfo>(); h.Stack.Flows.Snapshot(l); return l; });
+        var flow = Assert.Single(flows);
+        Assert.Equal(FlowDirection.Forwarded, flow.Direction);
+        Assert.Equal(new IPEndPoint(IPAddress.IPv6Loopback, ((IPEndPoint)client.LocalEndPoint!).Port), flow.HostRemoteEndPoint);
+        Assert.NotNull(h.Invoke(() => h.Forwards.Remove(Emunet.Engine.Forwarding.ForwardProtocol.Udp, IPAddress.IPv6Loopback, port, false)));
+        Assert.Equal(0, h.Invoke(() => h.Stack.Udp.FlowCount));
+    }
+
+    private static void WaitFor(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + StackHarness.Timeout;
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException("Condition not met in time.");
+            Thread.Sleep(5);
+        }
+    }
 }
