@@ -33,7 +33,7 @@ internal sealed class IPv6Stack : IDisposable
         _config = config;
         _counters = counters;
         Reassembly = new IPv6Reassembly(loop, counters);
-        Icmpv6 = new Icmpv6(loop, this, config, counters);
+        Icmpv6 = new Icmpv6(loop, this, stack.Icmp, config, counters);
         Ndp = new Ndp(loop, this, config, counters);
         Dhcpv6 = new Dhcpv6(this, config, counters, logger);
         loop.AddTimerClient(Reassembly);
