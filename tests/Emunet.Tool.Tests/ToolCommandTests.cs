@@ -136,6 +136,8 @@ public sealed class ToolCommandTests : IDisposable
     [InlineData("run", "--socket", "/tmp/a.sock", "--deny", "10.0.0")]
     [InlineData("run", "--socket", "/tmp/a.sock", "--allow", "10.0.0.0/40")]
     [InlineData("run", "--socket", "/tmp/a.sock", "--allow", "10.0.0.1:70000")]
+    [InlineData("run", "--socket", "/tmp/a.sock", "--deny", "[2001:db8::/32")]
+    [InlineData("run", "--socket", "/tmp/a.sock", "--deny", "2001:db8::/129")]
     [InlineData("run", "--socket", "/tmp/a.sock", "--buffer-budget", "0")]
     [InlineData("run", "--connect", "ftp:127.0.0.1:5000")]
     [InlineData("launch")]
@@ -258,11 +260,13 @@ public sealed class ToolCommandTests : IDisposable
     public async Task Allow_and_deny_rules_keep_their_command_line_order()
     {
         await using var run = new RunningTool("policy", "--socket", DeviceSocket("policy"),
-            "--deny", "192.0.2.0/24:443", "--allow", "192.0.2.0/24", "--restrict", "--deny", "198.51.100.7");
+            "--deny", "192.0.2.0/24:443", "--allow", "192.0.2.0/24", "--restrict", "--deny", "198.51.100.7",
+            "--allow", "[fec0::2]:8080", "--deny", "2001:db8::/32");
         var instances = await Cli("instances", "--json");
         string policy = JsonDocument.Parse(instances.Out).RootElement.EnumerateArray().Single().GetProperty("outboundPolicy").GetString()!;
         Assert.Contains("restricted", policy);
-        Assert.Contains("first match wins: deny 192.0.2.0/24:443, then allow 192.0.2.0/24, then deny 198.51.100.7/32, else allow", policy);
+        Assert.Contains("first match wins: deny 192.0.2.0/24:443, then allow 192.0.2.0/24, then deny 198.51.100.7/32, "
+            + "then allow [fec0::2]/128:8080, then deny 2001:db8::/32, else allow", policy);
     }
 
     [Fact]

@@ -148,6 +148,24 @@ public class UdpIPv6Tests
     }
 
     [Fact]
+    public void A_deny_rule_for_an_ipv6_range_refuses_administratively_prohibited()
+    {
+        using var server = LoopbackServer();
+        var config = new NetworkConfig
+        {
+            DnsUpstream = new[] { new IPEndPoint(IPAddress.Loopback, 9) },
+            OutboundRules = new[] { OutboundRule.Parse("fec0::/64", allow: false) },
+        };
+        using var h = new StackHarness(config);
+        h.Send(Udp(GuestGlobal, 40000, HostAlias, Port(server), "x"u8));
+        var (_, icmp) = NdpTests.ExpectIcmp(h, out _);
+        Assert.Equal(Icmpv6Packet.CodeAdministrativelyProhibited, icmp[1]);
+        Assert.Equal(1, h.Counters.Drops(DropReason.PolicyDenied));
+        Assert.Equal(0, h.Stack.Udp.FlowCount);
+        Assert.Equal(0, server.Available);
+    }
+
+    [Fact]
     public void No_host_loopback_closes_the_alias_and_other_prefix_addresses_lead_nowhere()
     {
         using var h = new StackHarness(new NetworkConfig { MapGatewayToLoopback = false, DnsUpstream = new[] { new IPEndPoint(IPAddress.Loopback, 9) } });
