@@ -172,13 +172,16 @@ public sealed class IPv6Tests
 
     /// <summary>
     /// UDP over IPv6 on one link: the guest's datagram to fec0::2 reaches a UDP echo server on the host's ::1 and the
-    /// answer comes back (data checked both ways: the server upper-cases it); then a UDP forward from [::1] reaches a
+    /// answer comes back (data checked both ways: the server upper-cases it), while a deny rule for an IPv6 range
+    /// (fec0::/64 at a second server's port) keeps a datagram from that server; then a UDP forward from [::1] reaches a
     /// guest UDP app on its IPv6 address, and its answer comes back to the host client.
     /// </summary>
     private static async Task UdpOverIPv6(bool vhostUser)
     {
         using var echo = new LoopbackUdpEcho(IPAddress.IPv6Loopback);
-        using var engine = new TestEngine(new NetworkConfig(), vhostUser: vhostUser);
+        using var denied = new LoopbackUdpEcho(IPAddress.IPv6Loopback);
+        var policy = new NetworkConfig { OutboundRules = [OutboundRule.Parse($"[fec0::]/64:{denied.Port}", allow: false)] };
+        using var engine = new TestEngine(policy, vhostUser: vhostUser);
         using var control = new GuestControl();
         using var guest = QemuGuest.Start(new GuestOptions
         {
@@ -186,6 +189,7 @@ public sealed class IPv6Tests
             Timeout = TimeSpan.FromMinutes(4),
             Script = WaitForAddress + "\n" + $"""
                 echo hello6 | timeout 10 socat -t 3 - UDP6:[fec0::2]:{echo.Port} > /tmp/u6; echo "udp6 [$(cat /tmp/u6)]"
+                echo denied6 | timeout 10 socat -t 3 - UDP6:[fec0::2]:{denied.Port} > /tmp/d6 2>&1; echo "udp6-denied [$(cat /tmp/d6)]"
                 socat UDP6-RECVFROM:5353,fork SYSTEM:'read l; echo "guest6:$l"' &
                 while ! netstat -lun | grep -q ':::5353 '; do usleep 50000; done
                 echo ready
@@ -209,6 +213,10 @@ public sealed class IPv6Tests
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Contains("udp6 [echo:HELLO6]", result.Output);
         Assert.Equal(1, echo.Received);
+        Assert.DoesNotContain("echo:DENIED6", result.Output);
+        Assert.Equal(0, denied.Received);
+        var stats = await engine.Engine.GetStatisticsAsync();
+        Assert.True(stats.DropsByReason.GetValueOrDefault("PolicyDenied") >= 1, string.Join(", ", stats.DropsByReason));
     }
 
     [Fact]
