@@ -19,7 +19,7 @@ public class UdpTests
 
     private static int Port(Socket s) => ((IPEndPoint)s.LocalEndPoint!).Port;
 
-    private static (byte[] Payload, EndPoint From) Receive(Socket s)
+    internal static (byte[] Payload, EndPoint From) Receive(Socket s)
     {
         var buffer = new byte[70000];
         EndPoint from = new IPEndPoint(s.AddressFamily == AddressFamily.InterNetworkV6 ? IPAddress.IPv6Any : IPAddress.Any, 0);
@@ -27,7 +27,7 @@ public class UdpTests
         return (buffer.AsSpan(0, n).ToArray(), from);
     }
 
-    private static void WaitFor(Func<bool> condition)
+    internal static void WaitFor(Func<bool> condition)
     {
         var deadline = DateTime.UtcNow + StackHarness.Timeout;
         while (!condition())

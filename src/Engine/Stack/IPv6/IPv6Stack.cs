@@ -12,8 +12,9 @@ namespace Emunet.Engine.Stack.IPv6;
 /// payload here. The fixed header is checked, the source must be the guest's (link-local, an address of the prefix,
 /// or unspecified for duplicate address detection), the extension-header chain is walked with a bound
 /// (<see cref="IPv6ExtensionHeaders"/>), fragments are reassembled (<see cref="IPv6Reassembly"/>), and the upper layer
-/// goes to ICMPv6 (<see cref="Ndp"/> for Neighbor Discovery, <see cref="Icmpv6"/> for echo and errors) or to UDP
-/// (<see cref="Dhcpv6"/> on port 547). Frames toward the guest are written whole here (Ethernet and IPv6 headers)
+/// goes to ICMPv6 (<see cref="Ndp"/> for Neighbor Discovery, <see cref="Icmpv6"/> for echo, its relay and errors), to
+/// UDP (<see cref="Dhcpv6"/> on port 547, the DNS relay on fec0::3, else the NAT's <see cref="Udp"/>) or to TCP, the
+/// last two through the flow table IPv4 uses; an IPv4-mapped destination is refused (<see cref="RefuseMapped"/>). Frames toward the guest are written whole here (Ethernet and IPv6 headers)
 /// through <see cref="BeginPacket"/>; none is ever fragmented (RFC 8200 §5: the guest's link MTU is announced in the
 /// router advertisement, and nothing larger is built). Owner thread only.
 /// </summary>

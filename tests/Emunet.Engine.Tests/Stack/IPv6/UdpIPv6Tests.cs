@@ -30,13 +30,7 @@ public class UdpIPv6Tests
 
     private static ushort Port(Socket s) => (ushort)((IPEndPoint)s.LocalEndPoint!).Port;
 
-    private static (byte[] Payload, EndPoint From) Receive(Socket s)
-    {
-        var buffer = new byte[70000];
-        EndPoint from = new IPEndPoint(IPAddress.IPv6Any, 0);
-        int n = s.ReceiveFrom(buffer, ref from);
-        return (buffer.AsSpan(0, n).ToArray(), from);
-    }
+    private static (byte[] Payload, EndPoint From) Receive(Socket s) => UdpTests.Receive(s);
 
     /// <summary>The UDP datagram of an IPv6 frame to the guest, its checksum checked by the oracle.</summary>
     private static PacketDotNet.UdpPacket ExpectUdp(StackHarness h)
@@ -241,13 +235,5 @@ public class UdpIPv6Tests
         Assert.Equal(0, h.Invoke(() => h.Stack.Udp.FlowCount));
     }
 
-    private static void WaitFor(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow + StackHarness.Timeout;
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline) throw new TimeoutException("Condition not met in time.");
-            Thread.Sleep(5);
-        }
-    }
+    private static void WaitFor(Func<bool> condition) => UdpTests.WaitFor(condition);
 }
