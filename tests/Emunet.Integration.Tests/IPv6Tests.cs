@@ -200,7 +200,14 @@ public sealed class IPv6Tests
         await guest.WaitForLineAsync(l => l == "ready", TimeSpan.FromMinutes(3));
 
         var forward = await engine.Engine.AddForwardAsync(ForwardSpec.Parse("udp:[::1]:0:5353"));
-        Assert.Equal("guest6:hello-forward", await UdpRoundTrip(IPAddress.IPv6Loopback, forward.BoundPort, "hello-forward"));
+        string answer;
+        try { answer = await UdpRoundTrip(IPAddress.IPv6Loopback, forward.BoundPort, "hello-forward"); }
+        catch (TimeoutException e)
+        {
+            var drops = (await engine.Engine.GetStatisticsAsync()).DropsByReason;
+            throw new TimeoutException($"{e.Message}\ndrops: {string.Join(", ", drops)}\nguest:\n{string.Join("\n", guest.Lines)}", e);
+        }
+        Assert.Equal("guest6:hello-forward", answer);
         var flows = await engine.Engine.ListConnectionsAsync();
         var flow = Assert.Single(flows, f => f.Direction == FlowDirection.Forwarded);
         Assert.Equal(FlowProtocol.Udp, flow.Protocol);
