@@ -72,7 +72,7 @@ internal sealed class ForwardTable : ITimerClient
         _loop.AssertOwner();
         if (spec.HostPort != 0 && _forwards.ContainsKey((spec.Protocol, spec.HostAddress, spec.HostPort)))
             throw new InvalidOperationException(
-                $"This engine already forwards {Name(spec.Protocol)} {spec.HostAddress}:{spec.HostPort}; remove that forward first.");
+                $"This engine already forwards {Name(spec.Protocol)} {new System.Net.IPEndPoint(spec.HostAddress, spec.HostPort)}; remove that forward first.");
         if (_forwards.Count >= MaxForwards)
             throw new InvalidOperationException($"Cannot add the forward {spec}: at most {MaxForwards} forwards can exist; remove one first.");
         var stack = StackFor(spec);

@@ -96,7 +96,7 @@ internal abstract class Forwarder : IPollable
         catch (SocketException e)
         {
             socket.Dispose();
-            throw new InvalidOperationException($"Cannot listen on {Spec.HostAddress}:{Spec.HostPort} for the forward {Spec}: {e.Message}", e);
+            throw new InvalidOperationException($"Cannot listen on {new IPEndPoint(Spec.HostAddress, Spec.HostPort)} for the forward {Spec}: {e.Message}", e);
         }
         _socket = socket;
         BoundPort = ((IPEndPoint)socket.LocalEndPoint!).Port;
@@ -106,7 +106,7 @@ internal abstract class Forwarder : IPollable
         _fd = (int)socket.Handle;
         _token = _loop.Register(_fd, Libc.EPOLLIN, this);
         if (Logger.IsEnabled(LogLevel.Information))
-            Logger.LogInformation("forward {Forward}: listening on {Address}:{Port}", Spec, Spec.HostAddress, BoundPort);
+            Logger.LogInformation("forward {Forward}: listening on {EndPoint}", Spec, new IPEndPoint(Spec.HostAddress, BoundPort));
     }
 
     /// <summary>

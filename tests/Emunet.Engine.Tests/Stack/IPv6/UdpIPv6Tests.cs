@@ -235,5 +235,16 @@ public class UdpIPv6Tests
         Assert.Equal(0, h.Invoke(() => h.Stack.Udp.FlowCount));
     }
 
+    [Fact]
+    public void A_forward_on_an_ipv6_port_in_use_names_it_in_brackets()
+    {
+        using var taken = LoopbackServer();
+        using var h = new StackHarness();
+        var spec = Emunet.Engine.Forwarding.ForwardSpec.Parse($"udp:[::1]:{Port(taken)}:53");
+        var e = Assert.Throws<InvalidOperationException>(() => h.Forwards.Add(spec));
+        Assert.Contains($"udp [::1]:{Port(taken)}", e.Message);
+        Assert.Contains("in use", e.Message);
+    }
+
     private static void WaitFor(Func<bool> condition) => UdpTests.WaitFor(condition);
 }
