@@ -184,6 +184,24 @@ public class UdpIPv6Tests
         Assert.Equal(1, h.Counters.Drops(DropReason.UdpBadChecksum));
     }
 
+    [Theory]
+    [InlineData(7)]       // shorter than the header
+    [InlineData(200)]     // longer than the packet
+    public void A_lying_udp_length_over_ipv6_is_counted_not_thrown(int length)
+    {
+        using var h = new StackHarness();
+        var frame = Udp(GuestGlobal, 40000, HostAlias, 9999, "payload"u8);
+        int at = EthernetFrame.HeaderLength + IPv6Packet.HeaderLength + 4;
+        frame[at] = (byte)(length >> 8);
+        frame[at + 1] = (byte)length;
+        h.Send(frame);
+        h.Send(Frame(GuestGlobal, HostAlias, IPv6Packet.NextHeaderUdp, new byte[5]));   // not even a header
+        h.ExpectNone();
+        Assert.Equal(2, h.Counters.Drops(DropReason.UdpMalformed));
+        Assert.Equal(0, h.Counters.Drops(DropReason.InternalFault));
+        Assert.Equal(0, h.Stack.Udp.FlowCount);
+    }
+
     [Fact]
     public void Ipv4_and_ipv6_flows_share_the_table_and_its_limit()
     {
