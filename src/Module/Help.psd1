@@ -37,6 +37,7 @@
             @{ Code = 'New-EmuForward -Port 10977'; Remarks = "Host 127.0.0.1:10977 reaches the guest's TCP port 10977." }
             @{ Code = 'New-EmuForward -Port 8080 -GuestPort 80 -Instance pixel'; Remarks = "Host 127.0.0.1:8080 reaches port 80 of the guest of instance 'pixel'." }
             @{ Code = 'New-EmuForward -Port 5353 -GuestPort 53 -Protocol Udp'; Remarks = "Forwards UDP datagrams from host port 5353 to the guest's port 53." }
+            @{ Code = 'New-EmuForward -Port 8080 -GuestPort 80 -Address ::1'; Remarks = "Host [::1]:8080 reaches port 80 of the guest's IPv6 address (the guest sees the client as fec0::2); HostEndPoint shows [::1]:8080." }
             @{ Code = 'New-EmuForward -Port 8081 -GuestPort 80 -GuestAddress 10.0.2.16 -Instance pixel'; Remarks = "Host 127.0.0.1:8081 reaches port 80 of the guest on the instance's second link (the Android Emulator's Wi-Fi, 10.0.2.16)." }
             @{ Code = '$f = New-EmuForward -Port 0 -GuestPort 22; ssh -p $f.HostPort user@127.0.0.1'; Remarks = "Takes any free host port for the guest's SSH server." }
             @{ Code = "New-EmuForward -Spec 'tcp:8000-8010:9000-9010', 'udp:5353:53'"; Remarks = 'Host ports 8000-8010 reach guest ports 9000-9010, and UDP 5353 reaches 53: the specs the emunet tool takes.' }

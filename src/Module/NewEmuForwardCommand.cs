@@ -31,7 +31,7 @@ public sealed class NewEmuForwardCommand : EmunetCmdlet
     [Parameter(ValueFromPipelineByPropertyName = true, ParameterSetName = PortSet, HelpMessage = "Tcp or Udp.")]
     public ForwardProtocol Protocol { get; set; } = ForwardProtocol.Tcp;
 
-    [Parameter(ValueFromPipelineByPropertyName = true, ParameterSetName = PortSet, HelpMessage = "The host IPv4 address to listen on (0.0.0.0 for every interface).")]
+    [Parameter(ValueFromPipelineByPropertyName = true, ParameterSetName = PortSet, HelpMessage = "The host address to listen on: IPv4 (0.0.0.0 for every interface) or IPv6 (::1; the forward then reaches the guest's IPv6 address).")]
     [ValidateNotNullOrEmpty]
     public string Address { get; set; } = "127.0.0.1";
 
@@ -87,9 +87,13 @@ public sealed class NewEmuForwardCommand : EmunetCmdlet
             }
             return;
         }
-        if (!Engine.Wire.IPv4Address.TryParseDottedQuad(Address, out var address))
+        string address;
+        if (Engine.Wire.IPv4Address.TryParseDottedQuad(Address, out var v4)) address = v4.ToString();
+        else if (!Address.Contains('%') && IPAddress.TryParse(Address, out var v6) && v6.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6)
+            address = "[" + v6 + "]";   // the spec's form for an IPv6 host address
+        else
         {
-            WriteError(Error(ErrorIds.InvalidArgument, ErrorCategory.InvalidArgument, $"'{Address}' is not an IPv4 address.", Address));
+            WriteError(Error(ErrorIds.InvalidArgument, ErrorCategory.InvalidArgument, $"'{Address}' is not an IPv4 or IPv6 address.", Address));
             return;
         }
         int guest = GuestPort ?? Port;

@@ -77,10 +77,10 @@ public sealed class StartEmuNetCommand : EmunetCmdlet
     [Parameter(HelpMessage = "Isolate the guest as QEMU's restrict=on does: it reaches nothing outside, the host's loopback included; forwards and the DNS relay still work.")]
     public SwitchParameter Restrict { get; set; }
 
-    [Parameter(HelpMessage = "Guest destinations to allow, ADDR[/PREFIX][:PORT[-PORT]]; checked before -Deny, first match wins (default: allow).")]
+    [Parameter(HelpMessage = "Guest destinations to allow, ADDR[/PREFIX][:PORT[-PORT]], IPv4 or IPv6 ([fec0::2]:8080 with a port); checked before -Deny, first match wins (default: allow).")]
     public string[] Allow { get; set; } = [];
 
-    [Parameter(HelpMessage = "Guest destinations to deny, ADDR[/PREFIX][:PORT[-PORT]], e.g. 192.168.0.0/16; checked after -Allow.")]
+    [Parameter(HelpMessage = "Guest destinations to deny, ADDR[/PREFIX][:PORT[-PORT]], e.g. 192.168.0.0/16 or 2001:db8::/32; checked after -Allow.")]
     public string[] Deny { get; set; } = [];
 
     [Parameter(HelpMessage = "Guest-to-host remaps at start, as New-EmuReverse -Spec takes them: tcp:8000:9000 makes the guest's 10.0.2.2:8000 reach the host's 127.0.0.1:9000 (as adb reverse; also under -Restrict).")]

@@ -75,6 +75,8 @@ public sealed class EmuForward
     public required string Address { get; init; }
     /// <summary>The port bound on the host.</summary>
     public int HostPort { get; init; }
+    /// <summary>The host side as one endpoint (127.0.0.1:8080, [::1]:8080 for IPv6).</summary>
+    public required IPEndPoint HostEndPoint { get; init; }
     public int GuestPort { get; init; }
     /// <summary>The guest address the forward names (another link's guest); null for the first link's.</summary>
     public string? GuestAddress { get; init; }
@@ -87,7 +89,7 @@ public sealed class EmuForward
     {
         Instance = instance,
         Protocol = d.Protocol == "udp" ? ForwardProtocol.Udp : ForwardProtocol.Tcp,
-        Address = d.Address, HostPort = d.HostPort, GuestPort = d.GuestPort, GuestAddress = d.GuestAddress, Spec = d.Spec,
+        Address = d.Address, HostPort = d.HostPort, HostEndPoint = new IPEndPoint(IPAddress.Parse(d.Address), d.HostPort), GuestPort = d.GuestPort, GuestAddress = d.GuestAddress, Spec = d.Spec,
         ActiveConnections = d.ActiveConnections, TotalConnections = d.TotalConnections, Created = d.Created,
     };
 

@@ -143,8 +143,8 @@ internal static partial class EmunetCli
                 return added.Count == 1 ? WriteJson(r, added[0], ControlJsonContext.Indented.ForwardDto) : WriteJson(r, added, ControlJsonContext.Indented.ListForwardDto);
             foreach (var f in added)
                 r.InvocationConfiguration.Output.WriteLine(f.GuestAddress is null
-                    ? $"Forwarding {f.Protocol} {f.Address}:{f.HostPort} -> guest port {f.GuestPort}"
-                    : $"Forwarding {f.Protocol} {f.Address}:{f.HostPort} -> guest {f.GuestAddress} port {f.GuestPort}");
+                    ? $"Forwarding {f.Protocol} {DisplayText.EndPoint(f.Address, f.HostPort)} -> guest port {f.GuestPort}"
+                    : $"Forwarding {f.Protocol} {DisplayText.EndPoint(f.Address, f.HostPort)} -> guest {f.GuestAddress} port {f.GuestPort}");
             return 0;
         }, r => CombineForwardSpec(r.GetValue(ForwardSpecArgument)!, r.GetValue(ForwardGuestArgument), out string spec)
             ? ForwardSpec.TryParseMany(spec, out _, out string? error) ? WithGuestAddressError(spec, r.GetValue(ForwardGuestAddressOption)) : error
@@ -162,7 +162,7 @@ internal static partial class EmunetCli
             var table = new TableWriter("PROTO", "HOST", "GUEST PORT", "ACTIVE", "TOTAL", "SINCE");
             foreach (var f in forwards)
             {
-                table.Add(f.Protocol, $"{f.Address}:{f.HostPort}", f.GuestPort.ToString(CultureInfo.InvariantCulture),
+                table.Add(f.Protocol, DisplayText.EndPoint(f.Address, f.HostPort), f.GuestPort.ToString(CultureInfo.InvariantCulture),
                     f.ActiveConnections.ToString(CultureInfo.InvariantCulture), f.TotalConnections.ToString(CultureInfo.InvariantCulture),
                     f.Created.ToLocalTime().ToString("HH:mm:ss", CultureInfo.InvariantCulture));
             }
@@ -186,7 +186,7 @@ internal static partial class EmunetCli
             if (r.GetValue(JsonOption))
                 return r.GetValue(RemoveAllOption) ? WriteJson(r, removed, ControlJsonContext.Indented.ListForwardDto) : WriteJson(r, removed[0], ControlJsonContext.Indented.ForwardDto);
             foreach (var f in removed)
-                r.InvocationConfiguration.Output.WriteLine($"Removed {f.Protocol} {f.Address}:{f.HostPort} -> guest port {f.GuestPort}");
+                r.InvocationConfiguration.Output.WriteLine($"Removed {f.Protocol} {DisplayText.EndPoint(f.Address, f.HostPort)} -> guest port {f.GuestPort}");
             return 0;
         }, r => (r.GetValue(ForwardRemoveArgument), r.GetValue(RemoveAllOption)) switch
         {
@@ -276,13 +276,14 @@ internal static partial class EmunetCli
             error = "Give the forward's bound host port (see 'emunet forward list'), not 0.";
             return false;
         }
-        // The host side is what comes after "PROTO:" (and before QEMU's "-"); its first part is an address if it has dots.
+        // The host side is what comes after "PROTO:" (and before QEMU's "-"); its first part is an address if it has dots
+        // or is an IPv6 one in brackets.
         string hostSide = text.Trim();
         if (hostSide.StartsWith("hostfwd=", StringComparison.OrdinalIgnoreCase)) hostSide = hostSide["hostfwd=".Length..];
         hostSide = hostSide[(hostSide.IndexOf(':') + 1)..];
         if (hostSide.IndexOf('-') is var dash and >= 0) hostSide = hostSide[..dash];
         string first = hostSide.Split(':')[0];
-        if (first.Contains('.') || first == "*") address = spec.HostAddress.ToString();
+        if (first.Contains('.') || first == "*" || first.StartsWith('[')) address = spec.HostAddress.ToString();
         return true;
     }
 

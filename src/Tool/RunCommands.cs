@@ -100,7 +100,7 @@ internal static partial class EmunetCli
 
     private static readonly Option<string[]> AllowOption = new("--allow")
     {
-        Description = "Allow guest flows to ADDR[/PREFIX][:PORT[-PORT]], repeatable; with --deny, the first matching rule wins, in command-line order (default: allow).",
+        Description = "Allow guest flows to ADDR[/PREFIX][:PORT[-PORT]], IPv4 or IPv6 (an IPv6 address in brackets before a port: [fec0::2]:8080, [2001:db8::]/32:443), repeatable; with --deny, the first matching rule wins, in command-line order (default: allow).",
         HelpName = "RULE",
         Arity = ArgumentArity.OneOrMore,
         DefaultValueFactory = _ => [],
@@ -108,7 +108,7 @@ internal static partial class EmunetCli
 
     private static readonly Option<string[]> DenyOption = new("--deny")
     {
-        Description = "Deny guest flows to ADDR[/PREFIX][:PORT[-PORT]], repeatable (e.g. --deny 192.168.0.0/16); the host itself is only ever reachable as 10.0.2.2.",
+        Description = "Deny guest flows to ADDR[/PREFIX][:PORT[-PORT]], IPv4 or IPv6, repeatable (e.g. --deny 192.168.0.0/16 --deny 2001:db8::/32); the host itself is only ever reachable as 10.0.2.2 and fec0::2.",
         HelpName = "RULE",
         Arity = ArgumentArity.OneOrMore,
         DefaultValueFactory = _ => [],

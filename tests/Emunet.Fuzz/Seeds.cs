@@ -50,6 +50,12 @@ internal static class Seeds
         yield return ("frame", "ipv6-dhcpv6", Frames(GuestPackets6.Udp(GuestPackets6.LinkLocal, Dhcpv6Message.AllServersAndRelays, 546, 547,
             [Dhcpv6Message.TypeInformationRequest, 0x12, 0x34, 0x56, 0, 6, 0, 2, 0, 23])));
         yield return ("frame", "ipv6-fragments", Frames(GuestPackets6.Fragments()));
+        // UDP over IPv6 through the host alias (a flow to ::1), to an IPv4-mapped address (refused), and echo beyond
+        // Emunet's own addresses (the relay's policy check; the rig denies it).
+        yield return ("frame", "ipv6-udp-to-alias", Frames(GuestPackets6.Udp(GuestPackets6.Global, Config.IPv6Gateway, 40000, 9, "hello6"u8),
+            GuestPackets6.Udp(GuestPackets6.Global, IPv6Address.Parse("::ffff:10.0.2.2"), 40000, 9, "mapped"u8)));
+        yield return ("frame", "ipv6-echo-relay", Frames(GuestPackets6.Echo(IPv6Address.Parse("2001:db8::1")),
+            GuestPackets6.Echo(IPv6Address.Parse("::ffff:127.0.0.1"))));
 
         yield return ("dhcp", "discover", Dhcp(DhcpMessage.MessageType.Discover));
         yield return ("dhcp", "request", Dhcp(DhcpMessage.MessageType.Request, requested: Guest));

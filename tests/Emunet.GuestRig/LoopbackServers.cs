@@ -50,13 +50,23 @@ public static class LoopbackPorts
     }
 }
 
-/// <summary>A UDP server on 127.0.0.1 that answers each datagram with "echo:" + its upper-cased text.</summary>
+/// <summary>A UDP server on 127.0.0.1 (or ::1) that answers each datagram with "echo:" + its upper-cased text.</summary>
 public sealed class LoopbackUdpEcho : IDisposable
 {
-    private readonly UdpClient _udp = new(new IPEndPoint(IPAddress.Loopback, 0));
+    private readonly UdpClient _udp;
     private readonly CancellationTokenSource _stop = new();
 
-    public LoopbackUdpEcho() => _ = Task.Run(Loop);
+    /// <param name="address">The loopback address to listen on (127.0.0.1 unless given, e.g. ::1).</param>
+    public LoopbackUdpEcho(IPAddress? address = null)
+    {
+        var at = address ?? IPAddress.Loopback;
+        _udp = new UdpClient(new IPEndPoint(at, 0));
+        _ = Task.Run(Loop);
+    }
+
+    /// <summary>Datagrams received so far.</summary>
+    public int Received => Volatile.Read(ref _received);
+    private int _received;
 
     public int Port => ((IPEndPoint)_udp.Client.LocalEndPoint!).Port;
 
@@ -67,6 +77,7 @@ public sealed class LoopbackUdpEcho : IDisposable
             UdpReceiveResult r;
             try { r = await _udp.ReceiveAsync(_stop.Token); }
             catch (Exception) { return; }
+            Interlocked.Increment(ref _received);
             var reply = Encoding.ASCII.GetBytes("echo:" + Encoding.ASCII.GetString(r.Buffer).Trim().ToUpperInvariant() + "\n");
             await _udp.SendAsync(reply, r.RemoteEndPoint);
         }

@@ -136,6 +136,8 @@ public sealed class ToolCommandTests : IDisposable
     [InlineData("run", "--socket", "/tmp/a.sock", "--deny", "10.0.0")]
     [InlineData("run", "--socket", "/tmp/a.sock", "--allow", "10.0.0.0/40")]
     [InlineData("run", "--socket", "/tmp/a.sock", "--allow", "10.0.0.1:70000")]
+    [InlineData("run", "--socket", "/tmp/a.sock", "--deny", "[2001:db8::/32")]
+    [InlineData("run", "--socket", "/tmp/a.sock", "--deny", "2001:db8::/129")]
     [InlineData("run", "--socket", "/tmp/a.sock", "--buffer-budget", "0")]
     [InlineData("run", "--connect", "ftp:127.0.0.1:5000")]
     [InlineData("launch")]
@@ -225,6 +227,53 @@ public sealed class ToolCommandTests : IDisposable
         Assert.Equal(3, (await Cli("forward", "list", "--json")).Out.Split("\"spec\"").Length - 1);
     }
 
+    [Fact]
+    public async Task Forwards_from_ipv6_show_their_host_endpoint_in_brackets()
+    {
+        await using var run = new RunningTool("fwd6", "--socket", DeviceSocket("fwd6"));
+        var tcp = await Cli("forward", "add", "tcp:[::1]:0:80");
+        Assert.True(tcp.Code == 0, tcp.Err);
+        var added = System.Text.RegularExpressions.Regex.Match(tcp.Out, @"^Forwarding tcp \[::1\]:(\d+) -> guest port 80$",
+            System.Text.RegularExpressions.RegexOptions.Multiline);
+        Assert.True(added.Success, tcp.Out);
+        string port = added.Groups[1].Value;
+        var udp = await Cli("forward", "add", "udp:[::1]:0:5353", "--json");
+        Assert.True(udp.Code == 0, udp.Err);
+        var udpForward = JsonDocument.Parse(udp.Out).RootElement;
+        int udpPort = udpForward.GetProperty("hostPort").GetInt32();
+        Assert.Equal("::1", udpForward.GetProperty("address").GetString());
+        Assert.Equal($"[::1]:{udpPort}", udpForward.GetProperty("hostEndPoint").GetString());
+        Assert.Equal($"udp:[::1]:{udpPort}:5353", udpForward.GetProperty("spec").GetString());
+        Assert.True(Emunet.Engine.Forwarding.ForwardSpec.TryParse(udpForward.GetProperty("spec").GetString()!, out _, out _));
+
+        var list = await Cli("forward", "list");
+        Assert.Contains($"[::1]:{port}", list.Out);
+        Assert.Contains($"[::1]:{udpPort}", list.Out);
+        var json = JsonDocument.Parse((await Cli("forward", "list", "--json")).Out).RootElement.EnumerateArray().ToList();
+        Assert.Equal(new[] { $"[::1]:{port}", $"[::1]:{udpPort}" }.Order(), json.Select(f => f.GetProperty("hostEndPoint").GetString()).Order());
+        Assert.Contains($"tcp:[::1]:{port}:80", json.Select(f => f.GetProperty("spec").GetString()));
+
+        var removed = await Cli("forward", "remove", $"tcp:[::1]:{port}");
+        Assert.True(removed.Code == 0, removed.Err);
+        Assert.Contains($"Removed tcp [::1]:{port} -> guest port 80", removed.Out);
+    }
+
+    [Fact]
+    public void Connections_of_ipv6_flows_show_bracketed_endpoints()
+    {
+        var dto = ConnectionDto.From(new Emunet.Engine.Stack.Nat.ConnectionInfo
+        {
+            Id = 1, Protocol = Emunet.Engine.Stack.Nat.FlowProtocol.Udp, Direction = Emunet.Engine.Stack.Nat.FlowDirection.Forwarded,
+            GuestEndPoint = IPEndPoint.Parse("[fec0::5054:ff:fe12:3456]:5353"), GuestPeerEndPoint = IPEndPoint.Parse("[fec0::2]:49152"),
+            HostLocalEndPoint = IPEndPoint.Parse("[::1]:5353"), HostRemoteEndPoint = IPEndPoint.Parse("[::1]:40000"),
+            State = "open", Started = DateTimeOffset.UtcNow,
+        });
+        Assert.Equal(("[fec0::5054:ff:fe12:3456]:5353", "[fec0::2]:49152", "[::1]:5353", "[::1]:40000"),
+            (dto.Guest, dto.GuestPeer, dto.HostLocal, dto.HostRemote));
+        Assert.Equal("[::1]:5353", DisplayText.EndPoint("::1", 5353));
+        Assert.Equal("127.0.0.1:5353", DisplayText.EndPoint("127.0.0.1", 5353));
+    }
+
     [Theory]
     [InlineData(new[] { "emulator", "-avd", "Pixel" }, new[] { "emulator", "-avd", "Pixel", "-net-socket", "listen=127.0.0.1:40001", "-wifi-socket", "listen=127.0.0.1:40002" })]
     [InlineData(new[] { "emulator", "-avd", "Pixel", "-qemu", "-m", "2G" }, new[] { "emulator", "-avd", "Pixel", "-net-socket", "listen=127.0.0.1:40001", "-wifi-socket", "listen=127.0.0.1:40002", "-qemu", "-m", "2G" })]
@@ -258,11 +307,13 @@ public sealed class ToolCommandTests : IDisposable
     public async Task Allow_and_deny_rules_keep_their_command_line_order()
     {
         await using var run = new RunningTool("policy", "--socket", DeviceSocket("policy"),
-            "--deny", "192.0.2.0/24:443", "--allow", "192.0.2.0/24", "--restrict", "--deny", "198.51.100.7");
+            "--deny", "192.0.2.0/24:443", "--allow", "192.0.2.0/24", "--restrict", "--deny", "198.51.100.7",
+            "--allow", "[fec0::2]:8080", "--deny", "2001:db8::/32");
         var instances = await Cli("instances", "--json");
         string policy = JsonDocument.Parse(instances.Out).RootElement.EnumerateArray().Single().GetProperty("outboundPolicy").GetString()!;
         Assert.Contains("restricted", policy);
-        Assert.Contains("first match wins: deny 192.0.2.0/24:443, then allow 192.0.2.0/24, then deny 198.51.100.7/32, else allow", policy);
+        Assert.Contains("first match wins: deny 192.0.2.0/24:443, then allow 192.0.2.0/24, then deny 198.51.100.7/32, "
+            + "then allow [fec0::2]/128:8080, then deny 2001:db8::/32, else allow", policy);
     }
 
     [Fact]

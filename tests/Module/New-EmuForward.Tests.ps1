@@ -19,6 +19,23 @@ Describe 'New-EmuForward' -Tag CI {
         try { $client.Connect('127.0.0.1', $port); $client.Connected | Should -BeTrue } finally { $client.Dispose() }
     }
 
+    It 'listens on IPv6 loopback with -Address ::1, its host endpoint in brackets' {
+        $f = New-EmuForward -Port 0 -GuestPort 80 -Address ::1 -WarningAction SilentlyContinue
+        $f.Address | Should -Be '::1'
+        $f.HostEndPoint | Should -BeOfType ([System.Net.IPEndPoint])
+        $f.HostEndPoint.Address | Should -Be ([System.Net.IPAddress]::IPv6Loopback)
+        $f.HostEndPoint.Port | Should -Be $f.HostPort
+        "$($f.HostEndPoint)" | Should -Be "[::1]:$($f.HostPort)"
+        $f.Spec | Should -Be "tcp:[::1]:$($f.HostPort):80"
+        $u = New-EmuForward -Port 0 -GuestPort 53 -Protocol Udp -Address ::1 -WarningAction SilentlyContinue
+        $u.Spec | Should -Be "udp:[::1]:$($u.HostPort):53"
+        $client = [System.Net.Sockets.TcpClient]::new([System.Net.Sockets.AddressFamily]::InterNetworkV6)
+        try { $client.Connect([System.Net.IPAddress]::IPv6Loopback, $f.HostPort); $client.Connected | Should -BeTrue } finally { $client.Dispose() }
+        @(Get-EmuForward | Where-Object { "$($_.HostEndPoint)" -eq "[::1]:$($u.HostPort)" }) | Should -HaveCount 1
+        { New-EmuForward -Port 0 -GuestPort 80 -Address 'fe80::1%2' -ErrorAction Stop } | Should -Throw -ErrorId 'Emunet.InvalidArgument,*'
+        { New-EmuForward -Port 0 -GuestPort 80 -Address 'not-an-address' -ErrorAction Stop } | Should -Throw -ErrorId 'Emunet.InvalidArgument,*'
+    }
+
     It 'warns that no guest is attached, whose clients are reset at once' {
         $f = New-EmuForward -Port 0 -GuestPort 80 -WarningVariable warned -WarningAction SilentlyContinue
         $warned | Should -HaveCount 1
@@ -93,7 +110,7 @@ Describe 'New-EmuForward' -Tag CI {
         { New-EmuForward -Port 0 -ErrorAction Stop } | Should -Throw -ErrorId 'Emunet.InvalidArgument,*'
     }
 
-    It 'refuses an address that is not IPv4' {
+    It 'refuses an address that is not IPv4 or IPv6' {
         { New-EmuForward -Port 0 -GuestPort 80 -Address 'nonsense' -ErrorAction Stop } | Should -Throw -ErrorId 'Emunet.InvalidArgument,*'
     }
 

@@ -172,6 +172,8 @@ public sealed class ForwardDto
     public required string Address { get; set; }
     /// <summary>The port bound on the host.</summary>
     public int HostPort { get; set; }
+    /// <summary>Address and bound port as one endpoint: <c>127.0.0.1:8080</c>, <c>[::1]:8080</c>.</summary>
+    public string? HostEndPoint { get; set; }
     /// <summary>The port the spec asked for (0: any free port).</summary>
     public int RequestedHostPort { get; set; }
     public int GuestPort { get; set; }
@@ -187,13 +189,15 @@ public sealed class ForwardDto
     {
         string proto = ProtocolName(f.Spec.Protocol);
         string address = f.Spec.HostAddress.ToString();
+        // An IPv6 host address goes in brackets, in the spec as in the endpoint (the spec parses back the same).
+        string hostEndPoint = DisplayText.EndPoint(address, f.BoundPort);
         return new ForwardDto
         {
-            Protocol = proto, Address = address, HostPort = f.BoundPort, RequestedHostPort = f.RequestedHostPort,
+            Protocol = proto, Address = address, HostPort = f.BoundPort, HostEndPoint = hostEndPoint, RequestedHostPort = f.RequestedHostPort,
             GuestPort = f.Spec.GuestPort, GuestAddress = f.Spec.GuestAddress?.ToString(),
             Spec = f.Spec.GuestAddress is { } guest
-                ? string.Create(CultureInfo.InvariantCulture, $"{proto}:{address}:{f.BoundPort}:{guest}:{f.Spec.GuestPort}")
-                : string.Create(CultureInfo.InvariantCulture, $"{proto}:{address}:{f.BoundPort}:{f.Spec.GuestPort}"),
+                ? string.Create(CultureInfo.InvariantCulture, $"{proto}:{hostEndPoint}:{guest}:{f.Spec.GuestPort}")
+                : string.Create(CultureInfo.InvariantCulture, $"{proto}:{hostEndPoint}:{f.Spec.GuestPort}"),
             ActiveConnections = f.ActiveConnections, TotalConnections = f.TotalConnections, Created = f.Created,
         };
     }
@@ -349,7 +353,15 @@ internal static class EndPointText
     {
         if (string.IsNullOrEmpty(text)) { address = IPAddress.Loopback; return true; }
         if (text == "*") { address = IPAddress.Any; return true; }
+        if (Wire.IPv4Address.TryParseDottedQuad(text, out address)) return true;
+        // An IPv6 address, bare or in brackets (forwards bound on [::1]); no zone index.
+        string bare = text.StartsWith('[') && text.EndsWith(']') ? text[1..^1] : text;
+        if (!bare.Contains('%') && IPAddress.TryParse(bare, out var v6) && v6.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6)
+        {
+            address = v6;
+            return true;
+        }
         address = IPAddress.None;
-        return Wire.IPv4Address.TryParseDottedQuad(text, out address);
+        return false;
     }
 }

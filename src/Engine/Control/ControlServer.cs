@@ -449,17 +449,17 @@ public sealed class ControlServer : IAsyncDisposable
                     if (onPort.Count > 1)
                     {
                         return ControlResponse.Failure(null, ControlErrorCodes.BadRequest,
-                            $"Several {ForwardDto.ProtocolName(protocol)} forwards listen on port {port}: {string.Join(", ", onPort.Select(f => ForwardDto.From(f).Spec))}. Give the address too (e.g. {ForwardDto.ProtocolName(protocol)}:{onPort[0].Spec.HostAddress}:{port}).");
+                            $"Several {ForwardDto.ProtocolName(protocol)} forwards listen on port {port}: {string.Join(", ", onPort.Select(f => ForwardDto.From(f).Spec))}. Give the address too (e.g. {ForwardDto.ProtocolName(protocol)}:{DisplayText.EndPoint(onPort[0].Spec.HostAddress.ToString(), port)}).");
                     }
                     address = onPort.Count == 1 ? onPort[0].Spec.HostAddress : System.Net.IPAddress.Loopback;
                 }
                 else if (!EndPointText.TryParseAddress(r.Address, out address))
-                    return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, $"address '{r.Address}' is not an IPv4 address.");
+                    return ControlResponse.Failure(null, ControlErrorCodes.BadRequest, $"address '{r.Address}' is not an IPv4 or IPv6 address.");
                 var removed = await _engine.RemoveForwardAsync(protocol, address, port, r.Force, token).WaitAsync(token).ConfigureAwait(false);
                 if (removed is null)
                 {
                     return ControlResponse.Failure(null, ControlErrorCodes.NotFound,
-                        $"No {ForwardDto.ProtocolName(protocol)} forward listens on {(r.Address is null ? "port " : $"{address}:")}{port}. List them with 'emunet forward list' (Get-EmuForward).");
+                        $"No {ForwardDto.ProtocolName(protocol)} forward listens on {(r.Address is null ? $"port {port}" : DisplayText.EndPoint(address.ToString(), port))}. List them with 'emunet forward list' (Get-EmuForward).");
                 }
                 return new ControlResponse { Ok = true, Forward = ForwardDto.From(removed) };
             }

@@ -5,6 +5,16 @@ namespace Emunet.Engine.Control;
 /// <summary>Short texts for tables (the tool's and the module's views): at most 6 characters each.</summary>
 public static class DisplayText
 {
+    /// <summary>
+    /// An address and port as one endpoint: <c>127.0.0.1:8080</c>, or <c>[::1]:8080</c> for IPv6 (RFC 3986 §3.2.2's
+    /// brackets, as <see cref="System.Net.IPEndPoint"/> writes it), so the port cannot be read as part of the address.
+    /// </summary>
+    public static string EndPoint(string address, int port)
+    {
+        string p = port.ToString(CultureInfo.InvariantCulture);
+        return address.Contains(':') ? "[" + address + "]:" + p : address + ":" + p;
+    }
+
     /// <summary>"9999 B", then "9999 K" (KiB), "9999 M", "9999 G".</summary>
     public static string Bytes(long bytes)
     {

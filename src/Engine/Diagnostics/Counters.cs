@@ -95,6 +95,8 @@ internal enum DropReason
     Dhcpv6Malformed,
     /// <summary>An ICMPv6 error not sent: over the error rate limit (RFC 4443 §2.4 (f)).</summary>
     Icmpv6ErrorRateLimited,
+    /// <summary>An IPv6 packet to an IPv4-mapped address (::ffff:a.b.c.d), which is never routed: refused, administratively prohibited.</summary>
+    IPv6MappedDestination,
 }
 
 /// <summary>

@@ -70,18 +70,16 @@ internal sealed class ForwardTable : ITimerClient
     public ForwardInfo Add(ForwardSpec spec)
     {
         _loop.AssertOwner();
-        if (spec.Protocol == ForwardProtocol.Udp && spec.HostAddress.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6)
-            throw new InvalidOperationException($"The forward {spec} is UDP from IPv6, which Emunet does not carry yet; forward UDP from an IPv4 address.");
         if (spec.HostPort != 0 && _forwards.ContainsKey((spec.Protocol, spec.HostAddress, spec.HostPort)))
             throw new InvalidOperationException(
-                $"This engine already forwards {Name(spec.Protocol)} {spec.HostAddress}:{spec.HostPort}; remove that forward first.");
+                $"This engine already forwards {Name(spec.Protocol)} {new System.Net.IPEndPoint(spec.HostAddress, spec.HostPort)}; remove that forward first.");
         if (_forwards.Count >= MaxForwards)
             throw new InvalidOperationException($"Cannot add the forward {spec}: at most {MaxForwards} forwards can exist; remove one first.");
         var stack = StackFor(spec);
         Func<IPv4Address> target = () => stack.GuestAddress;
         Forwarder forwarder = spec.Protocol == ForwardProtocol.Tcp
             ? new TcpForwarder(_loop, stack.Tcp, target, spec, _counters, _logger, () => stack.IPv6?.GuestAddress)
-            : new UdpForwarder(_loop, stack.Udp, target, spec, _logger);
+            : new UdpForwarder(_loop, stack.Udp, target, spec, _counters, _logger, () => stack.IPv6?.GuestAddress);
         forwarder.Start(); // logs where it listens
         _forwards[(spec.Protocol, spec.HostAddress, forwarder.BoundPort)] = forwarder;
         return forwarder.Info;

@@ -79,7 +79,7 @@ internal abstract class Forwarder : IPollable
         {
             socket = Spec.Protocol == ForwardProtocol.Tcp
                 ? new Socket(Spec.HostAddress.AddressFamily, SocketType.Stream, ProtocolType.Tcp)
-                : new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+                : new Socket(Spec.HostAddress.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
         }
         catch (SocketException e) when (e.SocketErrorCode == SocketError.TooManyOpenSockets)
         {
@@ -112,7 +112,7 @@ internal abstract class Forwarder : IPollable
         catch (SocketException e)
         {
             socket.Dispose();
-            throw new InvalidOperationException($"Cannot listen on {Spec.HostAddress}:{Spec.HostPort} for the forward {Spec}: {e.Message}", e);
+            throw new InvalidOperationException($"Cannot listen on {new IPEndPoint(Spec.HostAddress, Spec.HostPort)} for the forward {Spec}: {e.Message}", e);
         }
         _socket = socket;
         BoundPort = ((IPEndPoint)socket.LocalEndPoint!).Port;
@@ -122,7 +122,7 @@ internal abstract class Forwarder : IPollable
         _fd = (int)socket.Handle;
         _token = _loop.Register(_fd, Libc.EPOLLIN, this);
         if (Logger.IsEnabled(LogLevel.Information))
-            Logger.LogInformation("forward {Forward}: listening on {Address}:{Port}", Spec, Spec.HostAddress, BoundPort);
+            Logger.LogInformation("forward {Forward}: listening on {EndPoint}", Spec, new IPEndPoint(Spec.HostAddress, BoundPort));
     }
 
     /// <summary>

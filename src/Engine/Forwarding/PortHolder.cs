@@ -15,7 +15,8 @@ internal static class PortHolder
     public static string InUseMessage(ForwardProtocol protocol, IPAddress address, int port)
     {
         string proto = protocol == ForwardProtocol.Tcp ? "tcp" : "udp";
-        string text = $"Cannot listen on {proto} {address}:{port}: the address is already in use";
+        // IPEndPoint writes an IPv6 address in brackets ([::1]:8080), so the port stays apart from it.
+        string text = $"Cannot listen on {proto} {new IPEndPoint(address, port)}: the address is already in use";
         try
         {
             var holder = Find(protocol, address, port);

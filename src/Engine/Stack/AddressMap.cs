@@ -80,10 +80,10 @@ internal sealed class AddressMap
 
     /// <summary>
     /// The same order for IPv6: the DNS relay fec0::3 port 53 to the upstream resolver; the host alias fec0::2 to the
-    /// host's ::1 (off with <see cref="NetworkConfig.MapGatewayToLoopback"/>, denied by <c>--restrict</c>); other
-    /// addresses of the prefix, link-local, multicast, unspecified: nothing; ::1, IPv4-mapped and the host's own
-    /// addresses: denied; <c>--restrict</c>: denied; anything else: itself. The allow/deny rules are IPv4 prefixes and
-    /// match no IPv6 destination.
+    /// host's ::1 (off with <see cref="NetworkConfig.MapGatewayToLoopback"/>, denied by <c>--restrict</c> and subject to
+    /// the rules, as 10.0.2.2 is); other addresses of the prefix, link-local, multicast, unspecified: nothing; ::1,
+    /// IPv4-mapped and the host's own addresses: denied; <c>--restrict</c>: denied; the IPv6 allow/deny rules, first
+    /// match wins (IPv4 rules match no IPv6 destination); anything else: itself.
     /// </summary>
     public OutboundVerdict MapOutboundIPv6(IPv6Address destination, int port, out IPAddress host, out int hostPort)
     {
@@ -99,7 +99,7 @@ internal sealed class AddressMap
         if (destination == _config.IPv6Gateway)
         {
             if (!_config.MapGatewayToLoopback) return OutboundVerdict.Unroutable;
-            if (_config.Restrict) return OutboundVerdict.Denied;
+            if (_config.Restrict || !RulesAllow(Nat.FlowAddress.FromIPv6(destination), port)) return OutboundVerdict.Denied;
             host = IPAddress.IPv6Loopback;
             return OutboundVerdict.Mapped;
         }
@@ -108,7 +108,7 @@ internal sealed class AddressMap
             return OutboundVerdict.Unroutable;
         var address = destination.ToIPAddress();
         if (destination == IPv6Address.Loopback || address.IsIPv4MappedToIPv6 || IsHostOwnIPv6(address)) return OutboundVerdict.Denied;
-        if (_config.Restrict) return OutboundVerdict.Denied;
+        if (_config.Restrict || !RulesAllow(Nat.FlowAddress.FromIPv6(destination), port)) return OutboundVerdict.Denied;
         host = address;
         return OutboundVerdict.Mapped;
     }
@@ -148,10 +148,13 @@ internal sealed class AddressMap
         return OutboundVerdict.Mapped;
     }
 
-    private bool RulesAllow(IPv4Address destination, int port)
+    private bool RulesAllow(IPv4Address destination, int port) => RulesAllow(Nat.FlowAddress.FromIPv4(destination), port);
+
+    private bool RulesAllow(Nat.FlowAddress destination, int port)
     {
-        foreach (var rule in _config.OutboundRules)
-            if (rule.Matches(destination, port)) return rule.Allow;
+        var rules = _config.OutboundRules;
+        for (int i = 0; i < rules.Count; i++)
+            if (rules[i].Matches(destination, port)) return rules[i].Allow;
         return true;
     }
 

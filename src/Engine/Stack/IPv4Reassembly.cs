@@ -7,7 +7,7 @@ namespace Emunet.Engine.Stack;
 
 /// <summary>
 /// IPv4 reassembly (RFC 791 §3.2, RFC 815). A fixed number of slots, each a 64 KiB buffer (made on first use and
-/// kept) and a bitmap of the 8-byte blocks received. A datagram is keyed by source, destination, protocol and
+/// kept) and the blocks received (<see cref="FragmentHoles"/>, shared with IPv6's reassembly). A datagram is keyed by source, destination, protocol and
 /// identification (RFC 791). Fragments that overlap what is already held, go past the end a last fragment fixed,
 /// or would make the datagram longer than 65535 bytes cost the whole datagram (as RFC 5722 does for IPv6: an
 /// overlap is either an attack or a broken sender). A datagram not complete within <see cref="TimeoutMs"/> is
@@ -23,7 +23,6 @@ internal sealed class IPv4Reassembly : ITimerClient
     public const int TimeoutMs = 30_000;
 
     private const int MaxHeaderLength = 60;
-    private const int BlockCount = (MaxDatagramSize + 7) / 8;
 
     private readonly EventLoop _loop;
     private readonly Counters _counters;
@@ -51,20 +50,14 @@ internal sealed class IPv4Reassembly : ITimerClient
         public long Deadline;
         /// <summary>Header of the first fragment, then the payload at <see cref="MaxHeaderLength"/>.</summary>
         public byte[]? Buffer;
-        public readonly ulong[] Received = new ulong[(BlockCount + 63) / 64];
+        public readonly FragmentHoles Holes = new(MaxDatagramSize);
         public int HeaderLength;      // 0 until the fragment at offset 0 arrives
-        public int PayloadLength;     // -1 until the last fragment (MF clear) arrives
-        public int HighestEnd;
-        public int BytesReceived;
 
         public void Reset()
         {
             InUse = false;
             HeaderLength = 0;
-            PayloadLength = -1;
-            HighestEnd = 0;
-            BytesReceived = 0;
-            Array.Clear(Received);
+            Holes.Reset();
         }
     }
 
@@ -97,21 +90,13 @@ internal sealed class IPv4Reassembly : ITimerClient
             if (slot is null) { _counters.Drop(DropReason.IPv4FragmentTableFull); return false; }
         }
 
-        // A last fragment fixes the length; nothing may go beyond it, and it may not move.
-        if (!more)
-        {
-            if ((slot.PayloadLength >= 0 && slot.PayloadLength != end) || slot.HighestEnd > end) { Discard(slot, DropReason.IPv4FragmentOverlap); return false; }
-        }
-        else if (slot.PayloadLength >= 0 && end > slot.PayloadLength) { Discard(slot, DropReason.IPv4FragmentOverlap); return false; }
-
-        int firstBlock = offset >> 3;
-        int lastBlock = (end + 7) >> 3;         // exclusive
-        if (AnySet(slot.Received, firstBlock, lastBlock)) { Discard(slot, DropReason.IPv4FragmentOverlap); return false; }
+        var holes = slot.Holes;
+        if (!holes.Fits(offset, end, more)) { Discard(slot, DropReason.IPv4FragmentOverlap); return false; }
 
         if (offset == 0)
         {
             int headerLength = fragment.HeaderLength;
-            int highest = Math.Max(slot.HighestEnd, end);
+            int highest = Math.Max(holes.HighestEnd, end);
             if (headerLength + highest > MaxDatagramSize) { Discard(slot, DropReason.IPv4FragmentTooLarge); return false; }
             slot.HeaderLength = headerLength;
             fragment.Header.CopyTo(slot.Buffer.AsSpan(MaxHeaderLength - headerLength));
@@ -122,17 +107,12 @@ internal sealed class IPv4Reassembly : ITimerClient
             return false;
         }
 
-        SetRange(slot.Received, firstBlock, lastBlock);
+        holes.Record(offset, end, more);
         payload.CopyTo(slot.Buffer.AsSpan(MaxHeaderLength + offset));
-        slot.BytesReceived += length;
-        if (end > slot.HighestEnd) slot.HighestEnd = end;
-        if (!more) slot.PayloadLength = end;
+        if (slot.HeaderLength == 0 || !holes.IsComplete) return false;
 
-        if (slot.HeaderLength == 0 || slot.PayloadLength < 0 || slot.BytesReceived != slot.PayloadLength) return false;
-
-        // Complete: no overlaps were admitted, so the byte count equal to the length means no holes.
         int start = MaxHeaderLength - slot.HeaderLength;
-        int total = slot.HeaderLength + slot.PayloadLength;
+        int total = slot.HeaderLength + holes.Length;
         var whole = slot.Buffer.AsSpan(start, total);
         BinaryPrimitives.WriteUInt16BigEndian(whole[IPv4Packet.Offsets.TotalLength..], (ushort)total);
         // Keep DF, clear MF and the offset.
@@ -201,16 +181,4 @@ internal sealed class IPv4Reassembly : ITimerClient
     }
 
     private static void Release(Slot? slot) => slot?.Reset();
-
-    private static bool AnySet(ulong[] bits, int from, int to)
-    {
-        for (int i = from; i < to; i++)
-            if ((bits[i >> 6] & (1UL << (i & 63))) != 0) return true;
-        return false;
-    }
-
-    private static void SetRange(ulong[] bits, int from, int to)
-    {
-        for (int i = from; i < to; i++) bits[i >> 6] |= 1UL << (i & 63);
-    }
 }

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using Emunet.Engine.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
@@ -10,12 +11,15 @@ using Microsoft.Extensions.Logging;
 namespace Emunet.Engine.Stack;
 
 /// <summary>
-/// ICMP (RFC 792). Echo requests to the gateway and the DNS relay are answered here. Echo requests to anywhere
-/// else go out through the host's unprivileged ping sockets (Linux <c>SOCK_DGRAM</c>/<c>IPPROTO_ICMP</c>, allowed by
-/// <c>net.ipv4.ping_group_range</c>): one socket per guest identifier and destination; the kernel picks the
-/// identifier on the wire, and replies get the guest's identifier back. Where the host refuses ping sockets the
-/// guest gets "destination unreachable, administratively prohibited" instead of silence. UDP and TCP report host
-/// socket errors to the guest through <see cref="SendDestinationUnreachable"/>. Owner thread only.
+/// ICMP (RFC 792) and the echo relay of both families. Echo requests to the gateway and the DNS relay are answered
+/// here (IPv6's to Emunet's own addresses by <c>IPv6/Icmpv6</c>). Echo requests to anywhere else go out through the
+/// host's unprivileged ping sockets (Linux <c>SOCK_DGRAM</c> with <c>IPPROTO_ICMP</c>, or <c>IPPROTO_ICMPV6</c> for an
+/// IPv6 guest's echo, <see cref="OnEcho6"/>; both allowed by <c>net.ipv4.ping_group_range</c>): one socket per guest
+/// identifier and destination, in the one flow table; the kernel picks the identifier on the wire and computes the
+/// checksum, and replies get the guest's identifier back (and, over IPv6, a checksum over the guest's pseudo-header).
+/// Where the host refuses ping sockets of a family, the guest gets "destination unreachable, administratively
+/// prohibited" instead of silence, and that family is not asked again for <see cref="RefusalRetryMs"/>. UDP and TCP
+/// report host socket errors to IPv4 guests through <see cref="SendDestinationUnreachable"/>. Owner thread only.
 /// </summary>
 internal sealed class Icmp : IDisposable
 {
@@ -34,7 +38,8 @@ internal sealed class Icmp : IDisposable
     private readonly ILogger _logger;
     private readonly FlowTable _flows;
     private readonly byte[] _scratch = new byte[65536];
-    private long _refusedUntil = long.MinValue;
+    private long _refusedUntil4 = long.MinValue;
+    private long _refusedUntil6 = long.MinValue;
 
     public Icmp(EventLoop loop, IPacketSender sender, FlowTable flows, NetworkConfig config, AddressMap map, Counters counters, ILogger logger)
     {
@@ -48,14 +53,16 @@ internal sealed class Icmp : IDisposable
     }
 
     /// <summary>
-    /// Makes a non-blocking host ping socket connected to the given host; replaceable in tests. Throws
-    /// <see cref="SocketException"/> when the host refuses.
+    /// Makes a non-blocking host ping socket of the host address's family connected to the given host; replaceable in
+    /// tests. Throws <see cref="SocketException"/> when the host refuses.
     /// </summary>
     internal Func<IPAddress, Socket> PingSocketFactory { get; set; } = OpenPingSocket;
 
     private static Socket OpenPingSocket(IPAddress host)
     {
-        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Icmp);
+        var socket = host.AddressFamily == AddressFamily.InterNetworkV6
+            ? new Socket(AddressFamily.InterNetworkV6, SocketType.Dgram, ProtocolType.IcmpV6)
+            : new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Icmp);
         try
         {
             socket.Blocking = false;
@@ -76,8 +83,9 @@ internal sealed class Icmp : IDisposable
     /// <summary>One ping flow: the guest's identifier toward one destination, through one host ping socket.</summary>
     private sealed class IcmpFlow(Icmp owner) : Flow
     {
-        public IPv4Address Guest;
-        public IPv4Address Destination;
+        /// <summary>The guest and the destination it pinged, IPv4-mapped or IPv6 (the same family).</summary>
+        public FlowAddress Guest;
+        public FlowAddress Destination;
         public ushort Identifier;
 
         public override string StateName => "echo";
@@ -104,7 +112,36 @@ internal sealed class Icmp : IDisposable
             return;
         }
         if (verdict != OutboundVerdict.Mapped) { _counters.Drop(DropReason.NotForUs); return; }
-        Relay(in packet, in icmp, host);
+        switch (Relay(FlowAddress.FromIPv4(packet.Source), FlowAddress.FromIPv4(destination), icmp.Identifier, icmp.Bytes, host))
+        {
+            case EchoOutcome.Refused: SendDestinationUnreachable(IcmpPacket.CodeAdministrativelyProhibited, in packet); break;
+            case EchoOutcome.Unreachable: SendDestinationUnreachable(IcmpPacket.CodeHostUnreachable, in packet); break;
+        }
+    }
+
+    /// <summary>What became of an echo request to relay, for the caller to report in its family's ICMP.</summary>
+    internal enum EchoOutcome
+    {
+        /// <summary>Sent, or dropped and counted: nothing to tell the guest.</summary>
+        Done,
+        /// <summary>Refused by the policy or by the host (no ping sockets): administratively prohibited.</summary>
+        Refused,
+        /// <summary>The host has no route there.</summary>
+        Unreachable,
+    }
+
+    /// <summary>
+    /// An IPv6 guest's echo request (checksum checked, from a unicast guest address) to a unicast destination that is
+    /// not Emunet's own nor IPv4-mapped: relayed through a host ICMPv6 ping socket under the outbound policy. Both
+    /// borrowed for the call; <c>Icmpv6</c> reports the outcome (RFC 4443 §3.1).
+    /// </summary>
+    internal EchoOutcome OnEcho6(in IPv6Packet packet, in Icmpv6Packet echo)
+    {
+        var destination = FlowAddress.FromIPv6(packet.Destination);
+        var verdict = _map.MapOutbound(destination, 0, out var host, out _);
+        if (verdict == OutboundVerdict.Denied) { _counters.Drop(DropReason.PolicyDenied); return EchoOutcome.Refused; }
+        if (verdict != OutboundVerdict.Mapped) { _counters.Drop(DropReason.NotForUs); return EchoOutcome.Done; }
+        return Relay(FlowAddress.FromIPv6(packet.Source), destination, echo.Identifier, echo.Bytes, host);
     }
 
     private void ReplyDirectly(in IPv4Packet packet, in IcmpPacket echo)
@@ -122,39 +159,42 @@ internal sealed class Icmp : IDisposable
         EchoRepliesSent++;
     }
 
-    private void Relay(in IPv4Packet packet, in IcmpPacket echo, IPAddress host)
+    /// <summary>Sends <paramref name="echo"/> (the whole ICMP or ICMPv6 message, borrowed) through its flow's ping socket.</summary>
+    private EchoOutcome Relay(FlowAddress guest, FlowAddress destination, ushort identifier, ReadOnlySpan<byte> echo, IPAddress host)
     {
-        var key = FlowKey.IPv4(FlowProtocol.Icmp, packet.Source, echo.Identifier, packet.Destination, 0);
+        var key = new FlowKey(FlowProtocol.Icmp, guest, identifier, destination, 0);
         IcmpFlow? flow;
         if (_flows.TryGet(key, out var found)) flow = (IcmpFlow)found;
         else
         {
-            if (_loop.NowMs < _refusedUntil) { Refused(in packet); return; }
-            if (!_flows.HasRoom(FlowProtocol.Icmp)) { _counters.Drop(DropReason.IcmpFlowTableFull); return; }
-            flow = Open(key, packet.Source, packet.Destination, host, echo.Identifier, out bool outOfDescriptors);
+            ref long refusedUntil = ref guest.IsIPv4 ? ref _refusedUntil4 : ref _refusedUntil6;
+            if (_loop.NowMs < refusedUntil) { _counters.Drop(DropReason.IcmpPingRefused); return EchoOutcome.Refused; }
+            if (!_flows.HasRoom(FlowProtocol.Icmp)) { _counters.Drop(DropReason.IcmpFlowTableFull); return EchoOutcome.Done; }
+            flow = Open(key, host, ref refusedUntil, out bool outOfDescriptors);
             if (flow is null)
             {
-                if (!outOfDescriptors) Refused(in packet);
-                return;
+                if (outOfDescriptors) return EchoOutcome.Done; // counted by the flow table: a drop, not a refusal by the host
+                _counters.Drop(DropReason.IcmpPingRefused);
+                return EchoOutcome.Refused;
             }
         }
-        flow.HostSocket!.Send(echo.Bytes, SocketFlags.None, out var error);
+        flow.HostSocket!.Send(echo, SocketFlags.None, out var error);
         if (error != SocketError.Success)
         {
-            if (error is SocketError.NetworkUnreachable or SocketError.HostUnreachable)
-                SendDestinationUnreachable(IcmpPacket.CodeHostUnreachable, in packet);
-            else _counters.Drop(DropReason.IcmpSendFailed);
-            return;
+            if (error is SocketError.NetworkUnreachable or SocketError.HostUnreachable) return EchoOutcome.Unreachable;
+            _counters.Drop(DropReason.IcmpSendFailed);
+            return EchoOutcome.Done;
         }
         flow.LastActive = _loop.NowMs;
-        flow.BytesFromGuest += echo.Bytes.Length;
+        flow.BytesFromGuest += echo.Length;
+        return EchoOutcome.Done;
     }
 
     /// <summary>
     /// A ping socket and its flow; null when the host refuses ping sockets, the table is full, or (with
     /// <paramref name="outOfDescriptors"/>, counted by the flow table) the socket would take a headroom descriptor.
     /// </summary>
-    private IcmpFlow? Open(FlowKey key, IPv4Address guest, IPv4Address destination, IPAddress host, ushort identifier, out bool outOfDescriptors)
+    private IcmpFlow? Open(FlowKey key, IPAddress host, ref long refusedUntil, out bool outOfDescriptors)
     {
         outOfDescriptors = false;
         Socket socket;
@@ -170,11 +210,13 @@ internal sealed class Icmp : IDisposable
         }
         catch (SocketException e)
         {
-            // EACCES when the host's ping_group_range leaves Emunet's group out.
-            if (e.SocketErrorCode is SocketError.AccessDenied or SocketError.ProtocolNotSupported or SocketError.SocketNotSupported)
-                _refusedUntil = _loop.NowMs + RefusalRetryMs;
+            // EACCES when the host's ping_group_range leaves Emunet's group out (it governs both families).
+            if (e.SocketErrorCode is SocketError.AccessDenied or SocketError.ProtocolNotSupported or SocketError.SocketNotSupported
+                or SocketError.AddressFamilyNotSupported)
+                refusedUntil = _loop.NowMs + RefusalRetryMs;
             if (_logger.IsEnabled(LogLevel.Information))
-                _logger.LogInformation("The host refuses ICMP ping sockets ({Error}); echo requests beyond the gateway are answered with destination unreachable. Allow them with sysctl net.ipv4.ping_group_range.", e.SocketErrorCode);
+                _logger.LogInformation("The host refuses {Family} ping sockets ({Error}); echo requests beyond Emunet's own addresses are answered with destination unreachable. Allow them with sysctl net.ipv4.ping_group_range.",
+                    key.Guest.IsIPv4 ? "ICMP" : "ICMPv6", e.SocketErrorCode);
             return null;
         }
         if (_flows.AtHeadroom(socket))
@@ -185,8 +227,8 @@ internal sealed class Icmp : IDisposable
         }
         var flow = new IcmpFlow(this)
         {
-            Key = key, Direction = FlowDirection.Outbound, HostSocket = socket, HostFd = (int)socket.Handle, Guest = guest,
-            Destination = destination, HostRemote = new IPEndPoint(host, 0), Identifier = identifier, LastActive = _loop.NowMs,
+            Key = key, Direction = FlowDirection.Outbound, HostSocket = socket, HostFd = (int)socket.Handle, Guest = key.Guest,
+            Destination = key.Peer, HostRemote = new IPEndPoint(host, 0), Identifier = key.GuestPort, LastActive = _loop.NowMs,
             IdleTimeoutMs = IdleTimeoutMs, Link = _sender.Link,
         };
         if (!_flows.TryAdd(flow))
@@ -198,18 +240,14 @@ internal sealed class Icmp : IDisposable
         return flow;
     }
 
-    private void Refused(in IPv4Packet packet)
-    {
-        _counters.Drop(DropReason.IcmpPingRefused);
-        SendDestinationUnreachable(IcmpPacket.CodeAdministrativelyProhibited, in packet);
-    }
-
     private void OnReadable(IcmpFlow flow)
     {
         // Bounded: a flood on one socket cannot starve the loop.
+        bool ipv6 = !flow.Guest.IsIPv4;
         for (int budget = 0; budget < 64; budget++)
         {
-            var packet = _sender.BeginPacket(flow.Destination, flow.Guest, IPv4Packet.ProtocolIcmp, _sender.MaxPayload);
+            var packet = _sender.BeginFlowPacket(flow.Destination, flow.Guest, ipv6 ? IPv6Packet.NextHeaderIcmpv6 : IPv4Packet.ProtocolIcmp,
+                _sender.MaxPayloadFor(flow.Guest));
             var span = packet.Payload;
             if (span.IsEmpty)
             {
@@ -222,18 +260,28 @@ internal sealed class Icmp : IDisposable
             int n = flow.HostSocket!.Receive(span, SocketFlags.Truncated, out var error);
             if (error == SocketError.WouldBlock) return;
             if (error != SocketError.Success) { _counters.Drop(DropReason.IcmpSendFailed); return; }
-            if (n > span.Length || !IcmpPacket.TryParse(span[..n], out var reply) || reply.Type != IcmpPacket.TypeEchoReply)
+            if (n > span.Length || !IsEchoReply(span[..n], ipv6))
             {
                 _counters.Drop(DropReason.IcmpMalformed);
                 continue;
             }
-            IcmpPacket.RewriteIdentifier(span[..n], flow.Identifier);
+            if (ipv6)
+            {
+                // RFC 4443 §2.3: the checksum covers the pseudo-header, whose addresses are the guest side's here.
+                BinaryPrimitives.WriteUInt16BigEndian(span[Icmpv6Packet.Offsets.Identifier..], flow.Identifier);
+                Icmpv6Packet.FinishChecksum(span[..n], flow.Destination.IPv6, flow.Guest.IPv6);
+            }
+            else IcmpPacket.RewriteIdentifier(span[..n], flow.Identifier);
             packet.Commit(n);
             flow.LastActive = _loop.NowMs;
             flow.BytesToGuest += n;
             EchoRepliesSent++;
         }
     }
+
+    private static bool IsEchoReply(ReadOnlySpan<byte> message, bool ipv6) => ipv6
+        ? Icmpv6Packet.TryParse(message, out var reply6) && reply6.Type == Icmpv6Packet.TypeEchoReply
+        : IcmpPacket.TryParse(message, out var reply) && reply.Type == IcmpPacket.TypeEchoReply;
 
     /// <summary>
     /// Tells the guest that <paramref name="original"/> (a packet it sent, borrowed for the call) could not be

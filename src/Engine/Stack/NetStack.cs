@@ -48,11 +48,12 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
         _reassembly = new IPv4Reassembly(loop, counters);
         Icmp = new Icmp(loop, this, Flows, config, map, counters, _logger);
         Dns = new DnsRelay(loop, this, config, map.DnsUpstream, counters, _logger);
-        Udp = new Udp(loop, this, Flows, Icmp, Dns, config, map, counters, _logger);
+        // IPv6 (Stack/IPv6): its own receive path and frame writer; null when the configuration turns it off. Built
+        // before UDP, which reports errors to IPv6 guests through its ICMPv6.
+        if (config.IPv6Enabled) IPv6 = new IPv6.IPv6Stack(loop, this, device, config, counters, _logger);
+        Udp = new Udp(loop, this, Flows, Icmp, IPv6?.Icmpv6, Dns, config, map, counters, _logger);
         Dhcp = new Dhcp(this, config, counters, _logger);
         Tcp = new TcpStack(loop, this, Flows, config, map, counters, loggers.CreateLogger("Emunet.Tcp"));
-        // IPv6 (Stack/IPv6): its own receive path and frame writer; null when the configuration turns it off.
-        if (config.IPv6Enabled) IPv6 = new IPv6.IPv6Stack(loop, this, device, config, counters, _logger);
         loop.AddTimerClient(_reassembly);
         loop.AddTimerClient(Dns);
     }

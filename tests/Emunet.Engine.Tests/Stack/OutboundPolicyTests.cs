@@ -71,6 +71,77 @@ public sealed class OutboundPolicyTests
         Assert.Equal(OutboundVerdict.Mapped, Map(config, "10.0.2.2", 23, out _));
     }
 
+    private static OutboundVerdict Map6(NetworkConfig config, string destination, int port)
+    {
+        var map = new AddressMap(config with { DnsUpstream = new[] { new IPEndPoint(IPAddress.Loopback, 5300) } },
+            () => new[] { IPAddress.Loopback, HostOwn, IPAddress.IPv6Loopback });
+        return map.MapOutboundIPv6(IPv6Address.Parse(destination), port, out _, out _);
+    }
+
+    [Fact]
+    public void Ipv6_rules_match_in_order_and_only_their_family()
+    {
+        var config = new NetworkConfig
+        {
+            OutboundRules = new[]
+            {
+                OutboundRule.Parse("[2001:db8::]/48:443", allow: true),
+                OutboundRule.Parse("2001:db8::/32", allow: false),
+                OutboundRule.Parse("[fec0::2]:22", allow: false),
+                OutboundRule.Parse("0.0.0.0/0", allow: false),
+            },
+        };
+        Assert.Equal(OutboundVerdict.Mapped, Map6(config, "2001:db8::1", 443));
+        Assert.Equal(OutboundVerdict.Denied, Map6(config, "2001:db8::1", 80));
+        Assert.Equal(OutboundVerdict.Denied, Map6(config, "2001:db8:ffff::1", 443));
+        Assert.Equal(OutboundVerdict.Mapped, Map6(config, "2001:db9::1", 80));
+        // The host alias is subject to the rules, as 10.0.2.2 is.
+        Assert.Equal(OutboundVerdict.Denied, Map6(config, "fec0::2", 22));
+        Assert.Equal(OutboundVerdict.Mapped, Map6(config, "fec0::2", 23));
+        // The IPv4 catch-all matches no IPv6 destination, and the IPv6 rules no IPv4 one.
+        Assert.Equal(OutboundVerdict.Denied, Map(config, "198.51.100.1", 443, out _));
+        var v6Only = new NetworkConfig { OutboundRules = new[] { OutboundRule.Parse("::/0", allow: false) } };
+        Assert.Equal(OutboundVerdict.Mapped, Map(v6Only, "198.51.100.1", 443, out _));
+        Assert.Equal(OutboundVerdict.Denied, Map6(v6Only, "2001:db9::1", 443));
+        Assert.Equal(OutboundVerdict.Denied, Map6(new NetworkConfig { Restrict = true }, "2001:db9::1", 443));
+    }
+
+    [Theory]
+    [InlineData("::1", "::1", 128, 0, 65535, "deny ::1/128")]
+    [InlineData("2001:db8::/32", "2001:db8::", 32, 0, 65535, "deny 2001:db8::/32")]
+    [InlineData("2001:db8:1:2::5/32", "2001:db8::", 32, 0, 65535, "deny 2001:db8::/32")]
+    [InlineData("[fec0::2]:8080", "fec0::2", 128, 8080, 8080, "deny [fec0::2]/128:8080")]
+    [InlineData("[2001:db8::]/32:443", "2001:db8::", 32, 443, 443, "deny [2001:db8::]/32:443")]
+    [InlineData("[2001:db8::]/32:1000-2000", "2001:db8::", 32, 1000, 2000, "deny [2001:db8::]/32:1000-2000")]
+    [InlineData("::/0", "::", 0, 0, 65535, "deny ::/0")]
+    public void Ipv6_rules_parse(string text, string network, int prefix, int first, int last, string shown)
+    {
+        var rule = OutboundRule.Parse(text, allow: false);
+        Assert.True(rule.IsIPv6);
+        Assert.Equal((IPAddress.Parse(network), prefix, first, last), (rule.Network, rule.PrefixLength, rule.FirstPort, rule.LastPort));
+        Assert.Equal(shown, rule.ToString());
+        // The shown form parses back to the same rule.
+        Assert.Equal(rule, OutboundRule.Parse(shown["deny ".Length..], allow: false));
+    }
+
+    [Theory]
+    [InlineData("[::1")]
+    [InlineData("[::1]8080")]
+    [InlineData("[::1]:")]
+    [InlineData("::1/129")]
+    [InlineData("[::1]/:80")]
+    [InlineData("[::1]:70000")]
+    [InlineData("[10.0.0.1]:80")]
+    [InlineData("fe80::1%2")]
+    [InlineData("::ffff:10.0.0.0/104")]
+    [InlineData("2001:db8::g")]
+    public void Bad_ipv6_rules_name_the_form(string text)
+    {
+        var e = Assert.Throws<FormatException>(() => OutboundRule.Parse(text, allow: false));
+        Assert.Contains("ADDR[/PREFIX][:PORT[-PORT]]", e.Message);
+        Assert.Contains("--deny", e.Message);
+    }
+
     [Theory]
     [InlineData("10.0.0.0/8", 0, 65535, 8)]
     [InlineData("10.1.2.3/8:25", 25, 25, 8)]

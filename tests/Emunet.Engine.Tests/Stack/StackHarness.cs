@@ -20,6 +20,9 @@ internal sealed class CaptureDevice : IFrameDevice
 
     public bool IsConnected { get; set; } = true;
     public bool Full { get; set; }
+    /// <summary>Commits count in <see cref="Committed"/> and keep nothing (allocation tests: no copy per frame).</summary>
+    public bool Discard { get; set; }
+    public int Committed;
     public int TransmitSpace => Full ? 0 : 1 << 20;
 
     private int _token;
@@ -30,6 +33,8 @@ internal sealed class CaptureDevice : IFrameDevice
     public void CommitTransmit(int token, int length)
     {
         if (token != _token) Assert.Fail("a frame was committed after a newer lease was lent");
+        Committed++;
+        if (Discard) return;
         Frames.Add(_transmit.AsSpan(0, length).ToArray());
     }
 }

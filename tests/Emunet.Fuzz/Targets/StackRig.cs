@@ -12,7 +12,8 @@ namespace Emunet.Fuzz.Targets;
 /// <summary>
 /// A fresh <see cref="NetStack"/> per input over an in-memory device, driven on the calling thread (the loop never
 /// runs), with the default address plan. The outbound policy keeps every fuzzed destination on this machine: the
-/// gateway alias (host loopback) is allowed and everything else denied, and the DNS relay goes to a closed loopback
+/// gateway aliases (10.0.2.2 and fec0::2, host loopback) are allowed and everything else of either family denied, and the
+/// DNS relay goes to a closed loopback
 /// port; the host's own addresses are given as none, so no input depends on this host's interfaces.
 /// </summary>
 internal sealed class StackRig : IDisposable
@@ -22,7 +23,11 @@ internal sealed class StackRig : IDisposable
     public static readonly NetworkConfig Config = new()
     {
         DnsUpstream = [new IPEndPoint(IPAddress.Loopback, 9)],
-        OutboundRules = [OutboundRule.Parse("10.0.2.2", allow: true), OutboundRule.Parse("0.0.0.0/0", allow: false)],
+        OutboundRules =
+        [
+            OutboundRule.Parse("10.0.2.2", allow: true), OutboundRule.Parse("0.0.0.0/0", allow: false),
+            OutboundRule.Parse("fec0::2", allow: true), OutboundRule.Parse("::/0", allow: false),
+        ],
     };
 
     private readonly EventLoop _loop = new();

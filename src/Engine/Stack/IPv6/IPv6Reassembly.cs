@@ -7,7 +7,7 @@ namespace Emunet.Engine.Stack.IPv6;
 
 /// <summary>
 /// IPv6 reassembly (RFC 8200 §4.5) with the limits of <see cref="IPv4Reassembly"/>: a fixed number of slots, each a
-/// 64 KiB buffer made on first use and kept, a bitmap of the 8-byte blocks received. A datagram is keyed by source,
+/// 64 KiB buffer made on first use and kept, and the blocks received (<see cref="FragmentHoles"/>, shared with IPv4's). A datagram is keyed by source,
 /// destination and identification. An overlap costs the whole datagram (RFC 5722 §4), as does a fragment past the
 /// end a last fragment fixed or a datagram over 65535 bytes of payload; a fragment other than the last whose length
 /// is not a multiple of 8 is dropped (§4.5). The unfragmentable part (the fixed header and the headers before the
@@ -21,8 +21,6 @@ internal sealed class IPv6Reassembly : ITimerClient
     public const int MaxPayloadLength = 65535;
     /// <summary>RFC 8200 §4.5: reassembly gives up 60 seconds after the first fragment.</summary>
     public const int TimeoutMs = 60_000;
-
-    private const int BlockCount = (MaxPayloadLength + 7) / 8;
 
     private readonly EventLoop _loop;
     private readonly Counters _counters;
@@ -51,20 +49,14 @@ internal sealed class IPv6Reassembly : ITimerClient
         public byte[]? Buffer;
         /// <summary>Fragment data as it arrives, at its offset (copied behind the first fragment's headers at the end).</summary>
         public byte[]? Data;
-        public readonly ulong[] Received = new ulong[(BlockCount + 63) / 64];
+        public readonly FragmentHoles Holes = new(MaxPayloadLength);
         public int UnfragmentableLength;   // 0 until the first fragment arrives (it is at least the 40-byte header)
-        public int DataLength;             // -1 until the last fragment (M clear) arrives
-        public int HighestEnd;
-        public int BytesReceived;
 
         public void Reset()
         {
             InUse = false;
             UnfragmentableLength = 0;
-            DataLength = -1;
-            HighestEnd = 0;
-            BytesReceived = 0;
-            Array.Clear(Received);
+            Holes.Reset();
         }
     }
 
@@ -96,21 +88,14 @@ internal sealed class IPv6Reassembly : ITimerClient
             if (slot is null) { _counters.Drop(DropReason.IPv6FragmentTableFull); return false; }
         }
 
-        if (!more)
-        {
-            if ((slot.DataLength >= 0 && slot.DataLength != end) || slot.HighestEnd > end) { Discard(slot, DropReason.IPv6FragmentOverlap); return false; }
-        }
-        else if (slot.DataLength >= 0 && end > slot.DataLength) { Discard(slot, DropReason.IPv6FragmentOverlap); return false; }
-
-        int firstBlock = offset >> 3;
-        int lastBlock = (end + 7) >> 3;           // exclusive
         // RFC 5722 §4: an overlapping fragment discards the datagram and every fragment of it.
-        if (AnySet(slot.Received, firstBlock, lastBlock)) { Discard(slot, DropReason.IPv6FragmentOverlap); return false; }
+        var holes = slot.Holes;
+        if (!holes.Fits(offset, end, more)) { Discard(slot, DropReason.IPv6FragmentOverlap); return false; }
 
         if (offset == 0)
         {
             int unfragmentable = IPv6Packet.HeaderLength + chain.FragmentHeaderOffset;
-            if (unfragmentable - IPv6Packet.HeaderLength + Math.Max(slot.HighestEnd, end) > MaxPayloadLength)
+            if (unfragmentable - IPv6Packet.HeaderLength + Math.Max(holes.HighestEnd, end) > MaxPayloadLength)
             {
                 Discard(slot, DropReason.IPv6FragmentTooLarge);
                 return false;
@@ -127,17 +112,12 @@ internal sealed class IPv6Reassembly : ITimerClient
             return false;
         }
 
-        SetRange(slot.Received, firstBlock, lastBlock);
+        holes.Record(offset, end, more);
         data.CopyTo(slot.Data.AsSpan(offset));
-        slot.BytesReceived += length;
-        if (end > slot.HighestEnd) slot.HighestEnd = end;
-        if (!more) slot.DataLength = end;
+        if (slot.UnfragmentableLength == 0 || !holes.IsComplete) return false;
 
-        if (slot.UnfragmentableLength == 0 || slot.DataLength < 0 || slot.BytesReceived != slot.DataLength) return false;
-
-        // Whole: no overlap was admitted, so a byte count equal to the length means no holes.
-        int total = slot.UnfragmentableLength + slot.DataLength;
-        slot.Data.AsSpan(0, slot.DataLength).CopyTo(slot.Buffer.AsSpan(slot.UnfragmentableLength));
+        int total = slot.UnfragmentableLength + holes.Length;
+        slot.Data.AsSpan(0, holes.Length).CopyTo(slot.Buffer.AsSpan(slot.UnfragmentableLength));
         BinaryPrimitives.WriteUInt16BigEndian(slot.Buffer.AsSpan(IPv6Packet.Offsets.PayloadLength), (ushort)(total - IPv6Packet.HeaderLength));
         datagram = slot.Buffer.AsSpan(0, total);
         slot.Reset();
@@ -209,17 +189,5 @@ internal sealed class IPv6Reassembly : ITimerClient
     {
         _counters.Drop(reason);
         slot.Reset();
-    }
-
-    private static bool AnySet(ulong[] bits, int from, int to)
-    {
-        for (int i = from; i < to; i++)
-            if ((bits[i >> 6] & (1UL << (i & 63))) != 0) return true;
-        return false;
-    }
-
-    private static void SetRange(ulong[] bits, int from, int to)
-    {
-        for (int i = from; i < to; i++) bits[i >> 6] |= 1UL << (i & 63);
     }
 }

@@ -12,8 +12,9 @@ namespace Emunet.Engine.Stack.IPv6;
 /// payload here. The fixed header is checked, the source must be the guest's (link-local, an address of the prefix,
 /// or unspecified for duplicate address detection), the extension-header chain is walked with a bound
 /// (<see cref="IPv6ExtensionHeaders"/>), fragments are reassembled (<see cref="IPv6Reassembly"/>), and the upper layer
-/// goes to ICMPv6 (<see cref="Ndp"/> for Neighbor Discovery, <see cref="Icmpv6"/> for echo and errors) or to UDP
-/// (<see cref="Dhcpv6"/> on port 547). Frames toward the guest are written whole here (Ethernet and IPv6 headers)
+/// goes to ICMPv6 (<see cref="Ndp"/> for Neighbor Discovery, <see cref="Icmpv6"/> for echo, its relay and errors), to
+/// UDP (<see cref="Dhcpv6"/> on port 547, the DNS relay on fec0::3, else the NAT's <see cref="Udp"/>) or to TCP, the
+/// last two through the flow table IPv4 uses; an IPv4-mapped destination is refused (<see cref="RefuseMapped"/>). Frames toward the guest are written whole here (Ethernet and IPv6 headers)
 /// through <see cref="BeginPacket"/>; none is ever fragmented (RFC 8200 §5: the guest's link MTU is announced in the
 /// router advertisement, and nothing larger is built). Owner thread only.
 /// </summary>
@@ -33,7 +34,7 @@ internal sealed class IPv6Stack : IDisposable
         _config = config;
         _counters = counters;
         Reassembly = new IPv6Reassembly(loop, counters);
-        Icmpv6 = new Icmpv6(loop, this, config, counters);
+        Icmpv6 = new Icmpv6(loop, this, stack.Icmp, config, counters);
         Ndp = new Ndp(loop, this, config, counters);
         Dhcpv6 = new Dhcpv6(this, config, counters, logger);
         loop.AddTimerClient(Reassembly);
@@ -116,6 +117,7 @@ internal sealed class IPv6Stack : IDisposable
             case IPv6Packet.NextHeaderTcp:
                 // RFC 9293 §3.10.7.2: no connection to or from a group; from :: was refused above.
                 if (packet.Destination.IsMulticast) { _counters.Drop(DropReason.TcpMalformed); return; }
+                if (IsIPv4Mapped(packet.Destination)) { RefuseMapped(in packet); return; }
                 _stack.Tcp.OnSegment(FlowAddress.FromIPv6(source), FlowAddress.FromIPv6(packet.Destination), upper);
                 break;
             case IPv6Packet.NextHeaderUdp:
@@ -134,7 +136,9 @@ internal sealed class IPv6Stack : IDisposable
                     _stack.Dns.OnQuery(FlowAddress.FromIPv6(source), in udp);
                     return;
                 }
-                NotCarried(in packet);
+                if (source.IsUnspecified) { _counters.Drop(DropReason.SourceSpoofed); return; }
+                // The NAT: the same flows, limits and outbound policy as IPv4's datagrams (Udp.cs).
+                _stack.Udp.OnDatagram(in packet, in udp);
                 break;
             case IPv6Packet.NextHeaderNone:
                 break;
@@ -150,6 +154,19 @@ internal sealed class IPv6Stack : IDisposable
         _counters.Drop(DropReason.IPv6NotSupported);
         if (!packet.Destination.IsMulticast)
             Icmpv6.SendError(Icmpv6Packet.TypeDestinationUnreachable, Icmpv6Packet.CodeAdministrativelyProhibited, 0, in packet);
+    }
+
+    /// <summary>::ffff:a.b.c.d (RFC 4291 §2.5.5.2): an IPv4 node as a host's API names it; the flow table would take it for IPv4.</summary>
+    internal static bool IsIPv4Mapped(IPv6Address destination) => FlowAddress.FromIPv6(destination).IsIPv4;
+
+    /// <summary>
+    /// An IPv4-mapped destination is never routed (RFC 4038 §4.2: such addresses stay inside a host): counted, and
+    /// refused as a filtered destination (RFC 4443 §3.1 code 1), so the IPv4 policy cannot be walked around.
+    /// </summary>
+    private void RefuseMapped(in IPv6Packet packet)
+    {
+        _counters.Drop(DropReason.IPv6MappedDestination);
+        Icmpv6.SendError(Icmpv6Packet.TypeDestinationUnreachable, Icmpv6Packet.CodeAdministrativelyProhibited, 0, in packet);
     }
 
     private void Learn(IPv6Address source)

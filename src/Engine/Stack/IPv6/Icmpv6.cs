@@ -6,7 +6,9 @@ namespace Emunet.Engine.Stack.IPv6;
 
 /// <summary>
 /// ICMPv6 (RFC 4443) apart from Neighbor Discovery: echo requests to Emunet's own addresses are answered here
-/// (§4.2); echo to any other address is refused with destination unreachable until it is relayed to the host.
+/// (§4.2); echo to any other unicast address is relayed through a host ICMPv6 ping socket by <see cref="Icmp"/> (the
+/// flow table and outbound policy IPv4's echo uses), and what the relay refuses (the policy, or a host without ping
+/// sockets) is answered with destination unreachable, administratively prohibited (§3.1 code 1).
 /// Errors toward the guest follow §2.4: never about an error, a multicast destination or an unspecified source;
 /// as much of the invoking packet as fits in the minimum MTU; and no more than <see cref="ErrorBurst"/> at once,
 /// refilled at <see cref="ErrorsPerSecond"/> (§2.4 (f), a token bucket as Linux uses). Owner thread only.
@@ -18,15 +20,17 @@ internal sealed class Icmpv6
 
     private readonly EventLoop _loop;
     private readonly IPv6Stack _ip;
+    private readonly Icmp _relay;
     private readonly NetworkConfig _config;
     private readonly Counters _counters;
     private int _tokens = ErrorBurst;
     private long _refilledMs;
 
-    public Icmpv6(EventLoop loop, IPv6Stack ip, NetworkConfig config, Counters counters)
+    public Icmpv6(EventLoop loop, IPv6Stack ip, Icmp relay, NetworkConfig config, Counters counters)
     {
         _loop = loop;
         _ip = ip;
+        _relay = relay;
         _config = config;
         _counters = counters;
     }
@@ -48,8 +52,23 @@ internal sealed class Icmpv6
                 EchoReply(_config.IPv6RouterLinkLocal, packet.Source, in message);
             return;
         }
-        _counters.Drop(DropReason.IPv6NotSupported);
-        SendError(Icmpv6Packet.TypeDestinationUnreachable, Icmpv6Packet.CodeAdministrativelyProhibited, 0, in packet);
+        if (message.Code != 0) { _counters.Drop(DropReason.IcmpUnsupported); return; }
+        if (IPv6Stack.IsIPv4Mapped(destination))
+        {
+            // Never routed (RFC 4038 §4.2); the flow table would take it for IPv4.
+            _counters.Drop(DropReason.IPv6MappedDestination);
+            SendError(Icmpv6Packet.TypeDestinationUnreachable, Icmpv6Packet.CodeAdministrativelyProhibited, 0, in packet);
+            return;
+        }
+        switch (_relay.OnEcho6(in packet, in message))
+        {
+            case Icmp.EchoOutcome.Refused:
+                SendError(Icmpv6Packet.TypeDestinationUnreachable, Icmpv6Packet.CodeAdministrativelyProhibited, 0, in packet);
+                break;
+            case Icmp.EchoOutcome.Unreachable:
+                SendError(Icmpv6Packet.TypeDestinationUnreachable, Icmpv6Packet.CodeAddressUnreachable, 0, in packet);
+                break;
+        }
     }
 
     private void EchoReply(IPv6Address source, IPv6Address destination, in Icmpv6Packet request)
