@@ -230,7 +230,8 @@ public sealed class DescriptorLimitTests
         var dir = Directory.CreateTempSubdirectory("emunet-headroom-").FullName;
         string device = Path.Combine(dir, "g.sock");
         string control = Path.Combine(dir, "run", "headroom.sock");
-        var (engine, lines, started) = StartUnderLimit(dir, $"--socket \"{device}\" --name headroom", "started on");
+        // "ready on" comes once the control socket listens ("started on", before it, only says the device does).
+        var (engine, lines, started) = StartUnderLimit(dir, $"--socket \"{device}\" --name headroom", "' ready on ");
         using var _ = engine;
         using var server = new TcpListener(IPAddress.Loopback, 0); // a host service the guest's SYN is for
         server.Start();

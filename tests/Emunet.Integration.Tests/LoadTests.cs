@@ -122,7 +122,8 @@ public sealed class LoadTests(ITestOutputHelper output)
         psi.Environment["EMUNET_RUNTIME_DIR"] = Path.Combine(dir, "run");
         using var engine = Process.Start(psi)!;
         var started = new TaskCompletionSource();
-        engine.ErrorDataReceived += (_, e) => { if (e.Data?.Contains("started on", StringComparison.Ordinal) == true) started.TrySetResult(); };
+        // "ready on" comes once the control socket listens ("started on", before it, only says the device does).
+        engine.ErrorDataReceived += (_, e) => { if (e.Data?.Contains("' ready on ", StringComparison.Ordinal) == true) started.TrySetResult(); };
         engine.OutputDataReceived += (_, _) => { };
         engine.BeginErrorReadLine();
         engine.BeginOutputReadLine();
