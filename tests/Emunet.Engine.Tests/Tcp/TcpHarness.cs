@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Emunet.Engine.Link;
 using Emunet.Engine.Diagnostics;
 using System.Collections.Concurrent;
@@ -24,6 +25,15 @@ internal sealed class RecordingSender : IPacketSender
     public volatile bool Discard;
     /// <summary>Packets committed, recorded or not.</summary>
     public int Committed;
+    /// <summary>
+    /// When set, each recorded packet's commit time (Stopwatch ticks) is kept (<see cref="CommitTime"/>): tests of the
+    /// engine's timers measure between commits, not between the moments a test thread happened to take the packets.
+    /// </summary>
+    public volatile bool RecordTimes;
+    private readonly ConcurrentDictionary<byte[], long> _commitTimes = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>The Stopwatch timestamp at which <paramref name="raw"/> was committed (needs <see cref="RecordTimes"/>).</summary>
+    public long CommitTime(byte[] raw) => _commitTimes.TryGetValue(raw, out long t) ? t : throw new InvalidOperationException("no commit time recorded for this packet");
     /// <summary>Packets refused while <see cref="Full"/>.</summary>
     public int Refused;
     public int MaxPayload { get; init; } = 1480;
@@ -66,7 +76,9 @@ internal sealed class RecordingSender : IPacketSender
         }
         Committed++;
         if (Discard) return;
-        Packets.Add(_buffer.AsSpan(0, IPv4Packet.MinHeaderLength + payloadLength).ToArray());
+        var recorded = _buffer.AsSpan(0, IPv4Packet.MinHeaderLength + payloadLength).ToArray();
+        if (RecordTimes) _commitTimes[recorded] = Stopwatch.GetTimestamp();
+        Packets.Add(recorded);
     }
 }
 
