@@ -9,7 +9,7 @@ namespace Emunet.Integration.Tests;
 /// (its own sysfs reports the feature bits it acknowledged), and 16 MiB each way still arrive intact, with the guest at
 /// a 1,500-byte MTU (as Android guests are) and at Emunet's 65,520.
 /// </summary>
-public sealed class VhostUserOffloadTests
+public sealed class VhostUserOffloadTests(Xunit.Abstractions.ITestOutputHelper output)
 {
     // VIRTIO 1.2 §5.1.3 / §6 feature bits, as the guest's /sys/.../features shows them (character i is bit i).
     private static readonly (int Bit, string Name)[] Expected =
@@ -59,11 +59,14 @@ public sealed class VhostUserOffloadTests
         var stats = await engine.Engine.GetStatisticsAsync();
         foreach (var reason in new[] { "VirtioBadOffload", "TcpBadChecksum", "UdpBadChecksum", "VirtqueueMalformed", "DeviceProtocolError" })
             Assert.False(stats.DropsByReason.ContainsKey(reason), string.Join(", ", stats.DropsByReason));
+        output.WriteLine($"from guest: {stats.BytesFromGuest} bytes in {stats.FramesFromGuest} frames; to guest: {stats.BytesToGuest} bytes in {stats.FramesToGuest} frames");
         if (mtu == 1500)
         {
-            // Segmentation offload both ways: frames average more than a 1,500-byte MTU allows (the guest's TSO
-            // super-frames to Emunet, Emunet's 64 KiB segments to the guest).
-            Assert.True(stats.BytesFromGuest / Math.Max(1, stats.FramesFromGuest) > 1514, $"from guest: {stats.BytesFromGuest} bytes in {stats.FramesFromGuest} frames");
+            // Segmentation offload toward the guest: Emunet's 64 KiB segments make the frames average more than a
+            // 1,500-byte MTU allows. The other way, whether the guest's TCP builds super-frames is its own choice: it
+            // negotiated HOST_TSO4 (above) and what it sends is taken whole (no VirtioBadOffload), but over one 16 MiB
+            // upload it sent about 1 % of its frames as super-frames, and in one run of about a dozen none; that is
+            // followed in the performance work, not asserted here.
             Assert.True(stats.BytesToGuest / Math.Max(1, stats.FramesToGuest) > 1514, $"to guest: {stats.BytesToGuest} bytes in {stats.FramesToGuest} frames");
         }
     }
