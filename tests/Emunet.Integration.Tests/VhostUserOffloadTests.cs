@@ -63,10 +63,11 @@ public sealed class VhostUserOffloadTests(Xunit.Abstractions.ITestOutputHelper o
         if (mtu == 1500)
         {
             // Segmentation offload toward the guest: Emunet's 64 KiB segments make the frames average more than a
-            // 1,500-byte MTU allows. The other way, whether the guest's TCP builds super-frames is its own choice: it
-            // negotiated HOST_TSO4 (above) and what it sends is taken whole (no VirtioBadOffload), but over one 16 MiB
-            // upload it sent about 1 % of its frames as super-frames, and in one run of about a dozen none; that is
-            // followed in the performance work, not asserted here.
+            // 1,500-byte MTU allows. The other way, whether the guest's TCP builds super-frames depends on its
+            // congestion state and on the ACKs and windows Emunet sends it: it negotiated HOST_TSO4 (above) and what
+            // it sends is taken whole (no VirtioBadOffload), but over one 16 MiB upload it sent about 1 % of its
+            // frames as super-frames, and in one run of about a dozen none. Why so few is open in the performance
+            // work (issue 11); this test does not assert it.
             Assert.True(stats.BytesToGuest / Math.Max(1, stats.FramesToGuest) > 1514, $"to guest: {stats.BytesToGuest} bytes in {stats.FramesToGuest} frames");
         }
     }
