@@ -29,6 +29,13 @@ internal sealed class TcpForwarder(EventLoop loop, TcpStack tcp, Func<IPv4Addres
         client.Dispose();
     }
 
+    /// <summary>A client left waiting (or reset) for want of descriptors: counted, and the listener pauses.</summary>
+    private void RefuseForDescriptors()
+    {
+        counters.Drop(DropReason.AcceptOutOfDescriptors);
+        PauseForDescriptors();
+    }
+
     /// <summary>Connections accepted per readiness event, so one busy listener cannot starve the loop.</summary>
     private const int AcceptBudget = 64;
 
@@ -55,16 +62,14 @@ internal sealed class TcpForwarder(EventLoop loop, TcpStack tcp, Func<IPv4Addres
                 if (NextIsAtHeadroom())
                 {
                     // Look before accepting: the client waits in the backlog until a descriptor below the headroom is free.
-                    counters.Drop(DropReason.AcceptOutOfDescriptors);
-                    PauseForDescriptors();
+                    RefuseForDescriptors();
                     return;
                 }
                 client = listener.Accept();
             }
             catch (SocketException e) when (e.SocketErrorCode == SocketError.TooManyOpenSockets)
             {
-                counters.Drop(DropReason.AcceptOutOfDescriptors);
-                PauseForDescriptors(); // EMFILE/ENFILE: retrying at once would spin
+                RefuseForDescriptors(); // EMFILE/ENFILE: retrying at once would spin
                 return;
             }
             catch (SocketException e)
@@ -77,9 +82,8 @@ internal sealed class TcpForwarder(EventLoop loop, TcpStack tcp, Func<IPv4Addres
             {
                 // Another thread took the descriptor the probe saw (the control server, the runtime): this client
                 // would hold one of the last. It hears a reset; the listener pauses.
-                counters.Drop(DropReason.AcceptOutOfDescriptors);
                 Reset(client);
-                PauseForDescriptors();
+                RefuseForDescriptors();
                 return;
             }
             Accepted();
