@@ -25,6 +25,12 @@ runner_passed=$(grep -oE '^(Pester|Fuzz|Bench): [0-9]+ passed' "$log" | awk '{s+
 runner_failed=$(grep -oE '^(Pester|Fuzz|Bench): [0-9]+ passed, [0-9]+ failed' "$log" | awk '{s+=$4} END {print s+0}')
 passed=$((passed + runner_passed)); failed=$((failed + runner_failed))
 [ "$failed" -eq 0 ] || status=1
+# Repeat every failure (name, message and the first lines of its stack) at the end, where a truncated log still shows it.
+if [ "$failed" -gt 0 ]; then
+  echo "--- failures ---"
+  awk '/^ +Failed [^:]+ \[/ {n=24} /^\[-\] / {print; next} n>0 {print; n--}' "$log" | head -200
+  echo "--- end of failures ---"
+fi
 [ "$passed" -gt 0 ] || status=1
 echo "$passed passed, $failed failed"
 exit $status
