@@ -668,8 +668,11 @@ public class TcpOutboundTests
         var warm = Build(flow.Snd);
         var measured = Build(flow.Snd + Segments * Size);
         Run(warm);
+        // The warm turn's bytes reach the host (its end-of-turn write ran) before the measured turn, so the measured one
+        // starts from the same empty, already grown receive ring whichever loop turn each ran in.
+        Assert.Equal(Segments * Size, HostSide.ReadExactly(host, Segments * Size).Length);
         long guestToHost = Run(measured);
-        Assert.Equal(2 * Segments * Size, HostSide.ReadExactly(host, 2 * Segments * Size).Length);
+        Assert.Equal(Segments * Size, HostSide.ReadExactly(host, Segments * Size).Length);
 
         // Host -> guest: the host's data waits behind a zero window; one loop turn opens the window and ACKs what
         // Emunet sends, segment after segment.
@@ -678,6 +681,14 @@ public class TcpOutboundTests
         host.Send(HostSide.Pattern(200_000, 3));
         var probe = h.Next(); // the persist probe: the data is in the send ring
         Assert.Empty(probe.Payload);
+        // Every byte read into the send ring (it grows while the loop reads) before the measured turn: growth is not
+        // the steady state, and the turn needs 100 segments' worth queued.
+        var sw = Stopwatch.StartNew();
+        while (h.Invoke(t => t.RingsOf(TcpHarness.Guest, flow.GuestPort, flow.Peer, flow.PeerPort)?.Send ?? -1) < 200_000)
+        {
+            Assert.True(sw.Elapsed < TcpHarness.Timeout, "the host's 200,000 bytes never all reached the send ring");
+            Thread.Sleep(2);
+        }
         h.Sender.Discard = true;
         var ack = new byte[40];
         int committedBefore = h.Sender.Committed;

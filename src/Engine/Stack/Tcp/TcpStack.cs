@@ -288,6 +288,11 @@ internal sealed partial class TcpStack : ITcpHandler, IEndOfBatch
         _flows.TryGet(FlowKey.IPv4(FlowProtocol.Tcp, guest, (ushort)guestPort, peer, (ushort)peerPort), out var f) && f is TcpConnection c
             ? c.State : null;
 
+    /// <summary>Bytes the connection with this key holds in its send (host→guest) and receive rings, for tests.</summary>
+    internal (int Send, int Receive)? RingsOf(IPv4Address guest, int guestPort, IPv4Address peer, int peerPort) =>
+        _flows.TryGet(FlowKey.IPv4(FlowProtocol.Tcp, guest, (ushort)guestPort, peer, (ushort)peerPort), out var f) && f is TcpConnection c
+            ? (c.SendRing.Count, c.ReceiveRing.Count) : null;
+
     // ---- Timers -------------------------------------------------------------------------------------------------
 
     /// <summary>The flow table's timer scan reached <paramref name="c"/>: run its due timers, return its next deadline.</summary>
