@@ -44,6 +44,66 @@ public class BufferBudgetTests
     }
 
     [Fact]
+    public void Growth_into_a_mapped_block_and_on_keeps_wrapped_bytes_in_order()
+    {
+        var budget = new BufferBudget(8 << 20);
+        var ring = new ByteRing(1 << 20, budget);
+        var expected = new List<byte>();
+        var got = new List<byte>();
+        // Writes and reads of odd sizes, so the head wraps at every size the ring passes: 4 KiB arrays to 1 MiB mapped.
+        for (int i = 0; ring.Allocated < 1 << 20 || i < 40; i++)
+        {
+            var chunk = HostSide.Pattern(7_001 * (i % 9 + 1), i);
+            int n = ring.Write(chunk);
+            expected.AddRange(chunk.AsSpan(0, n).ToArray());
+            int take = Math.Min(ring.Count, 5_003 * (i % 5 + 1));
+            var back = new byte[take];
+            ring.CopyTo(0, back);
+            ring.Consume(take);
+            got.AddRange(back);
+            Assert.True(i < 10_000, "the ring never reached 1 MiB");
+        }
+        var rest = new byte[ring.Count];
+        ring.CopyTo(0, rest);
+        got.AddRange(rest);
+        Assert.Equal(expected, got);
+        Assert.Equal(1 << 20, ring.Allocated);
+        ring.Release();
+        Assert.Equal(0, budget.Used);
+    }
+
+    [Fact]
+    public void A_mapped_ring_gives_its_pages_back_to_the_kernel_when_released()
+    {
+        // Rings above 64 KiB live in their own mapping: released, their pages leave the resident set at once, with no
+        // collection (a managed array would stay until the next generation-2 collection, and its pages after it).
+        // 8 MiB: below the budget's own trim (a drain from 16 MiB forces a collection).
+        const int Size = 8 << 20;
+        var budget = new BufferBudget(2L * Size);
+        var ring = new ByteRing(Size, budget);
+        var chunk = new byte[1 << 20];
+        Array.Fill(chunk, (byte)0x5a);
+        while (ring.Count < Size) Assert.Equal(chunk.Length, ring.Write(chunk));
+        Assert.Equal(Size, ring.Allocated);
+        long held = ResidentAnonymousBytes();
+        ring.Release();
+        long after = ResidentAnonymousBytes();
+        Assert.True(held - after >= Size * 3L / 4, $"resident anonymous memory went from {held >> 20} to {after >> 20} MiB when a {Size >> 20} MiB ring was released");
+        Assert.Equal(0, budget.Used);
+        Assert.Equal(0, ring.Allocated);
+        Assert.True(ring.ReadableSpan(0).IsEmpty);
+    }
+
+    /// <summary>RssAnon of this process (proc(5)).</summary>
+    private static long ResidentAnonymousBytes()
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith("RssAnon:", StringComparison.Ordinal))
+                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+        throw new InvalidOperationException("no RssAnon in /proc/self/status");
+    }
+
+    [Fact]
     public void Every_ring_gets_its_floor_even_with_the_budget_spent()
     {
         var budget = new BufferBudget(BufferBudget.MinChunk);

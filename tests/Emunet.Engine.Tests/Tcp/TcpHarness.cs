@@ -163,6 +163,9 @@ internal sealed class TcpHarness : IDisposable
         // The handshake's RTO before any RTT sample; longer than the RFC's 1 s so a loaded test machine does not see
         // SYN retransmissions where a test does not expect them (tests that exercise them set it lower).
         Tcp.InitialRtoMs = 3000;
+        // Likewise after RTT samples: most tests check segments one by one, and a test thread held up for 200 ms (the
+        // stack's floor) would see a retransmission it did not cause (tests of the RTO set their own).
+        Tcp.MinRtoMs = 3000;
         configure?.Invoke(Tcp);
         _thread = new Thread(Loop.Run) { IsBackground = true, Name = "emunet-tcp-test" };
         _thread.Start();

@@ -257,7 +257,7 @@ public class TcpOutboundTests
     [Fact]
     public void ZeroWindowIsProbedAndReopened()
     {
-        using var h = new TcpHarness();
+        using var h = new TcpHarness(t => t.MinRtoMs = 200); // the persist timer runs on the RTO
         using var server = HostSide.Listen();
         var flow = h.Connect(HostSide.Port(server));
         using var host = HostSide.Accept(server);
@@ -313,7 +313,7 @@ public class TcpOutboundTests
     [Fact]
     public void LostSegmentIsRetransmittedAfterTheRto()
     {
-        using var h = new TcpHarness();
+        using var h = new TcpHarness(t => t.MinRtoMs = 200);
         using var server = HostSide.Listen();
         var flow = h.Connect(HostSide.Port(server));
         using var host = HostSide.Accept(server);

@@ -4,17 +4,21 @@ namespace Emunet.Engine.Stack.Tcp;
 
 /// <summary>
 /// A bounded byte ring, one per direction per connection. <see cref="Capacity"/> is what the connection may hold at
-/// most; the array behind it starts at <see cref="BufferBudget.MinChunk"/> on first use and doubles, when it is full,
+/// most; the memory behind it starts at <see cref="BufferBudget.MinChunk"/> on first use and doubles, when it is full,
 /// only while the engine's <see cref="BufferBudget"/> has room (a growth copies the bytes once; nothing per packet).
+/// Up to <see cref="RingArrayPool.MaxPooledSize"/> it is a pooled array, above that a <see cref="MappedRingBlock"/>.
 /// Bytes are appended at the tail and consumed from the head; the send direction also reads at an offset from the
-/// head (unacknowledged data is kept for retransmission). The arrays come from and go back to the stack's
-/// <see cref="RingArrayPool"/>. <see cref="Release"/> gives the memory back. Owner thread only.
+/// head (unacknowledged data is kept for retransmission). The small arrays come from and go back to the stack's
+/// <see cref="RingArrayPool"/>; a mapped block is unmapped when let go. <see cref="Release"/> gives the memory back.
+/// Spans it hands out are valid until the next call that may grow or release it. Owner thread only.
 /// </summary>
 internal sealed class ByteRing
 {
     private readonly BufferBudget _budget;
     private readonly RingArrayPool _pool;
-    private byte[]? _buffer;
+    private byte[]? _array;
+    private MappedRingBlock? _mapped;
+    private int _size;
     private int _head;
     private int _count;
 
@@ -33,7 +37,7 @@ internal sealed class ByteRing
     public bool IsEmpty => _count == 0;
 
     /// <summary>The array's size now (0 before first use).</summary>
-    public int Allocated => _buffer?.Length ?? 0;
+    public int Allocated => _size;
 
     /// <summary>What the ring can hold now without passing the budget: its array, plus the growth the budget allows.</summary>
     public int StorableCapacity => Allocated == 0 ? Math.Min(Capacity, BufferBudget.MinChunk + (int)Math.Min(int.MaxValue, _budget.Available))
@@ -42,42 +46,64 @@ internal sealed class ByteRing
     /// <summary>Room now without passing the budget.</summary>
     public int StorableFree => StorableCapacity - _count;
 
-    /// <summary>Makes the array at least as large as <paramref name="wanted"/> bytes of data need, as far as the budget allows.</summary>
+    /// <summary>The memory behind the ring (empty before first use).</summary>
+    private Span<byte> Memory => _array is { } a ? a : _mapped is { } m ? m.Span : Span<byte>.Empty;
+
+    /// <summary>Makes the memory at least as large as <paramref name="wanted"/> bytes of data need, as far as the budget allows.</summary>
     private void Grow(int wanted)
     {
-        int size = Allocated;
+        int size = _size;
         if (size == 0)
         {
             int first = Math.Min(BufferBudget.MinChunk, Capacity);
             _budget.ReserveFloor(first);
-            _buffer = _pool.Take(first);
-            size = _buffer.Length;
+            _array = _pool.Take(first);
+            _size = size = first;
         }
         int target = size;
         while (target < wanted && target < Capacity) target = (int)Math.Min((long)target * 2, Capacity);
         if (target == size || !_budget.TryReserve(target - size)) return;
-        var grown = _pool.Take(target);
+        byte[]? grownArray = null;
+        MappedRingBlock? grownMapped = null;
+        if (target <= RingArrayPool.MaxPooledSize) grownArray = _pool.Take(target);
+        else if ((grownMapped = MappedRingBlock.TryMap(target)) is null)
+        {
+            _budget.Release(target - size); // the kernel refused the mapping: the ring stays as it is
+            return;
+        }
+        Span<byte> grown = grownArray ?? grownMapped!.Span;
         // Linearise: the head moves to 0.
+        var old = Memory;
         int part = Math.Min(_count, size - _head);
-        _buffer!.AsSpan(_head, part).CopyTo(grown);
-        _buffer.AsSpan(0, _count - part).CopyTo(grown.AsSpan(part));
-        _pool.Give(_buffer!);
-        _buffer = grown; // the budget already holds the old size; TryReserve took the difference
+        old.Slice(_head, part).CopyTo(grown);
+        old[..(_count - part)].CopyTo(grown[part..]);
+        FreeMemory();
+        _array = grownArray;
+        _mapped = grownMapped;
+        _size = target; // the budget already holds the old size; TryReserve took the difference
         _head = 0;
     }
 
-    /// <summary>The contiguous free space at the tail, growing the array first when it is full and may grow.</summary>
+    /// <summary>Hands the memory back: an array to the pool, a mapping to the kernel.</summary>
+    private void FreeMemory()
+    {
+        if (_array is { } a) _pool.Give(a);
+        _mapped?.Unmap();
+        _array = null;
+        _mapped = null;
+    }
+
+    /// <summary>The contiguous free space at the tail, growing the memory first when it is full and may grow.</summary>
     public Span<byte> WritableSpan()
     {
         if (_count == Capacity) return Span<byte>.Empty;
-        if (_buffer is null || _count == _buffer.Length) Grow(_count + 1);
-        var buf = _buffer!;
-        int size = buf.Length;
+        if (_size == 0 || _count == _size) Grow(_count + 1);
+        int size = _size;
         if (_count == size) return Span<byte>.Empty;
         if (_count == 0) _head = 0;
         int tail = (_head + _count) % size;
         int len = tail >= _head ? size - tail : _head - tail;
-        return buf.AsSpan(tail, len);
+        return Memory.Slice(tail, len);
     }
 
     /// <summary>Marks <paramref name="n"/> bytes written into <see cref="WritableSpan"/> as data.</summary>
@@ -89,7 +115,7 @@ internal sealed class ByteRing
         int total = 0;
         while (total < data.Length)
         {
-            if (_buffer is not null && _buffer.Length - _count < data.Length - total) Grow(_count + data.Length - total);
+            if (_size != 0 && _size - _count < data.Length - total) Grow(_count + data.Length - total);
             var span = WritableSpan();
             if (span.IsEmpty) break;
             int n = Math.Min(span.Length, data.Length - total);
@@ -103,11 +129,11 @@ internal sealed class ByteRing
     /// <summary>The contiguous readable bytes starting <paramref name="offset"/> bytes after the head.</summary>
     public ReadOnlySpan<byte> ReadableSpan(int offset)
     {
-        if (offset >= _count || _buffer is null) return ReadOnlySpan<byte>.Empty;
-        int size = _buffer.Length;
+        if (offset >= _count || _size == 0) return ReadOnlySpan<byte>.Empty;
+        int size = _size;
         int start = (_head + offset) % size;
         int len = Math.Min(_count - offset, size - start);
-        return _buffer.AsSpan(start, len);
+        return Memory.Slice(start, len);
     }
 
     /// <summary>Copies <paramref name="destination"/>.Length bytes starting <paramref name="offset"/> after the head.</summary>
@@ -128,20 +154,20 @@ internal sealed class ByteRing
     public void Consume(int n)
     {
         if (n == 0) return;
-        _head = (_head + n) % _buffer!.Length;
+        _head = (_head + n) % _size;
         _count -= n;
         if (_count == 0) _head = 0;
     }
 
-    /// <summary>Gives the array back to the budget (and to the GC).</summary>
+    /// <summary>Gives the memory back to the budget, and to the pool or the kernel.</summary>
     public void Release()
     {
-        if (_buffer is not null)
+        if (_size != 0)
         {
-            _budget.Release(_buffer.Length);
-            _pool.Give(_buffer);
+            _budget.Release(_size);
+            FreeMemory();
         }
-        _buffer = null;
+        _size = 0;
         _head = 0;
         _count = 0;
     }

@@ -3,20 +3,22 @@ using System.Numerics;
 namespace Emunet.Engine.Stack.Tcp;
 
 /// <summary>
-/// The arrays behind the connections' <see cref="ByteRing"/>s, kept when a connection closes for the next one instead
-/// of left to the GC: a short connection then allocates no ring memory at all, and a bulk one does not put a fresh
-/// 1 MiB array on the large-object heap (collected only with generation 2) each time. Only power-of-two sizes from
-/// <see cref="Nat.BufferBudget.MinChunk"/> to 1 MiB are kept (the sizes a ring grows through), at most
-/// <see cref="MaxRetainedBytes"/> in all; anything else goes back to the GC. Kept arrays count against no budget:
-/// the <see cref="Nat.BufferBudget"/> bounds what connections hold, this limit what waits here. Owner thread only
-/// (one pool per TCP stack), so no locks.
+/// The small arrays behind the connections' <see cref="ByteRing"/>s, kept when a connection closes for the next one
+/// instead of left to the GC: a short connection then allocates no ring memory at all. Only power-of-two sizes from
+/// <see cref="Nat.BufferBudget.MinChunk"/> to <see cref="MaxPooledSize"/> are kept (the sizes a ring grows through
+/// first), at most <see cref="MaxRetainedBytes"/> in all; a ring larger than that lives in a
+/// <see cref="MappedRingBlock"/>, given back to the kernel when let go. Kept arrays count against no budget: the
+/// <see cref="Nat.BufferBudget"/> bounds what connections hold, this limit what waits here. Owner thread only (one
+/// pool per TCP stack), so no locks.
 /// </summary>
 internal sealed class RingArrayPool
 {
-    /// <summary>The most memory kept for reuse: a thousand short connections' first arrays, or a few bulk ones'.</summary>
-    public const int MaxRetainedBytes = 4 << 20;
+    /// <summary>The most memory kept for reuse: five hundred short connections' first arrays.</summary>
+    public const int MaxRetainedBytes = 2 << 20;
+    /// <summary>The largest ring array on the managed heap (and in this pool); larger rings are mapped.</summary>
+    public const int MaxPooledSize = 1 << MaxShift;
     private const int MinShift = 12; // BufferBudget.MinChunk, 4 KiB
-    private const int MaxShift = 20; // 1 MiB, TcpStack's default send ring
+    private const int MaxShift = 16; // 64 KiB: below the large-object heap's 85,000 bytes
 
     private readonly Stack<byte[]>[] _buckets = new Stack<byte[]>[MaxShift - MinShift + 1];
     private int _retained;
