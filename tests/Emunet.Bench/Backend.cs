@@ -136,6 +136,7 @@ internal sealed class Backend : IDisposable
         var psi = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in args) psi.ArgumentList.Add(a);
         _process = Process.Start(psi) ?? throw new InvalidOperationException($"{program} did not start.");
+        _sampler = new Timer(_ => SamplePrivateRss(), null, 100, 100);
         _ = _process.StandardOutput.ReadToEndAsync();
         _stderr = _process.StandardError.ReadToEndAsync();
     }
@@ -166,9 +167,39 @@ internal sealed class Backend : IDisposable
     /// <summary>The backend process's peak resident set (VmHWM) in bytes, or null.</summary>
     public long? PeakRss() => Worker is { } pid ? ProcStats.PeakRss(pid) : null;
 
+    private Timer? _sampler;
+    private long _peakPrivateRss = -1;
+
+    /// <summary>
+    /// The largest resident set seen without shared memory (RssAnon + RssFile, sampled every 100 ms), in bytes, or null:
+    /// a vhost-user back-end maps the guest's RAM, and every guest page it has read or written a frame in counts in its
+    /// resident set, though those pages are the guest's (QEMU's resident set holds them too).
+    /// </summary>
+    public long? PeakPrivateRss()
+    {
+        SamplePrivateRss();
+        long v = Interlocked.Read(ref _peakPrivateRss);
+        return v < 0 ? null : v;
+    }
+
+    private void SamplePrivateRss()
+    {
+        long rss;
+        try
+        {
+            // The leaf looked up each time, not cached: passt forks its worker a moment after it starts.
+            if (_process is not { HasExited: false } p || ProcStats.PrivateRss(ProcStats.Leaf(p.Id)) is not { } r) return;
+            rss = r;
+        }
+        catch (Exception e) when (e is InvalidOperationException or IOException or UnauthorizedAccessException or FormatException) { return; }
+        long seen;
+        while (rss > (seen = Interlocked.Read(ref _peakPrivateRss)) && Interlocked.CompareExchange(ref _peakPrivateRss, rss, seen) != seen) { }
+    }
+
     public void Dispose()
     {
         if (!Running.TryRemove(this, out _)) return;
+        _sampler?.Dispose();
         if (_process is { HasExited: false })
         {
             // SIGTERM first: the tool removes its control socket and runtime files on a clean stop.
@@ -218,6 +249,24 @@ internal static class ProcStats
             var f = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
             // f[0] is field 3 (state): utime is field 14 → f[11], stime field 15 → f[12].
             return (long.Parse(f[11], System.Globalization.CultureInfo.InvariantCulture) + long.Parse(f[12], System.Globalization.CultureInfo.InvariantCulture)) / TicksPerSecond.Value;
+        }
+        catch (IOException) { return null; }
+    }
+
+    /// <summary>RssAnon + RssFile of /proc/PID/status (the resident set without shared memory), in bytes.</summary>
+    public static long? PrivateRss(int pid)
+    {
+        try
+        {
+            long total = 0;
+            int found = 0;
+            foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+                if (line.StartsWith("RssAnon:", StringComparison.Ordinal) || line.StartsWith("RssFile:", StringComparison.Ordinal))
+                {
+                    total += long.Parse(line[8..].Trim().Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture) * 1024;
+                    found++;
+                }
+            return found == 2 ? total : null;
         }
         catch (IOException) { return null; }
     }

@@ -67,6 +67,7 @@ internal static class Cases
     public static readonly IReadOnlyList<Metric> PerGuest =
     [
         new("rss", "backend peak RSS", "MiB", Better.Lower, "0.0"),
+        new("rss-private", "backend peak RSS without shared memory (guest RAM)", "MiB", Better.Lower, "0.0"),
         new("idle-cpu", "backend idle CPU", "% of a core", Better.Lower, "0.00"),
     ];
 }

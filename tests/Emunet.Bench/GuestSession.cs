@@ -181,6 +181,7 @@ internal sealed partial class GuestSession : IDisposable
     public void RecordPeakRss(ResultSet results, int rep)
     {
         if (_backend.PeakRss() is { } rss) results.Add(_backend.Name, null, rep, "rss", rss / (1024.0 * 1024));
+        if (_backend.PeakPrivateRss() is { } own) results.Add(_backend.Name, null, rep, "rss-private", own / (1024.0 * 1024));
     }
 
     private async Task<double> ThroughputAsync(ThroughputCase c)
