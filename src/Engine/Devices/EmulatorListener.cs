@@ -24,9 +24,6 @@ namespace Emunet.Engine.Devices;
 internal sealed class EmulatorListener : IEmulatorSource, IPollable, ITimerClient
 {
     private const int Backlog = 4;
-    /// <summary>The first pause after an accept ran out of descriptors; it doubles up to <see cref="MaxPauseMs"/>.</summary>
-    internal const int FirstPauseMs = 50;
-    internal const int MaxPauseMs = 2000;
     private readonly EventLoop _loop;
     private readonly string _endpoint;
     private readonly string _option;
@@ -36,7 +33,7 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable, ITimerClien
     private Socket? _socket;
     private int _token = -1;
     private int _fd = -1;
-    private int _pauseMs;
+    private readonly AcceptBackoff _backoff = new();
 
     private EmulatorListener(EventLoop loop, string endpoint, string option, bool tcpAllowed, ILogger logger)
     {
@@ -65,10 +62,10 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable, ITimerClien
     public string Description => UnixPath is not null ? $"unix:{UnixPath}" : _endpoint;
 
     /// <summary>Pauses since a connection was last accepted (0: accepting); an episode is logged once, when it starts.</summary>
-    public long PausesThisEpisode { get; private set; }
+    public long PausesThisEpisode => _backoff.PausesThisEpisode;
 
     /// <summary>Until when (loop ms) the socket is out of the loop after an accept failed; 0 when listening.</summary>
-    public long PausedUntil { get; private set; }
+    public long PausedUntil => _backoff.PausedUntil;
 
     public void Start(EmulatorLink link)
     {
@@ -114,10 +111,9 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable, ITimerClien
                 Pause(SocketError.TooManyOpenSockets);
                 return;
             }
-            if (PausesThisEpisode > 0 && _logger.IsEnabled(LogLevel.Information))
-                _logger.LogInformation("Accepting emulator connections on {Endpoint} again, after {Count} failed attempts.", Description, PausesThisEpisode);
-            _pauseMs = 0;
-            PausesThisEpisode = 0;
+            long pauses = _backoff.Accepted();
+            if (pauses > 0 && _logger.IsEnabled(LogLevel.Information))
+                _logger.LogInformation("Accepting emulator connections on {Endpoint} again, after {Count} failed attempts.", Description, pauses);
             _link.Offer(accepted);
             // One per wake-up: accept(2) takes a descriptor before it looks at the backlog, so with none left a second
             // try fails even when nobody waits. The listener is level-triggered: another waiting emulator wakes it again.
@@ -127,7 +123,7 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable, ITimerClien
 
     /// <summary>
     /// The accept failed or was held back with the connection still waiting (out of descriptors above all): retrying
-    /// at once would spin the loop, so the socket leaves it for <see cref="_pauseMs"/>. Counted every time, logged once
+    /// at once would spin the loop, so the socket leaves it for an <see cref="AcceptBackoff"/> pause. Counted every time, logged once
     /// per episode.
     /// </summary>
     private void Pause(SocketError error)
@@ -135,19 +131,18 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable, ITimerClien
         if (_socket is null || PausedUntil != 0) return;
         bool outOfDescriptors = error == SocketError.TooManyOpenSockets;
         if (outOfDescriptors) _link!.Counters.Drop(DropReason.AcceptOutOfDescriptors);
-        _pauseMs = _pauseMs == 0 ? FirstPauseMs : Math.Min(_pauseMs * 2, MaxPauseMs);
-        if (PausesThisEpisode++ == 0 && _logger.IsEnabled(LogLevel.Warning))
+        if (_backoff.Pause(_loop.NowMs) && _logger.IsEnabled(LogLevel.Warning))
         {
             if (outOfDescriptors)
                 _logger.LogWarning("The process is out of file descriptors: the emulator's connection to {Endpoint} waits until one is free (retrying every {Min} to {Max} ms; {Advice}).",
-                    Description, FirstPauseMs, MaxPauseMs, _loop.Headroom.Advice);
+                    Description, AcceptBackoff.FirstPauseMs, AcceptBackoff.MaxPauseMs, _loop.Headroom.Advice);
             else
-                _logger.LogWarning("Accepting a connection on {Endpoint} failed: {Error}; retrying every {Min} to {Max} ms.", Description, error, FirstPauseMs, MaxPauseMs);
+                _logger.LogWarning("Accepting a connection on {Endpoint} failed: {Error}; retrying every {Min} to {Max} ms.", Description, error,
+                    AcceptBackoff.FirstPauseMs, AcceptBackoff.MaxPauseMs);
         }
         _loop.Unregister(_token, _fd);
         _token = -1;
-        PausedUntil = _loop.NowMs + _pauseMs;
-        _loop.WakeAt(PausedUntil);
+        _loop.WakeAt(_backoff.PausedUntil);
     }
 
     /// <summary>Puts the socket back in the loop when its pause is over; a connection still waiting wakes it at once.</summary>
@@ -155,7 +150,7 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable, ITimerClien
     {
         if (PausedUntil == 0 || _socket is null) return long.MaxValue;
         if (nowMs < PausedUntil) return PausedUntil;
-        PausedUntil = 0;
+        _backoff.EndPause();
         _token = _loop.Register(_fd, Libc.EPOLLIN, this);
         return long.MaxValue;
     }
@@ -170,7 +165,7 @@ internal sealed class EmulatorListener : IEmulatorSource, IPollable, ITimerClien
         _socket.Dispose();
         _socket = null;
         _token = -1;
-        PausedUntil = 0;
+        _backoff.EndPause();
         if (UnixPath is not null)
         {
             try { File.Delete(UnixPath); } catch (IOException) { }

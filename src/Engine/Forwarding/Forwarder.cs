@@ -156,16 +156,13 @@ internal abstract class Forwarder : IPollable
 
     protected Socket? Socket => _socket;
 
-    /// <summary>Until when (loop ms) the socket is out of the loop, after the process ran out of descriptors; 0 when not paused.</summary>
-    public long PausedUntil { get; private set; }
+    private readonly AcceptBackoff _backoff = new();
 
-    /// <summary>The first pause for want of descriptors; it doubles up to <see cref="MaxPauseMs"/> while it keeps happening.</summary>
-    internal const int FirstPauseMs = 50;
-    internal const int MaxPauseMs = 2000;
-    private int _pauseMs;
+    /// <summary>Until when (loop ms) the socket is out of the loop, after the process ran out of descriptors; 0 when not paused.</summary>
+    public long PausedUntil => _backoff.PausedUntil;
 
     /// <summary>Pauses since a client was last accepted (0: accepting); an episode is logged once, when it starts.</summary>
-    public long PausesThisEpisode { get; private set; }
+    public long PausesThisEpisode => _backoff.PausesThisEpisode;
 
     /// <summary>
     /// True when the next descriptor would be in the headroom (or none is left): a client accepted now would take
@@ -178,37 +175,34 @@ internal abstract class Forwarder : IPollable
 
     /// <summary>
     /// No descriptor to accept with (the next one is in the headroom, or EMFILE/ENFILE): the waiting client stays in
-    /// the backlog, and a level-triggered listener would wake the loop again at once. Take the socket out of the loop
-    /// for a while, doubling from <see cref="FirstPauseMs"/> to <see cref="MaxPauseMs"/> while it keeps happening;
-    /// <see cref="ForwardTable"/> puts it back. Logged once per episode (until a client is accepted again).
+    /// the backlog, and the listener leaves the loop for an <see cref="AcceptBackoff"/> pause; <see cref="ForwardTable"/>
+    /// puts it back. Logged once per episode (until a client is accepted again).
     /// </summary>
     protected void PauseForDescriptors()
     {
-        if (_socket is null || PausedUntil != 0) return;
-        _pauseMs = _pauseMs == 0 ? FirstPauseMs : Math.Min(_pauseMs * 2, MaxPauseMs);
+        if (_socket is null || _backoff.PausedUntil != 0) return;
+        bool first = _backoff.Pause(_loop.NowMs);
         _loop.Unregister(_token, _fd);
         _token = -1;
-        PausedUntil = _loop.NowMs + _pauseMs;
-        _loop.WakeAt(PausedUntil);
-        if (PausesThisEpisode++ == 0 && Logger.IsEnabled(LogLevel.Warning))
+        _loop.WakeAt(_backoff.PausedUntil);
+        if (first && Logger.IsEnabled(LogLevel.Warning))
             Logger.LogWarning("forward {Forward}: not accepting clients for want of file descriptors, retrying every {Min} to {Max} ms ({Advice}).",
-                Spec, FirstPauseMs, MaxPauseMs, _loop.Headroom.Advice);
+                Spec, AcceptBackoff.FirstPauseMs, AcceptBackoff.MaxPauseMs, _loop.Headroom.Advice);
     }
 
-    /// <summary>The pause is over: back in the loop (the backoff resets once a client is accepted again).</summary>
+    /// <summary>The pause is over: back in the loop (the back-off resets once a client is accepted again).</summary>
     public void Resume()
     {
-        if (PausedUntil == 0 || _socket is null) return;
-        PausedUntil = 0;
+        if (_backoff.PausedUntil == 0 || _socket is null) return;
+        _backoff.EndPause();
         _token = _loop.Register(_fd, Libc.EPOLLIN, this);
     }
 
     /// <summary>A client was accepted: descriptors are available again, and an episode of pauses is over.</summary>
     protected void Accepted()
     {
-        if (PausesThisEpisode > 0 && Logger.IsEnabled(LogLevel.Information))
-            Logger.LogInformation("forward {Forward}: accepting clients again, after {Count} pauses for want of file descriptors.", Spec, PausesThisEpisode);
-        _pauseMs = 0;
-        PausesThisEpisode = 0;
+        long pauses = _backoff.Accepted();
+        if (pauses > 0 && Logger.IsEnabled(LogLevel.Information))
+            Logger.LogInformation("forward {Forward}: accepting clients again, after {Count} pauses for want of file descriptors.", Spec, pauses);
     }
 }
