@@ -39,7 +39,8 @@ internal sealed record BenchOptions
           --repetitions N      guests booted per backend, medians reported (default 3)
           --backends LIST      emunet,vhost,slirp,passt (default all four)
           --mtu LIST           offered,1500 (default both: the MTU each backend offers, and the guest held at 1500)
-          --cases LIST         throughput cases to run (default all: g2h-1,g2h-4,h2g-1,h2g-4,fin-1,fin-4,fout-1,fout-4)
+          --cases LIST         throughput cases to run (default all: g2h-1,g2h-4,h2g-1,h2g-4,fin-1,fin-4,fout-1,fout-4;
+                       none: only the connection, request/response and app-death figures)
           --no-limit           skip the guest-loopback limit
           --out DIR            results folder (default build/bench)
           --capture FILE       pcap of Emunet's frames (emunet/vhost backends)
@@ -81,7 +82,9 @@ internal sealed record BenchOptions
                     o = o with { Modes = Next().Split(',', StringSplitOptions.TrimEntries).Select(MtuModes.Parse).ToArray() };
                     break;
                 case "--cases":
-                    var cases = Next().Split(',', StringSplitOptions.TrimEntries).ToHashSet();
+                    string caseList = Next();
+                    // "none": only the connection, request/response and app-death figures.
+                    var cases = caseList == "none" ? [] : caseList.Split(',', StringSplitOptions.TrimEntries).ToHashSet();
                     foreach (var c in cases)
                         if (Cases.Throughput.All(t => t.Key != c)) throw new ArgumentException($"unknown case '{c}'");
                     o = o with { CaseFilter = cases };

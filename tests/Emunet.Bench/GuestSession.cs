@@ -152,7 +152,7 @@ internal sealed partial class GuestSession : IDisposable
             results.Add(_backend.Name, mode, rep, "conn-rate", conn.PerSecond);
             results.Add(_backend.Name, mode, rep, "conn-p50", conn.P50Ms);
             results.Add(_backend.Name, mode, rep, "conn-p99", conn.P99Ms);
-            Console.Error.WriteLine($"bench:   {_backend.Name} {mode.Name()}: {conn.PerSecond:0} conn/s (p50 {conn.P50Ms:0.00} ms, p99 {conn.P99Ms:0.00} ms)");
+            Console.Error.WriteLine($"bench:   {_backend.Name} {mode.Name()}: {conn.PerSecond:0} conn/s (p50 {conn.P50Ms:0.00} ms, p99 {conn.P99Ms:0.00} ms, slowest {conn.MaxMs:0.0} ms)");
         });
         await FigureAsync(results, mode, rep, "request/response", async () =>
         {

@@ -13,7 +13,7 @@ internal static class HostClients
     private static readonly TimeSpan OneOperation = TimeSpan.FromSeconds(15);
     private static readonly TimeSpan GreetingWait = TimeSpan.FromSeconds(3);
 
-    public sealed record ConnectionFigures(double PerSecond, double P50Ms, double P99Ms, int Count);
+    public sealed record ConnectionFigures(double PerSecond, double P50Ms, double P99Ms, int Count, double MaxMs);
 
     public sealed record LatencyFigures(double P50Ms, double P99Ms, int Count);
 
@@ -61,7 +61,7 @@ internal static class HostClients
             times.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
         }
         double elapsed = sw.Elapsed.TotalSeconds;
-        return new ConnectionFigures(times.Count / elapsed, Percentile(times, 50), Percentile(times, 99), times.Count);
+        return new ConnectionFigures(times.Count / elapsed, Percentile(times, 50), Percentile(times, 99), times.Count, times.Count == 0 ? 0 : times.Max());
     }
 
     /// <summary>1-byte request/response on one connection to connserver's echo mode, back to back.</summary>

@@ -20,6 +20,59 @@ public sealed class VirtioQueueTests : IDisposable
 
     private static ulong Buf(int n) => Base + 0x10000 + (ulong)n * 0x1000;
 
+    private ushort AvailEvent()
+    {
+        Assert.True(_memory.TryReadUInt16(new GuestAddress(_driver.Used.Value + 4 + 8ul * QueueSize), out ushort v));
+        return v;
+    }
+
+    /// <summary>The driver's side of §2.7.10: after adding entries old..now-1, it kicks only if avail_event is among them.</summary>
+    private bool DriverKicks(ushort old, ushort now) => SplitQueue.NeedEvent(AvailEvent(), now, old);
+
+    [Fact]
+    public void With_event_idx_an_entry_added_between_the_last_look_and_the_arming_is_taken_not_left_without_a_kick()
+    {
+        var q = SplitQueue.Create(_memory, QueueSize, _driver.Desc, _driver.Avail, _driver.Used, 0, true, out var error, eventIdx: true)!;
+        Assert.Equal(VirtqError.None, error);
+        Assert.True(q.ArmAvailEvent() is false);               // idle: kick me for entry 0
+        _driver.AddChain((Buf(0), 64, false));                 // the guest's data segment
+        Assert.True(DriverKicks(0, 1));
+        Assert.True(q.TryPop(out _, out _));
+        Assert.False(q.TryPop(out _, out error));              // the device looked: nothing more (avail->idx 1)
+        Assert.Equal(VirtqError.None, error);
+        _driver.AddChain((Buf(1), 64, false));                 // the FIN, added before the device re-arms
+        Assert.False(DriverKicks(1, 2));                       // avail_event still says 0: the driver does not kick
+        Assert.True(q.ArmAvailEvent());                        // so the device must find it itself
+        Assert.True(q.TryPop(out var fin, out _));
+        Assert.Equal(1, fin.Head);
+        Assert.False(q.TryPop(out _, out _));
+        Assert.False(q.ArmAvailEvent());                       // now nothing is left: kick me for entry 2
+        Assert.Equal(2, AvailEvent());
+        _driver.AddChain((Buf(2), 64, false));
+        Assert.True(DriverKicks(2, 3));
+    }
+
+    [Fact]
+    public void With_event_idx_a_frame_waiting_for_more_buffers_asks_for_the_next_one_and_takes_buffers_added_meanwhile()
+    {
+        var q = SplitQueue.Create(_memory, QueueSize, _driver.Desc, _driver.Avail, _driver.Used, 0, true, out _, eventIdx: true)!;
+        _driver.AddChain((Buf(0), 4096, true));                // one buffer; the frame needs two
+        Assert.True(q.TryPop(out _, out _));
+        Assert.False(q.TryPop(out _, out _));                  // not enough: the device rolls back and waits
+        q.NextAvail = 0;
+        Assert.False(q.ArmAvailEvent());                       // kick me when the buffer after the one I saw comes
+        Assert.Equal(1, AvailEvent());
+        _driver.AddChain((Buf(1), 4096, true));
+        Assert.True(DriverKicks(1, 2));
+        // And when it came between the look and the arming, the device goes on at once.
+        Assert.True(q.TryPop(out _, out _));
+        Assert.True(q.TryPop(out _, out _));
+        Assert.False(q.TryPop(out _, out _));
+        q.NextAvail = 0;                                       // say three were needed
+        _driver.AddChain((Buf(2), 4096, true));
+        Assert.True(q.ArmAvailEvent());
+    }
+
     [Fact]
     public void Guest_memory_refuses_ranges_outside_or_across_regions_and_wrapping_addresses()
     {

@@ -151,6 +151,8 @@ internal sealed class SplitQueue
     private readonly bool _indirectAllowed;
     private ushort _usedShadow;
     private ushort _signalledUsed;
+    /// <summary>avail->idx as <see cref="TryPop"/> last read it (what <see cref="ArmAvailEvent"/> asks to hear past).</summary>
+    private ushort _availSeen;
     private bool _signalledValid;
 
     private SplitQueue(GuestMemory memory, ushort size, GuestAddress descriptors, GuestAddress avail, GuestAddress used, ushort nextAvail, ushort nextUsed,
@@ -163,6 +165,7 @@ internal sealed class SplitQueue
         _avail = avail;
         _used = used;
         NextAvail = nextAvail;
+        _availSeen = nextAvail;
         _usedShadow = nextUsed;
         _indirectAllowed = indirectAllowed;
     }
@@ -204,6 +207,7 @@ internal sealed class SplitQueue
         chain = default;
         error = VirtqError.None;
         if (!_memory.TryReadUInt16(new GuestAddress(_avail.Value + 2), out ushort availIdx)) { error = VirtqError.RingOutOfRange; return false; }
+        _availSeen = availIdx;
         ushort pending = (ushort)(availIdx - NextAvail);
         if (pending == 0) return false;
         if (pending > Size) { error = VirtqError.AvailIndexJump; return false; } // §2.7.6: at most Size entries outstanding
@@ -266,13 +270,19 @@ internal sealed class SplitQueue
     public static bool NeedEvent(ushort eventIndex, ushort now, ushort old) => (ushort)(now - eventIndex - 1) < (ushort)(now - old);
 
     /// <summary>
-    /// EVENT_IDX (§2.7.10): asks the driver to kick when it makes a buffer available past what the device has seen
-    /// (avail_event, at the end of the used ring, is set to the current available index), then looks again, since the
-    /// driver may have added buffers before it saw the request. True when it did: the caller goes on without a kick.
+    /// EVENT_IDX (§2.7.10): asks the driver to kick when it makes a buffer available past what the device last found
+    /// when it looked (<see cref="TryPop"/>'s last read of avail->idx: every entry before it was taken, or was too few
+    /// for a frame), then looks again, since the driver may have added buffers before it saw the request. True when
+    /// it did: the caller goes on without a kick.
+    /// The request is for the index last looked at, not for avail->idx read now: an entry the driver added between
+    /// that look and this call was added while avail_event still asked for an older one, so the driver did not kick for
+    /// it, and asking only for what comes after it would leave it in the ring until the driver's next buffer (a guest's
+    /// FIN sent just after its data waited there, and its connection with it, until the peer gave up).
     /// </summary>
     public bool ArmAvailEvent()
     {
-        if (!EventIdx || !_memory.TryReadUInt16(new GuestAddress(_avail.Value + 2), out ushort seen)) return false;
+        if (!EventIdx) return false;
+        ushort seen = _availSeen;
         _memory.TryWriteUInt16(new GuestAddress(_used.Value + 4 + 8ul * Size), seen); // inside the used ring checked at Create
         Interlocked.MemoryBarrier(); // avail_event store before the avail->idx load
         return _memory.TryReadUInt16(new GuestAddress(_avail.Value + 2), out ushort now) && now != seen;
