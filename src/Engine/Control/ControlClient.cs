@@ -183,6 +183,8 @@ public sealed class ControlClient : IDisposable
         if (_filled > _start)
         {
             await destination.WriteAsync(_buffer.AsMemory(_start, _filled - _start), cancellationToken).ConfigureAwait(false);
+            // Flushed at once like every later chunk: these may be all the frames for a while (a reader would wait).
+            await destination.FlushAsync(cancellationToken).ConfigureAwait(false);
             copied += _filled - _start;
             _start = _filled = 0;
         }
