@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using Emunet.Engine.Interop;
 
 namespace Emunet.Engine.Stack.Tcp;
@@ -13,10 +12,6 @@ namespace Emunet.Engine.Stack.Tcp;
 /// </summary>
 internal sealed unsafe class MappedRingBlock
 {
-    private const int ProtReadWrite = 0x1 | 0x2;  // PROT_READ | PROT_WRITE
-    private const int MapPrivateAnonymous = 0x02 | 0x20; // MAP_PRIVATE | MAP_ANONYMOUS
-    private static readonly nint MapFailed = -1;
-
     private nint _address;
 
     private MappedRingBlock(nint address, int length)
@@ -34,8 +29,8 @@ internal sealed unsafe class MappedRingBlock
     /// <summary>Maps <paramref name="length"/> bytes, or returns null when the kernel refuses (the ring then does not grow).</summary>
     public static MappedRingBlock? TryMap(int length)
     {
-        nint address = LibcVhost.mmap(0, length, ProtReadWrite, MapPrivateAnonymous, -1, 0);
-        return address == MapFailed || address == 0 ? null : new MappedRingBlock(address, length);
+        nint address = LibcVhost.mmap(0, length, LibcVhost.PROT_READ | LibcVhost.PROT_WRITE, LibcVhost.MAP_PRIVATE | LibcVhost.MAP_ANONYMOUS, -1, 0);
+        return address == LibcVhost.MapFailed || address == 0 ? null : new MappedRingBlock(address, length);
     }
 
     /// <summary>Unmaps the block: its pages go back to the kernel at once. Idempotent.</summary>

@@ -285,13 +285,15 @@ internal sealed partial class TcpStack : ITcpHandler, IEndOfBatch
 
     /// <summary>The state of the connection with this key, for tests; null when there is none.</summary>
     internal TcpState? StateOf(IPv4Address guest, int guestPort, IPv4Address peer, int peerPort) =>
-        _flows.TryGet(FlowKey.IPv4(FlowProtocol.Tcp, guest, (ushort)guestPort, peer, (ushort)peerPort), out var f) && f is TcpConnection c
-            ? c.State : null;
+        Find(guest, guestPort, peer, peerPort)?.State;
 
     /// <summary>Bytes the connection with this key holds in its send (host→guest) and receive rings, for tests.</summary>
     internal (int Send, int Receive)? RingsOf(IPv4Address guest, int guestPort, IPv4Address peer, int peerPort) =>
-        _flows.TryGet(FlowKey.IPv4(FlowProtocol.Tcp, guest, (ushort)guestPort, peer, (ushort)peerPort), out var f) && f is TcpConnection c
-            ? (c.SendRing.Count, c.ReceiveRing.Count) : null;
+        Find(guest, guestPort, peer, peerPort) is { } c ? (c.SendRing.Count, c.ReceiveRing.Count) : null;
+
+    /// <summary>The IPv4 connection with this key, for the test views above; null when there is none.</summary>
+    private TcpConnection? Find(IPv4Address guest, int guestPort, IPv4Address peer, int peerPort) =>
+        _flows.TryGet(FlowKey.IPv4(FlowProtocol.Tcp, guest, (ushort)guestPort, peer, (ushort)peerPort), out var f) ? f as TcpConnection : null;
 
     // ---- Timers -------------------------------------------------------------------------------------------------
 
