@@ -28,7 +28,8 @@ passed=$((passed + runner_passed)); failed=$((failed + runner_failed))
 # Repeat every failure (name, message and the first lines of its stack) at the end, where a truncated log still shows it.
 if [ "$failed" -gt 0 ]; then
   echo "--- failures ---"
-  awk '/^ +Failed [^:]+ \[/ {n=24} /^\[-\] / {print; next} n>0 {print; n--}' "$log" | head -200
+  # dotnet test: the "Failed name [time]" line and 24 after it; Pester: the "[-] name" line and its indented message.
+  awk '/^ +Failed [^:]+ \[/ {n=24} /^\[-\] / {print; p=1; next} p && /^    / {print; next} {p=0} n>0 {print; n--}' "$log" | head -200
   echo "--- end of failures ---"
 fi
 [ "$passed" -gt 0 ] || status=1

@@ -76,10 +76,21 @@ public abstract class EmunetCmdlet : PSCmdlet
     /// </summary>
     internal void Repeat(double intervalSeconds, int? maxSamples, Action<DateTimeOffset> sample)
     {
+        // Sample n is due n intervals after the first (no drift from the time a sample takes); a timed wait may wake a
+        // little early, so it waits again until the clock has really reached the due time.
+        // Each sample is stamped on the same monotonic clock the schedule uses.
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var origin = DateTimeOffset.UtcNow;
+        var first = TimeSpan.Zero;
         for (int n = 1; ; n++)
         {
-            sample(DateTimeOffset.UtcNow);
-            if (n == maxSamples || _stopping.Wait(TimeSpan.FromSeconds(intervalSeconds))) return;
+            var at = clock.Elapsed;
+            if (n == 1) first = at;
+            sample(origin + at);
+            if (n == maxSamples) return;
+            var due = first + TimeSpan.FromSeconds(intervalSeconds * n);
+            for (var left = due - clock.Elapsed; left > TimeSpan.Zero; left = due - clock.Elapsed)
+                if (_stopping.Wait(left + TimeSpan.FromMilliseconds(1))) return;
         }
     }
 

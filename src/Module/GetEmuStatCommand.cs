@@ -20,7 +20,7 @@ public sealed class GetEmuStatCommand : EmunetWatchCmdlet
         {
             var s = client.Stats();
             var rate = rates.Sample(now, [(name, s.BytesToGuest, s.BytesFromGuest)]);
-            WriteObject(EmuStat.From(name, s, rate.TryGetValue(name, out var r) ? r : null));
+            WriteObject(EmuStat.From(name, s, now, rate.TryGetValue(name, out var r) ? r : null));
         });
     });
 }

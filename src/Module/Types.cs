@@ -172,12 +172,12 @@ public sealed class EmuStat
     /// <summary>-Watch: bytes per second from the guest since the previous sample (null on the first).</summary>
     public double? BytesFromGuestPerSecond { get; init; }
 
-    internal static EmuStat From(string instance, StatsDto s, (double ToGuest, double FromGuest)? rate) => new()
+    internal static EmuStat From(string instance, StatsDto s, DateTimeOffset sampled, (double ToGuest, double FromGuest)? rate) => new()
     {
         Instance = instance, FramesFromGuest = s.FramesFromGuest, FramesToGuest = s.FramesToGuest, BytesFromGuest = s.BytesFromGuest,
         BytesToGuest = s.BytesToGuest, TotalDrops = s.TotalDrops, DropsByReason = s.DropsByReason, TcpFlows = s.TcpFlows,
         UdpFlows = s.UdpFlows, Forwards = s.Forwards, CaptureFile = s.CaptureFile, CaptureFailure = s.CaptureFailure,
-        BufferBytes = s.BufferBytes, BufferBudget = s.BufferBudget, LogLinesSuppressed = s.LogLinesSuppressed, Timestamp = DateTimeOffset.Now,
+        BufferBytes = s.BufferBytes, BufferBudget = s.BufferBudget, LogLinesSuppressed = s.LogLinesSuppressed, Timestamp = sampled.ToLocalTime(),
         BytesToGuestPerSecond = rate?.ToGuest, BytesFromGuestPerSecond = rate?.FromGuest,
     };
 }

@@ -29,6 +29,9 @@ Describe 'Get-EmuStat' -Tag CI {
         $samples[0].BytesToGuestPerSecond | Should -BeNullOrEmpty
         $samples[1].BytesToGuestPerSecond | Should -Be 0
         $samples[2].BytesFromGuestPerSecond | Should -Be 0
+        # each sample is stamped when it was taken; sample n is due n intervals after the first, never before
+        $samples[1].Timestamp | Should -BeGreaterThan $samples[0].Timestamp
+        $samples[2].Timestamp | Should -BeGreaterThan $samples[1].Timestamp
         ($samples[2].Timestamp - $samples[0].Timestamp).TotalSeconds | Should -BeGreaterOrEqual 0.2
     }
 }
