@@ -31,7 +31,11 @@ internal sealed record BenchOptions
     public string? NativeEngine { get; init; }
 
     /// <summary>How Emunet ran, for the table's header.</summary>
-    public string EngineTitle => NativeEngine is null ? "the dotnet tool (dotnet Emunet.Tool.dll, JIT)" : "the native engine (build/native/emunet, NativeAOT)";
+    public string EngineTitle => NativeEngine is null ? "the dotnet tool (dotnet Emunet.Tool.dll, JIT)"
+        : NativeEngine == DefaultNativeEngine ? "the native engine (build/native/emunet, NativeAOT)" : $"the native engine {NativeEngine}";
+
+    /// <summary>build/native/emunet of this checkout.</summary>
+    public string? DefaultNativeEngine { get; init; }
 
     public const string Usage = """
         Emunet.Bench: the same guest on each backend, in one run.
@@ -47,8 +51,9 @@ internal sealed record BenchOptions
           --qemu-dump DIR      QEMU's own pcap of each guest's frames (filter-dump, first 256 bytes of each) for the
                                emunet, slirp and passt backends: the same observer for every backend, e.g. to compare
                                where a connection's time goes (its timestamps are QEMU's; the dump slows QEMU a little)
-          --engine native|managed  run Emunet as build/native/emunet (NativeAOT; the default when scripts/setup.sh
-                               built it) or as the dotnet tool (dotnet Emunet.Tool.dll)
+          --engine native|managed|PATH  run Emunet as build/native/emunet (NativeAOT; the default when
+                               scripts/setup.sh built it), as the dotnet tool (dotnet Emunet.Tool.dll), or as the native
+                               engine at PATH (another build's build/native/emunet, to compare two builds on one machine)
           --smoke              CI smoke: emunet backend, 1 repetition, 2 s, 1-stream cases, MTU offered, the limit;
                                writes build/bench/smoke and fails unless the table and JSON hold every figure
         """;
@@ -63,7 +68,7 @@ internal sealed record BenchOptions
                 CaseFilter = new HashSet<string> { "g2h-1", "h2g-1", "fin-1", "fout-1" }, DeathSamples = 2, IdleSeconds = 1,
             };
         string native = Path.Combine(buildDir, "native", "emunet");
-        o = o with { OutputDir = Path.Combine(buildDir, "bench", o.Smoke ? "smoke" : ""), NativeEngine = File.Exists(native) ? native : null };
+        o = o with { OutputDir = Path.Combine(buildDir, "bench", o.Smoke ? "smoke" : ""), NativeEngine = File.Exists(native) ? native : null, DefaultNativeEngine = native };
         for (int i = 0; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value.");
@@ -99,7 +104,8 @@ internal sealed record BenchOptions
                         "managed" => o with { NativeEngine = null },
                         "native" => File.Exists(native) ? o with { NativeEngine = native }
                             : throw new ArgumentException($"--engine native: {native} is not built (bash scripts/publish-native.sh, or scripts/setup.sh)."),
-                        var e => throw new ArgumentException($"unknown engine '{e}' (native, managed)"),
+                        var e when e.Contains('/') && File.Exists(e) => o with { NativeEngine = Path.GetFullPath(e) },
+                        var e => throw new ArgumentException($"unknown engine '{e}' (native, managed, or the path of a built build/native/emunet)"),
                     };
                     break;
                 case "--help" or "-h": throw new ArgumentException(Usage);
