@@ -312,6 +312,7 @@ public sealed class EmunetEngine : IEngineControl, IDisposable
         {
             FramesFromGuest = _counters.FramesFromGuest,
             FramesToGuest = _counters.FramesToGuest,
+            FramesToGuestDirect = _counters.FramesToGuestDirect,
             BytesFromGuest = _counters.BytesFromGuest,
             BytesToGuest = _counters.BytesToGuest,
             TotalDrops = _counters.TotalDrops,

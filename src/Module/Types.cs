@@ -149,6 +149,8 @@ public sealed class EmuStat
     public required string Instance { get; init; }
     public long FramesFromGuest { get; init; }
     public long FramesToGuest { get; init; }
+    /// <summary>Of <see cref="FramesToGuest"/>, those written straight into the guest's receive buffers (vhost-user direct receive).</summary>
+    public long FramesToGuestDirect { get; init; }
     public long BytesFromGuest { get; init; }
     public long BytesToGuest { get; init; }
     public long TotalDrops { get; init; }
@@ -174,7 +176,7 @@ public sealed class EmuStat
 
     internal static EmuStat From(string instance, StatsDto s, DateTimeOffset sampled, (double ToGuest, double FromGuest)? rate) => new()
     {
-        Instance = instance, FramesFromGuest = s.FramesFromGuest, FramesToGuest = s.FramesToGuest, BytesFromGuest = s.BytesFromGuest,
+        Instance = instance, FramesFromGuest = s.FramesFromGuest, FramesToGuest = s.FramesToGuest, FramesToGuestDirect = s.FramesToGuestDirect, BytesFromGuest = s.BytesFromGuest,
         BytesToGuest = s.BytesToGuest, TotalDrops = s.TotalDrops, DropsByReason = s.DropsByReason, TcpFlows = s.TcpFlows,
         UdpFlows = s.UdpFlows, Forwards = s.Forwards, CaptureFile = s.CaptureFile, CaptureFailure = s.CaptureFailure,
         BufferBytes = s.BufferBytes, BufferBudget = s.BufferBudget, LogLinesSuppressed = s.LogLinesSuppressed, Timestamp = sampled.ToLocalTime(),

@@ -376,6 +376,7 @@ internal static partial class EmunetCli
             var inv = CultureInfo.InvariantCulture;
             o.WriteLine(string.Create(inv, $"Frames from guest  {s.FramesFromGuest,14:N0}   bytes {s.BytesFromGuest,16:N0}"));
             o.WriteLine(string.Create(inv, $"Frames to guest    {s.FramesToGuest,14:N0}   bytes {s.BytesToGuest,16:N0}"));
+            if (s.FramesToGuestDirect > 0) o.WriteLine(string.Create(inv, $"  written directly {s.FramesToGuestDirect,14:N0}   (into the guest's receive buffers)"));
             o.WriteLine(string.Create(inv, $"Flows              tcp {s.TcpFlows}, udp {s.UdpFlows}; forwards {s.Forwards}"));
             o.WriteLine(string.Create(inv, $"Capture            {s.CaptureFile ?? "off"}"));
             o.WriteLine(string.Create(inv, $"Drops              {s.TotalDrops:N0}"));

@@ -253,6 +253,7 @@ public sealed class StatsDto
 {
     public long FramesFromGuest { get; set; }
     public long FramesToGuest { get; set; }
+    public long FramesToGuestDirect { get; set; }
     public long BytesFromGuest { get; set; }
     public long BytesToGuest { get; set; }
     public long TotalDrops { get; set; }
@@ -270,7 +271,7 @@ public sealed class StatsDto
 
     public static StatsDto From(EngineStatistics s) => new()
     {
-        FramesFromGuest = s.FramesFromGuest, FramesToGuest = s.FramesToGuest, BytesFromGuest = s.BytesFromGuest,
+        FramesFromGuest = s.FramesFromGuest, FramesToGuest = s.FramesToGuest, FramesToGuestDirect = s.FramesToGuestDirect, BytesFromGuest = s.BytesFromGuest,
         BytesToGuest = s.BytesToGuest, TotalDrops = s.TotalDrops, DropsByReason = new Dictionary<string, long>(s.DropsByReason),
         TcpFlows = s.TcpFlows, UdpFlows = s.UdpFlows, Forwards = s.Forwards, CaptureFile = s.CaptureFile,
         CaptureFailure = s.CaptureFailure, BufferBytes = s.BufferBytes, BufferBudget = s.BufferBudget,

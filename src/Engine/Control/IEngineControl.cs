@@ -84,6 +84,8 @@ public sealed record EngineStatistics
 {
     public long FramesFromGuest { get; init; }
     public long FramesToGuest { get; init; }
+    /// <summary>Of <see cref="FramesToGuest"/>, those written straight into the guest's receive buffers (vhost-user direct receive).</summary>
+    public long FramesToGuestDirect { get; init; }
     public long BytesFromGuest { get; init; }
     public long BytesToGuest { get; init; }
     public long TotalDrops { get; init; }

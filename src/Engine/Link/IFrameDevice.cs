@@ -47,6 +47,55 @@ internal interface IFrameDevice
     /// in <see cref="Offloads"/> may be asked for. A device without offloads never sees a non-empty one.
     /// </summary>
     void CommitTransmit(int token, int length, in TransmitOffload offload) => CommitTransmit(token, length);
+
+    /// <summary>
+    /// Direct receive: sends one frame given as its pieces (the headers, then the payload where it already lies, e.g.
+    /// the two halves of a connection's send ring) straight into the guest's receive buffers, with no frame buffer in
+    /// between. Same offload rules as <see cref="CommitTransmit(int, int, in TransmitOffload)"/>. False when the device
+    /// cannot do it now (it has no direct path, frames are already waiting and order must hold, the guest posted no
+    /// buffers, a capture wants whole frames): nothing was sent and the caller uses <see cref="BeginTransmit"/>.
+    /// </summary>
+    bool TryTransmitDirect(in FramePieces frame, in TransmitOffload offload) => false;
+}
+
+/// <summary>
+/// One frame as up to three pieces that follow each other on the wire: <see cref="Head"/> (the headers), then
+/// <see cref="Body"/> and <see cref="Tail"/> (the payload where it lies). Borrowed for the call it is given to.
+/// </summary>
+internal readonly ref struct FramePieces
+{
+    public FramePieces(ReadOnlySpan<byte> head, ReadOnlySpan<byte> body = default, ReadOnlySpan<byte> tail = default)
+    {
+        Head = head;
+        Body = body;
+        Tail = tail;
+    }
+
+    public ReadOnlySpan<byte> Head { get; }
+    public ReadOnlySpan<byte> Body { get; }
+    public ReadOnlySpan<byte> Tail { get; }
+
+    /// <summary>The frame's length: all three pieces.</summary>
+    public int Length => Head.Length + Body.Length + Tail.Length;
+
+    /// <summary>Copies the frame's bytes from <paramref name="offset"/> on into all of <paramref name="destination"/>.</summary>
+    public void CopyTo(int offset, Span<byte> destination)
+    {
+        if ((uint)offset > (uint)Length || destination.Length > Length - offset) throw new ArgumentOutOfRangeException(nameof(offset));
+        offset = CopyPiece(Head, offset, ref destination);
+        offset = CopyPiece(Body, offset, ref destination);
+        CopyPiece(Tail, offset, ref destination);
+    }
+
+    /// <summary>Copies what <paramref name="piece"/> holds from <paramref name="offset"/> on; returns the offset into the next piece.</summary>
+    private static int CopyPiece(ReadOnlySpan<byte> piece, int offset, ref Span<byte> destination)
+    {
+        if (offset >= piece.Length) return offset - piece.Length;
+        int n = Math.Min(piece.Length - offset, destination.Length);
+        piece.Slice(offset, n).CopyTo(destination);
+        destination = destination[n..];
+        return 0;
+    }
 }
 
 /// <summary>Work a device can finish on frames toward the guest (VIRTIO 1.2 §5.1.6.4: the device's side of it).</summary>

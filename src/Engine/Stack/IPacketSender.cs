@@ -34,6 +34,16 @@ internal interface IPacketSender
     void CommitPacket(in OutboundPacket packet, int payloadLength, in TransmitOffload offload);
 
     /// <summary>
+    /// Direct receive: sends one IPv4 packet whose transport header is <paramref name="transportHeader"/> and whose payload
+    /// is <paramref name="body"/> then <paramref name="tail"/> where they already lie (a send ring's two halves), straight
+    /// into the guest's buffers when the device can (<see cref="IFrameDevice.TryTransmitDirect"/>). The offsets of
+    /// <paramref name="offload"/> count from the transport header, as with <see cref="OutboundPacket.Commit(int, in TransmitOffload)"/>.
+    /// False when it was not sent (no direct path now, IPv6, guest unknown): the caller uses <see cref="BeginFlowPacket"/>.
+    /// </summary>
+    bool TrySendDirect(FlowAddress source, FlowAddress destination, byte protocol, ReadOnlySpan<byte> transportHeader,
+        ReadOnlySpan<byte> body, ReadOnlySpan<byte> tail, in TransmitOffload offload) => false;
+
+    /// <summary>
     /// What the device finishes on packets toward the guest (partial checksums, TCP segmentation), as negotiated now;
     /// <see cref="LinkOffloads.None"/> on the stream link.
     /// </summary>

@@ -266,18 +266,42 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
             IPv4Packet.MinHeaderLength + payloadLength, _nextIdentification++);
         int length = EthernetAndIPv4Header + payloadLength;
         if (offload == default) _device.CommitTransmit(packet.Token, length);
-        else
-        {
-            // The protocol counted from its own header; the device counts from the start of the frame.
-            _device.CommitTransmit(packet.Token, length, offload with
-            {
-                ChecksumStart = EthernetAndIPv4Header + offload.ChecksumStart,
-                HeaderLength = offload.SegmentSize > 0 ? EthernetAndIPv4Header + offload.HeaderLength : 0,
-            });
-        }
+        else _device.CommitTransmit(packet.Token, length, DeviceOffload(in offload));
         _counters.FramesToGuest++;
         _counters.BytesToGuest += length;
     }
+
+    /// <summary>The most header bytes <see cref="TrySendDirect"/> puts in front of a payload: Ethernet, IPv4, the largest TCP header.</summary>
+    private const int MaxDirectHeader = EthernetAndIPv4Header + TcpSegment.MaxHeaderLength;
+
+    public bool TrySendDirect(FlowAddress source, FlowAddress destination, byte protocol, ReadOnlySpan<byte> transportHeader,
+        ReadOnlySpan<byte> body, ReadOnlySpan<byte> tail, in TransmitOffload offload)
+    {
+        _loop.AssertOwner();
+        if (!source.IsIPv4 || !destination.IsIPv4 || GuestMac is not { } mac || transportHeader.Length > TcpSegment.MaxHeaderLength) return false;
+        int payloadLength = transportHeader.Length + body.Length + tail.Length;
+        if (payloadLength > ushort.MaxValue - IPv4Packet.MinHeaderLength) throw new ArgumentOutOfRangeException(nameof(body));
+        Span<byte> head = stackalloc byte[MaxDirectHeader];
+        head = head[..(EthernetAndIPv4Header + transportHeader.Length)];
+        EthernetFrame.WriteHeader(head, mac, _config.GatewayMac, EthernetFrame.EtherTypeIPv4);
+        IPv4Packet.WriteHeader(head[EthernetFrame.HeaderLength..], source.IPv4, destination.IPv4, protocol,
+            IPv4Packet.MinHeaderLength + payloadLength, _nextIdentification);
+        transportHeader.CopyTo(head[EthernetAndIPv4Header..]);
+        var deviceOffload = offload == default ? offload : DeviceOffload(in offload);
+        if (!_device.TryTransmitDirect(new FramePieces(head, body, tail), in deviceOffload)) return false;
+        _nextIdentification++;
+        _counters.FramesToGuest++;
+        _counters.FramesToGuestDirect++;
+        _counters.BytesToGuest += EthernetAndIPv4Header + payloadLength;
+        return true;
+    }
+
+    /// <summary>An IPv4 packet's offload as the device counts it: the protocol counted from its own header, the device from the start of the frame.</summary>
+    private static TransmitOffload DeviceOffload(in TransmitOffload offload) => offload with
+    {
+        ChecksumStart = EthernetAndIPv4Header + offload.ChecksumStart,
+        HeaderLength = offload.SegmentSize > 0 ? EthernetAndIPv4Header + offload.HeaderLength : 0,
+    };
 
     /// <summary>Counts a frame sent to the guest by a part that writes its own Ethernet header (ARP).</summary>
     internal void CountSent(int length)

@@ -59,18 +59,41 @@ internal sealed class RecordingSender : IPacketSender
     /// <summary>What the stack left to the device, per recorded packet, in the order of <see cref="Packets"/>.</summary>
     public ConcurrentQueue<TransmitOffload> PacketOffloads { get; } = new();
 
+    /// <summary>Plays a device with direct receive: <see cref="TrySendDirect"/> takes segments in pieces.</summary>
+    public volatile bool Direct;
+    /// <summary>Packets taken by <see cref="TrySendDirect"/>, and those of them whose payload came in two pieces (a wrapped ring).</summary>
+    public int DirectSent, DirectWrapped;
+
+    public bool TrySendDirect(FlowAddress source, FlowAddress destination, byte protocol, ReadOnlySpan<byte> transportHeader,
+        ReadOnlySpan<byte> body, ReadOnlySpan<byte> tail, in TransmitOffload offload)
+    {
+        if (!Direct || Full) return false;
+        if (!body.IsEmpty && !tail.IsEmpty) DirectWrapped++;
+        if (body.IsEmpty && !tail.IsEmpty) Assert.Fail("a payload's second piece without its first");
+        var packet = new FramePieces(transportHeader, body, tail);
+        packet.CopyTo(0, _buffer.AsSpan(IPv4Packet.MinHeaderLength, packet.Length));
+        DirectSent++;
+        Record(source.IPv4, destination.IPv4, protocol, packet.Length, in offload);
+        return true;
+    }
+
     public void CommitPacket(in OutboundPacket packet, int payloadLength, in TransmitOffload offload)
     {
         if (packet.Token != _token) Assert.Fail("a packet was committed after a newer one was lent");
+        Record(packet.Source, packet.Destination, packet.Protocol, payloadLength, in offload);
+    }
+
+    private void Record(IPv4Address source, IPv4Address destination, byte protocol, int payloadLength, in TransmitOffload offload)
+    {
         if (offload != default && (Offloads & LinkOffloads.PartialChecksum) == 0) Assert.Fail("an offload was asked of a device that has none");
         if (offload.SegmentSize > 0 && (Offloads & LinkOffloads.TcpSegmentation) == 0) Assert.Fail("segmentation was asked of a device that cannot");
         if (!Discard) PacketOffloads.Enqueue(offload);
-        IPv4Packet.WriteHeader(_buffer, packet.Source, packet.Destination, packet.Protocol, IPv4Packet.MinHeaderLength + payloadLength);
+        IPv4Packet.WriteHeader(_buffer, source, destination, protocol, IPv4Packet.MinHeaderLength + payloadLength);
         if (offload.PartialChecksum)
         {
             // Play the device: the field must hold the pseudo-header sum; finish it the way a guest's driver would.
             var l4 = _buffer.AsSpan(IPv4Packet.MinHeaderLength + offload.ChecksumStart, payloadLength - offload.ChecksumStart);
-            uint pseudo = Checksum.PseudoHeader(packet.Source, packet.Destination, packet.Protocol, l4.Length);
+            uint pseudo = Checksum.PseudoHeader(source, destination, protocol, l4.Length);
             Assert.Equal((ushort)~Checksum.Finish(pseudo), System.Buffers.Binary.BinaryPrimitives.ReadUInt16BigEndian(l4[offload.ChecksumOffset..]));
             System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(l4[offload.ChecksumOffset..], Checksum.Finish(Checksum.Accumulate(0, l4)));
         }

@@ -10,17 +10,24 @@ namespace Emunet.Engine.Tests.Tcp;
 /// </summary>
 public class TcpOffloadTests
 {
-    [Fact]
-    public void With_device_segmentation_data_goes_to_the_guest_in_frames_of_whole_MSS_multiples_with_partial_checksums()
+    /// <summary>
+    /// With <paramref name="direct"/> the device takes segments in pieces (direct receive): the header built apart and
+    /// the payload where it lies in the send ring, two pieces where the ring wraps; the guest must see the same bytes.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void With_device_segmentation_data_goes_to_the_guest_in_frames_of_whole_MSS_multiples_with_partial_checksums(bool direct)
     {
         using var h = new TcpHarness();
         h.Sender.Offloads = LinkOffloads.PartialChecksum | LinkOffloads.TcpSegmentation;
+        h.Sender.Direct = direct;
         using var server = HostSide.Listen();
         var flow = h.Connect(HostSide.Port(server), mss: 1460);
         using var host = HostSide.Accept(server);
         h.Sender.PacketOffloads.Clear(); // the SYN-ACK's
 
-        var data = HostSide.Pattern(200_000, 4);
+        var data = HostSide.Pattern(3_000_000, 4); // more than a send ring holds: the ring wraps
         var writer = new Thread(() => host.Send(data)) { IsBackground = true };
         writer.Start();
         var got = new MemoryStream();
@@ -53,6 +60,12 @@ public class TcpOffloadTests
         Assert.Equal(data, got.ToArray());
         Assert.True(larger > 0, "no segment larger than the MSS went out");
         Assert.True(writer.Join(TcpHarness.Timeout));
+        if (direct)
+        {
+            Assert.True(h.Sender.DirectSent > 0 && h.Sender.DirectSent == h.Sender.Committed, $"{h.Sender.Committed - h.Sender.DirectSent} of {h.Sender.Committed} packets went through a lease");
+            Assert.True(h.Sender.DirectWrapped > 0, "no segment came from both ends of a wrapped send ring");
+        }
+        else Assert.Equal(0, h.Sender.DirectSent);
     }
 
     [Fact]

@@ -17,7 +17,10 @@ namespace Emunet.Engine.Devices.VhostUser;
 /// Queue 0 (receive, Emunet to guest): the stack writes a frame into a pending buffer (<see cref="BeginTransmit"/>),
 /// <see cref="CommitTransmit(int, int, in TransmitOffload)"/> puts its virtio_net_hdr in front (DATA_VALID, or
 /// NEEDS_CSUM and GSO as the stack asked, <see cref="Offloads"/>), and delivery copies both into receive chains with
-/// num_buffers saying how many chains the frame spans (VIRTIO_NET_F_MRG_RXBUF). When the guest has no receive buffers,
+/// num_buffers saying how many chains the frame spans (VIRTIO_NET_F_MRG_RXBUF). Direct receive
+/// (<see cref="TryTransmitDirect"/>) skips the pending buffer: a TCP segment's headers and the payload where it lies
+/// in the connection's send ring are written straight into the receive chains, one copy from ring to guest, whenever
+/// no frame is waiting ahead of it. When the guest has no receive buffers,
 /// frames wait in that bounded buffer and <see cref="TransmitSpace"/> shrinks: the stack stops reading host sockets
 /// until a kick on queue 0 brings buffers and <see cref="IFrameHandler.OnTransmitReady"/>. A ring that used buffers
 /// gets at most one call at the end of the loop batch (<see cref="OnEndOfBatch"/>), unless the driver suppressed it
@@ -59,6 +62,7 @@ internal sealed class VirtioNetQueues : IEndOfBatch
     private readonly ushort[] _rxHeads = new ushort[SplitQueue.MaxSize];
     private readonly uint[] _rxLengths = new uint[SplitQueue.MaxSize];
     private bool _pushedBack;
+    private long _directFrames;
 
     /// <summary>The data path over the rings of <paramref name="session"/>; leases commit through <paramref name="device"/>.</summary>
     public VirtioNetQueues(VhostUserSession session, IFrameDevice device, Counters counters)
@@ -258,41 +262,85 @@ internal sealed class VirtioNetQueues : IEndOfBatch
     /// </summary>
     public void CommitTransmit(int token, int length, in TransmitOffload offload)
     {
-        int start = offload.ChecksumStart, at = offload.ChecksumStart + offload.ChecksumOffset;
-        // The stack's own contract, checked before anything is queued (both are ours, not the guest's).
-        if (offload.PartialChecksum && (start < EthernetHeaderLength || start > ushort.MaxValue || (uint)offload.ChecksumOffset > ushort.MaxValue || at + 2 > length))
-            throw new ArgumentException("The checksum to finish lies outside the frame.", nameof(offload));
+        CheckOffload(length, in offload);
         if ((uint)length > MaxFrameLength || !_pending.TryCommit(token, NetHeaderLength + length, out var item)) return;
         var frame = item[NetHeaderLength..];
-        var hdr = item[..NetHeaderLength];
-        hdr.Clear(); // num_buffers is written at delivery
+        if (!WriteNetHeader(item[..NetHeaderLength], in offload))
+        {
+            // The guest cannot finish it: do it here (the field holds the pseudo-header sum, RFC 1071).
+            int start = offload.ChecksumStart, at = start + offload.ChecksumOffset;
+            BinaryPrimitives.WriteUInt16BigEndian(frame[at..], Checksum.Finish(Checksum.Accumulate(0, frame[start..])));
+        }
+        Tap?.Invoke(frame, true);
+        FlushReceive();
+    }
+
+    /// <summary>
+    /// Direct receive: writes <paramref name="frame"/>'s pieces, behind its virtio_net_hdr, straight into the guest's
+    /// receive chains (<see cref="DeliverFrame"/>), when nothing waits in the pending buffer (frames keep their order),
+    /// no capture wants the whole frame, the guest finishes what <paramref name="offload"/> leaves, and it posted
+    /// enough buffers. False, with nothing used, otherwise: the stack then queues the frame through a lease.
+    /// </summary>
+    public bool TryTransmitDirect(in FramePieces frame, in TransmitOffload offload)
+    {
+        CheckOffload(frame.Length, in offload);
+        var v = _session.Vrings[VhostUserProtocol.RxQueue];
+        var q = v.Queue;
+        if (q is null || !v.Running || !_pending.IsEmpty || Tap is not null || (uint)frame.Length > MaxFrameLength) return false;
+        Span<byte> hdr = stackalloc byte[NetHeaderLength];
+        if (!WriteNetHeader(hdr, in offload)) return false; // a checksum to finish here needs the frame in one piece
+        var outcome = DeliverFrame(v, q, hdr, in frame);
+        if (outcome == Delivery.NoBuffers)
+        {
+            // As FlushReceive: ask for a kick when more come; the frame goes to the pending buffer meanwhile.
+            q.ArmAvailEvent();
+            return false;
+        }
+        if (outcome != Delivery.Discarded) v.PublishUsed();
+        _directFrames++;
+        return true;
+    }
+
+    /// <summary>Frames sent by <see cref="TryTransmitDirect"/> (for tests and diagnostics).</summary>
+    internal long DirectFrames => _directFrames;
+
+    /// <summary>The stack's own contract, checked before anything is queued or written (both are ours, not the guest's).</summary>
+    private static void CheckOffload(int length, in TransmitOffload offload)
+    {
+        int start = offload.ChecksumStart, at = offload.ChecksumStart + offload.ChecksumOffset;
+        if (offload.PartialChecksum && (start < EthernetHeaderLength || start > ushort.MaxValue || (uint)offload.ChecksumOffset > ushort.MaxValue || at + 2 > length))
+            throw new ArgumentException("The checksum to finish lies outside the frame.", nameof(offload));
+    }
+
+    /// <summary>
+    /// Writes the virtio_net_hdr that says what is left to the guest's driver (§5.1.6.4): nothing (DATA_VALID once
+    /// GUEST_CSUM is negotiated: the stack's checksums are sound, the guest need not verify them), a partial TCP checksum
+    /// (NEEDS_CSUM with csum_start/csum_offset), and for a frame larger than one segment gso_type TCPV4 with gso_size =
+    /// the guest's MSS. num_buffers is written at delivery. False when the offload asks for a checksum the guest did not
+    /// agree to finish: the caller finishes it.
+    /// </summary>
+    private bool WriteNetHeader(Span<byte> hdr, in TransmitOffload offload)
+    {
+        hdr.Clear();
         bool guestCsum = _session.Negotiated(VhostUserProtocol.VirtioNetFGuestCsum);
         if (offload.PartialChecksum)
         {
-            if (guestCsum)
+            if (!guestCsum) return false;
+            hdr[FlagsOffset] = FlagNeedsCsum;
+            BinaryPrimitives.WriteUInt16LittleEndian(hdr[CsumStartOffset..], (ushort)offload.ChecksumStart);
+            BinaryPrimitives.WriteUInt16LittleEndian(hdr[CsumOffsetOffset..], (ushort)offload.ChecksumOffset);
+            if (offload.SegmentSize > 0 && (Offloads & LinkOffloads.TcpSegmentation) != 0)
             {
-                hdr[FlagsOffset] = FlagNeedsCsum;
-                BinaryPrimitives.WriteUInt16LittleEndian(hdr[CsumStartOffset..], (ushort)start);
-                BinaryPrimitives.WriteUInt16LittleEndian(hdr[CsumOffsetOffset..], (ushort)offload.ChecksumOffset);
-                if (offload.SegmentSize > 0 && (Offloads & LinkOffloads.TcpSegmentation) != 0)
-                {
-                    hdr[GsoTypeOffset] = GsoTcpV4;
-                    BinaryPrimitives.WriteUInt16LittleEndian(hdr[HdrLenOffset..], (ushort)Math.Clamp(offload.HeaderLength, 0, ushort.MaxValue));
-                    BinaryPrimitives.WriteUInt16LittleEndian(hdr[GsoSizeOffset..], (ushort)Math.Clamp(offload.SegmentSize, 1, ushort.MaxValue));
-                }
-            }
-            else
-            {
-                // The guest cannot finish it: do it here (the field holds the pseudo-header sum, RFC 1071).
-                BinaryPrimitives.WriteUInt16BigEndian(frame[at..], Checksum.Finish(Checksum.Accumulate(0, frame[start..])));
+                hdr[GsoTypeOffset] = GsoTcpV4;
+                BinaryPrimitives.WriteUInt16LittleEndian(hdr[HdrLenOffset..], (ushort)Math.Clamp(offload.HeaderLength, 0, ushort.MaxValue));
+                BinaryPrimitives.WriteUInt16LittleEndian(hdr[GsoSizeOffset..], (ushort)Math.Clamp(offload.SegmentSize, 1, ushort.MaxValue));
             }
         }
         else if (guestCsum)
         {
             hdr[FlagsOffset] = FlagDataValid;
         }
-        Tap?.Invoke(frame, true);
-        FlushReceive();
+        return true;
     }
 
     /// <summary>Copies waiting frames into the guest's receive buffers, in order, until either runs out.</summary>
@@ -304,7 +352,7 @@ internal sealed class VirtioNetQueues : IEndOfBatch
         bool used = false;
         while (v.Running && _pending.TryPeek(out var frame))
         {
-            var outcome = DeliverFrame(v, q, frame);
+            var outcome = DeliverFrame(v, q, frame[..NetHeaderLength], new FramePieces(frame[NetHeaderLength..]));
             if (outcome == Delivery.NoBuffers)
             {
                 // §2.7.10: out of buffers, ask for a kick when the driver adds more (with EVENT_IDX the driver kicks
@@ -321,17 +369,16 @@ internal sealed class VirtioNetQueues : IEndOfBatch
     private enum Delivery { Delivered, NoBuffers, Dropped, Discarded }
 
     /// <summary>
-    /// Writes a queued <paramref name="item"/> (its virtio_net_hdr, then the frame) into as many receive chains as it
-    /// needs (one without MRG_RXBUF), with num_buffers set. Nothing is used when the chains run out mid-frame: the
-    /// available index is rolled back and the frame waits.
+    /// Writes a frame (its 12-byte virtio_net_hdr <paramref name="netHeader"/>, then <paramref name="frame"/>'s pieces)
+    /// into as many receive chains as it needs (one without MRG_RXBUF), with num_buffers set. Nothing is used when the
+    /// chains run out mid-frame: the available index is rolled back and the frame waits.
     /// </summary>
-    private Delivery DeliverFrame(Vring v, SplitQueue q, ReadOnlySpan<byte> item)
+    private Delivery DeliverFrame(Vring v, SplitQueue q, ReadOnlySpan<byte> netHeader, in FramePieces frame)
     {
         var memory = _session.Memory!; // a running queue was built over it
         int header = HeaderLength;
         bool mergeable = _session.Negotiated(VhostUserProtocol.VirtioNetFMrgRxbuf);
-        var hdr = item[..header]; // the legacy 10-byte header is the first 10 bytes of the 12
-        var frame = item[NetHeaderLength..];
+        var hdr = netHeader[..header]; // the legacy 10-byte header is the first 10 bytes of the 12
         int total = header + frame.Length; // <= 12 + MaxFrameLength
         ushort savedAvail = q.NextAvail;
         GuestAddress numBuffersLow = default, numBuffersHigh = default;
@@ -377,7 +424,7 @@ internal sealed class VirtioNetQueues : IEndOfBatch
                     hdr.Slice(written, h).CopyTo(dst);
                     o = h;
                 }
-                if (o < n) frame.Slice(written + o - header, n - o).CopyTo(dst[o..]);
+                if (o < n) frame.CopyTo(written + o - header, dst[o..n]);
                 written += n;
                 chainWritten += (uint)n;
             }

@@ -182,18 +182,22 @@ internal sealed partial class TcpStack
             f.Window = (ushort)Math.Min(WindowToAdvertise(c) >> c.RcvScale, ushort.MaxValue);
         }
         int headerLength = f.HeaderLength;
-        var packet = _sender.BeginFlowPacket(c.PeerAddress, c.GuestAddress, IPv4Packet.ProtocolTcp, headerLength + len);
-        var span = packet.Payload;
-        if (span.Length < headerLength + len)
-        {
-            _transmitBlocked = true;
-            if ((flags & (TcpFlags.Syn | TcpFlags.Rst)) == 0) c.AckPending = true;
-            QueueTransmit(c);
-            return false;
-        }
-        if (len > 0) c.SendRing.CopyTo(Seq.Diff(seq, c.RingSeq), span.Slice(headerLength, len));
         var offload = OffloadFor(c, headerLength, len);
-        packet.Commit(f.Emit(span, FlowAddress.PseudoHeaderBase(c.PeerAddress, c.GuestAddress, IPv4Packet.ProtocolTcp), len, offload.PartialChecksum), in offload);
+        uint pseudo = FlowAddress.PseudoHeaderBase(c.PeerAddress, c.GuestAddress, IPv4Packet.ProtocolTcp);
+        if (!(offload.PartialChecksum && TrySendDirect(c, seq, len, in f, pseudo, in offload)))
+        {
+            var packet = _sender.BeginFlowPacket(c.PeerAddress, c.GuestAddress, IPv4Packet.ProtocolTcp, headerLength + len);
+            var span = packet.Payload;
+            if (span.Length < headerLength + len)
+            {
+                _transmitBlocked = true;
+                if ((flags & (TcpFlags.Syn | TcpFlags.Rst)) == 0) c.AckPending = true;
+                QueueTransmit(c);
+                return false;
+            }
+            if (len > 0) c.SendRing.CopyTo(Seq.Diff(seq, c.RingSeq), span.Slice(headerLength, len));
+            packet.Commit(f.Emit(span, pseudo, len, offload.PartialChecksum), in offload);
+        }
         if ((flags & TcpFlags.Ack) != 0)
         {
             c.RcvAdvEdge = Seq.Add(c.RcvNxt, synOptions ? f.Window : f.Window << c.RcvScale);
@@ -203,6 +207,27 @@ internal sealed partial class TcpStack
             c.AckDeadline = long.MaxValue;
         }
         return true;
+    }
+
+    /// <summary>
+    /// Direct receive: the header built on the stack and the payload handed over where it lies in the send ring (up
+    /// to two pieces, the ring may wrap), for the device to write straight into the guest's buffers. Only when the
+    /// device finishes the checksum (<paramref name="offload"/> is partial), so the payload is read once, by that copy.
+    /// </summary>
+    private bool TrySendDirect(TcpConnection c, uint seq, int len, in TcpFields f, uint pseudo, in TransmitOffload offload)
+    {
+        Span<byte> header = stackalloc byte[TcpSegment.MaxHeaderLength];
+        header = header[..f.HeaderLength];
+        f.Emit(header, pseudo, len, partialChecksum: true);
+        ReadOnlySpan<byte> body = default, tail = default;
+        if (len > 0)
+        {
+            int offset = Seq.Diff(seq, c.RingSeq);
+            body = c.SendRing.ReadableSpan(offset);
+            if (body.Length >= len) body = body[..len];
+            else tail = c.SendRing.ReadableSpan(offset + body.Length)[..(len - body.Length)];
+        }
+        return _sender.TrySendDirect(c.PeerAddress, c.GuestAddress, IPv4Packet.ProtocolTcp, header, body, tail, in offload);
     }
 
     /// <summary>The part of the promised window (right edge minus RCV.NXT) still open.</summary>
