@@ -168,10 +168,21 @@ internal abstract class Forwarder : IPollable
     /// True when the next descriptor would be in the headroom (or none is left): a client accepted now would take
     /// one the emulator and the control socket need.
     /// </summary>
-    protected bool NextIsAtHeadroom() => _fd >= 0 && _loop.Headroom.NextIsAtHeadroom(_fd);
+    protected bool NextIsAtHeadroom() => _fd >= 0 && _loop.Headroom.MustProbe(_lastAccepted) && _loop.Headroom.NextIsAtHeadroom(_fd);
 
-    /// <summary>True when <paramref name="client"/>, just accepted, holds a headroom descriptor.</summary>
-    protected bool IsAtHeadroom(Socket client) => _loop.Headroom.IsAtHeadroom(client);
+    /// <summary>The descriptor of the client accepted last (-1: none yet), for <see cref="DescriptorHeadroom.MustProbe"/>.</summary>
+    private long _lastAccepted = -1;
+
+    /// <summary>
+    /// True when <paramref name="client"/>, just accepted, holds a headroom descriptor. Its number is remembered: it
+    /// decides whether the next accept needs the probe (<see cref="DescriptorHeadroom.MustProbe"/>), so a client that
+    /// landed in the headroom brings the probe back.
+    /// </summary>
+    protected bool IsAtHeadroom(Socket client)
+    {
+        _lastAccepted = (long)client.Handle;
+        return _loop.Headroom.IsAtHeadroom(client);
+    }
 
     /// <summary>
     /// No descriptor to accept with (the next one is in the headroom, or EMFILE/ENFILE): the waiting client stays in

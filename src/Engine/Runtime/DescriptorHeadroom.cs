@@ -66,6 +66,15 @@ internal sealed class DescriptorHeadroom
     public bool IsAtHeadroom(Socket socket) => IsLimited && IsAtHeadroom((long)socket.Handle);
 
     /// <summary>
+    /// Whether a listener whose last accepted descriptor was <paramref name="lastAccepted"/> (-1: none yet) must probe
+    /// (<see cref="NextIsAtHeadroom"/>) before its next accept. The next descriptor is the lowest free one (POSIX), so
+    /// while the last was below half the <see cref="Threshold"/>, the next reaches the headroom only if half the limit
+    /// was opened in between: the probe (two syscalls per client) is skipped, and the look after the accept
+    /// (<see cref="IsAtHeadroom(Socket)"/>) still catches that case.
+    /// </summary>
+    public bool MustProbe(long lastAccepted) => IsLimited && _probe && (lastAccepted < 0 || lastAccepted >= Threshold / 2);
+
+    /// <summary>
     /// True when the next descriptor the process obtains (an accept on <paramref name="fd"/>) would be in the headroom,
     /// or when none is left at all. Probes with a duplicate of <paramref name="fd"/>, closed at once.
     /// </summary>

@@ -65,6 +65,21 @@ public sealed class DescriptorHeadroomTests
     }
 
     [Fact]
+    public void Listeners_probe_only_once_their_last_descriptor_reached_half_the_threshold()
+    {
+        var h = DescriptorHeadroom.ForLimit(1_048_576); // threshold 1,048,512
+        Assert.True(h.MustProbe(-1)); // nothing accepted yet
+        Assert.False(h.MustProbe(100)); // far below: the next lowest free descriptor cannot be in the headroom yet
+        Assert.False(h.MustProbe(524_255));
+        Assert.True(h.MustProbe(524_256));
+        Assert.True(h.MustProbe(1_048_600));
+        Assert.True(DescriptorHeadroom.ForLimit(256).MustProbe(96)); // threshold 192
+        Assert.False(DescriptorHeadroom.ForLimit(256).MustProbe(95));
+        Assert.False(DescriptorHeadroom.Unlimited.MustProbe(-1));
+        Assert.False(h.WithoutProbe().MustProbe(1_048_600));
+    }
+
+    [Fact]
     public void The_flow_table_is_sized_to_the_limit_less_the_headroom()
     {
         using var loop = new EventLoop();
