@@ -23,6 +23,29 @@ public sealed record GuestOptions
     public bool AllowReboot { get; init; }
 }
 
+/// <summary>Fragments of guest shell scripts that several tests share.</summary>
+public static class GuestScripts
+{
+    /// <summary>
+    /// Waits (at most 60 s) for a global address in fec0::/64 that finished duplicate address detection (SLAAC from
+    /// Emunet's router advertisement). When none came it says what the guest's IPv6 looked like instead (addresses,
+    /// link, the interface's IPv6 switches, the kernel's IPv6 and link messages), so a failure names its cause.
+    /// </summary>
+    public const string WaitForSlaac = """
+        i=0
+        while [ $i -lt 60 ]; do
+          ip -6 addr show dev eth0 | grep 'inet6 fec0:' | grep -qv tentative && break
+          sleep 1; i=$((i+1))
+        done
+        if [ $i -ge 60 ]; then
+          echo "slaac: no fec0::/64 address after 60 s"
+          ip -6 addr show dev eth0; ip link show dev eth0
+          echo "slaac: disable_ipv6=$(cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6) accept_ra=$(cat /proc/sys/net/ipv6/conf/eth0/accept_ra) mtu=$(cat /sys/class/net/eth0/mtu) carrier=$(cat /sys/class/net/eth0/carrier)"
+          dmesg | grep -i -E 'ipv6|eth0|virtio|duplicate' | tail -20
+        fi
+        """ + "\n"; // a line of its own: scripts go on after it
+}
+
 /// <summary>QEMU network arguments for the guest's one virtio-net card.</summary>
 public static class GuestNetwork
 {

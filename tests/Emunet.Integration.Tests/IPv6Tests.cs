@@ -17,13 +17,7 @@ namespace Emunet.Integration.Tests;
 public sealed class IPv6Tests
 {
     // Waits (bounded) for a global address of the prefix that finished duplicate address detection.
-    private const string Script = """
-        i=0
-        while [ $i -lt 60 ]; do
-          a=$(ip -6 addr show dev eth0 | grep 'inet6 fec0:' | grep -v tentative)
-          [ -n "$a" ] && break
-          sleep 1; i=$((i+1))
-        done
+    private const string Script = GuestScripts.WaitForSlaac + """
         echo "addr6 $(ip -6 addr show dev eth0 | grep 'inet6 fec0:' | head -1)"
         ip -6 addr show dev eth0
         echo "route6 $(ip -6 route show default)"
@@ -86,15 +80,6 @@ public sealed class IPv6Tests
         AssertIPv6(result);
     }
 
-    /// <summary>Waits for the guest's SLAAC address (as <see cref="Script"/> does) before a transfer.</summary>
-    private const string WaitForAddress = """
-        i=0
-        while [ $i -lt 60 ]; do
-          ip -6 addr show dev eth0 | grep 'inet6 fec0:' | grep -qv tentative && break
-          sleep 1; i=$((i+1))
-        done
-        """;
-
     private static async Task TransferThroughTheHostAlias(bool vhostUser)
     {
         const int size = 16 << 20;
@@ -112,7 +97,7 @@ public sealed class IPv6Tests
             NetworkArgs = vhostUser ? GuestNetwork.VhostUser(engine.SocketPath, 768) : GuestNetwork.StreamUnix(engine.SocketPath),
             MemoryMb = 768,
             Timeout = TimeSpan.FromMinutes(5),
-            Script = WaitForAddress + "\n" + $$"""
+            Script = GuestScripts.WaitForSlaac + $$"""
                 set -e
                 got=$(wget -q -O - 'http://[fec0::2]:{{http.Port}}/blob' | sha256sum | cut -d' ' -f1)
                 echo "download6 sha=$got"
@@ -146,7 +131,7 @@ public sealed class IPv6Tests
         {
             NetworkArgs = GuestNetwork.StreamUnix(engine.SocketPath),
             Timeout = TimeSpan.FromMinutes(4),
-            Script = WaitForAddress + "\n" + $"""
+            Script = GuestScripts.WaitForSlaac + $"""
                 socat TCP6-LISTEN:10977,reuseaddr,fork,ipv6only=1 SYSTEM:'read l; echo "guest6:$l"' &
                 socat TCP4-LISTEN:10977,reuseaddr,fork SYSTEM:'read l; echo "guest4:$l"' &
                 while ! netstat -ltn | grep -q ':::10977 '; do usleep 50000; done
@@ -187,7 +172,7 @@ public sealed class IPv6Tests
         {
             NetworkArgs = vhostUser ? GuestNetwork.VhostUser(engine.SocketPath) : GuestNetwork.StreamUnix(engine.SocketPath),
             Timeout = TimeSpan.FromMinutes(4),
-            Script = WaitForAddress + "\n" + $"""
+            Script = GuestScripts.WaitForSlaac + $"""
                 echo hello6 | timeout 10 socat -t 3 - UDP6:[fec0::2]:{echo.Port} > /tmp/u6; echo "udp6 [$(cat /tmp/u6)]"
                 echo denied6 | timeout 10 socat -t 3 - UDP6:[fec0::2]:{denied.Port} > /tmp/d6 2>&1; echo "udp6-denied [$(cat /tmp/d6)]"
                 socat UDP6-RECVFROM:5353,fork SYSTEM:'read l; echo "guest6:$l"' &

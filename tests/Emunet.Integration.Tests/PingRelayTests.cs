@@ -50,13 +50,7 @@ public sealed class PingRelayTests
         }
     }
 
-    private const string Script = """
-        i=0
-        while [ $i -lt 60 ]; do
-          a=$(ip -6 addr show dev eth0 | grep 'inet6 fec0:' | grep -v tentative)
-          [ -n "$a" ] && break
-          sleep 1; i=$((i+1))
-        done
+    private const string Script = GuestScripts.WaitForSlaac + """
         ping -c 3 -W 3 192.0.2.2 >/tmp/p4 2>&1 && echo "relay4 ok" || echo "relay4 failed"
         cat /tmp/p4
         ping -6 -c 3 -W 3 2001:db8::2 >/tmp/p6 2>&1 && echo "relay6 ok" || echo "relay6 failed"
