@@ -28,7 +28,7 @@ internal sealed class StreamDevice : IGuestDevice, IEndOfBatch, IEmulatorConnect
     /// <summary>The largest frame either way: a 65535-byte IPv4 packet plus Ethernet and a VLAN tag.</summary>
     public const int MaxFrameLength = LinkLimits.MaxFrameLength;
     private const int ReceiveBufferSize = 512 * 1024;
-    private const int TransmitBufferSize = 2 * 1024 * 1024;
+    private const int TransmitBufferSize = 512 * 1024;
     private const int FlushThreshold = 256 * 1024;
     private const int SocketBufferSize = 1 << 20;
 
