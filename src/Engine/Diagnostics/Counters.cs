@@ -109,7 +109,7 @@ internal sealed class Counters
 
     public long FramesFromGuest;
     public long FramesToGuest;
-    /// <summary>Of <see cref="FramesToGuest"/>, those written straight into the guest's receive buffers (direct receive).</summary>
+    /// <summary>Of <see cref="FramesToGuest"/>, those written straight into the guest's receive buffers (direct receive; the device counts them).</summary>
     public long FramesToGuestDirect;
     public long BytesFromGuest;
     public long BytesToGuest;

@@ -256,8 +256,7 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
                 packet.Protocol, payloadLength);
             int length6 = EthernetFrame.HeaderLength + IPv6Packet.HeaderLength + payloadLength;
             _device.CommitTransmit(packet.Token, length6);
-            _counters.FramesToGuest++;
-            _counters.BytesToGuest += length6;
+            CountSent(length6);
             return;
         }
         var mac = GuestMac ?? MacAddress.Broadcast;
@@ -267,8 +266,7 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
         int length = EthernetAndIPv4Header + payloadLength;
         if (offload == default) _device.CommitTransmit(packet.Token, length);
         else _device.CommitTransmit(packet.Token, length, DeviceOffload(in offload));
-        _counters.FramesToGuest++;
-        _counters.BytesToGuest += length;
+        CountSent(length);
     }
 
     /// <summary>The most header bytes <see cref="TrySendDirect"/> puts in front of a payload: Ethernet, IPv4, the largest TCP header.</summary>
@@ -290,9 +288,7 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
         var deviceOffload = offload == default ? offload : DeviceOffload(in offload);
         if (!_device.TryTransmitDirect(new FramePieces(head, body, tail), in deviceOffload)) return false;
         _nextIdentification++;
-        _counters.FramesToGuest++;
-        _counters.FramesToGuestDirect++;
-        _counters.BytesToGuest += EthernetAndIPv4Header + payloadLength;
+        CountSent(EthernetAndIPv4Header + payloadLength); // FramesToGuestDirect is the device's count
         return true;
     }
 
@@ -303,7 +299,7 @@ internal sealed class NetStack : IFrameHandler, IPacketSender, IDisposable
         HeaderLength = offload.SegmentSize > 0 ? EthernetAndIPv4Header + offload.HeaderLength : 0,
     };
 
-    /// <summary>Counts a frame sent to the guest by a part that writes its own Ethernet header (ARP).</summary>
+    /// <summary>Counts a frame sent to the guest (here, and by a part that writes its own Ethernet header: ARP).</summary>
     internal void CountSent(int length)
     {
         _counters.FramesToGuest++;

@@ -237,7 +237,7 @@ public sealed partial class VhostUserDeviceTests
         Assert.Equal(3, BinaryPrimitives.ReadUInt16LittleEndian(header.AsSpan(10))); // num_buffers
         var got = ReadGuest(Buf(10) + 12, 2036).Concat(ReadGuest(Buf(11), 2048)).Concat(ReadGuest(Buf(12), 350)).ToArray();
         Assert.Equal(big, got);
-        Assert.Equal(1, await _loop.InvokeAsync(() => _device.DirectFrames));
+        Assert.Equal(1, await _loop.InvokeAsync(() => _counters.FramesToGuestDirect));
 
         // A frame waiting in the pending buffer goes first: while it waits, the direct path steps aside even with
         // buffers posted (no kick yet), so a later segment cannot overtake it.
@@ -260,7 +260,7 @@ public sealed partial class VhostUserDeviceTests
         Assert.True(await SendDirect(big, 54, 2000, offload));
         Assert.Equal(5, _rx.UsedIndex);
         Assert.Equal(big, ReadGuest(Buf(14) + 12, big.Length));
-        Assert.Equal(2, await _loop.InvokeAsync(() => _device.DirectFrames));
+        Assert.Equal(2, await _loop.InvokeAsync(() => _counters.FramesToGuestDirect));
     }
 
     [Fact]

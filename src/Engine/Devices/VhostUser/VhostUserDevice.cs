@@ -98,9 +98,6 @@ internal sealed class VhostUserDevice : IGuestDevice, IEmulatorConnectionHandler
     public bool TryTransmitDirect(in FramePieces frame, in TransmitOffload offload) =>
         _link.IsConnected && _queues.TryTransmitDirect(in frame, in offload);
 
-    /// <summary>Frames written straight into the guest's receive buffers (direct receive), for tests and diagnostics.</summary>
-    internal long DirectFrames => _queues.DirectFrames;
-
     /// <summary>The offloads the attached guest negotiated toward it (none while no guest is attached).</summary>
     public LinkOffloads Offloads => _link.IsConnected ? _queues.Offloads : LinkOffloads.None;
 

@@ -62,7 +62,6 @@ internal sealed class VirtioNetQueues : IEndOfBatch
     private readonly ushort[] _rxHeads = new ushort[SplitQueue.MaxSize];
     private readonly uint[] _rxLengths = new uint[SplitQueue.MaxSize];
     private bool _pushedBack;
-    private long _directFrames;
 
     /// <summary>The data path over the rings of <paramref name="session"/>; leases commit through <paramref name="device"/>.</summary>
     public VirtioNetQueues(VhostUserSession session, IFrameDevice device, Counters counters)
@@ -255,10 +254,8 @@ internal sealed class VirtioNetQueues : IEndOfBatch
     public void CommitTransmit(int token, int length) => CommitTransmit(token, length, default);
 
     /// <summary>
-    /// Queues the frame with the virtio_net_hdr that says what is left to the guest's driver (§5.1.6.4): nothing
-    /// (DATA_VALID once GUEST_CSUM is negotiated: the stack's checksums are sound, the guest need not verify them), a
-    /// partial TCP checksum (NEEDS_CSUM with csum_start/csum_offset), and for a frame larger than one segment gso_type
-    /// TCPV4 with gso_size = the guest's MSS. An offload the guest did not negotiate is finished here instead.
+    /// Queues the frame behind the virtio_net_hdr that says what is left to the guest's driver (<see cref="WriteNetHeader"/>);
+    /// a checksum the guest did not agree to finish is finished here instead.
     /// </summary>
     public void CommitTransmit(int token, int length, in TransmitOffload offload)
     {
@@ -297,12 +294,9 @@ internal sealed class VirtioNetQueues : IEndOfBatch
             return false;
         }
         if (outcome != Delivery.Discarded) v.PublishUsed();
-        _directFrames++;
+        _counters.FramesToGuestDirect++;
         return true;
     }
-
-    /// <summary>Frames sent by <see cref="TryTransmitDirect"/> (for tests and diagnostics).</summary>
-    internal long DirectFrames => _directFrames;
 
     /// <summary>The stack's own contract, checked before anything is queued or written (both are ours, not the guest's).</summary>
     private static void CheckOffload(int length, in TransmitOffload offload)
