@@ -174,11 +174,11 @@ internal abstract class Forwarder : IPollable
     private long _lastAccepted = -1;
 
     /// <summary>
-    /// True when <paramref name="client"/>, just accepted, holds a headroom descriptor. Its number is remembered: it
-    /// decides whether the next accept needs the probe (<see cref="DescriptorHeadroom.MustProbe"/>), so a client that
-    /// landed in the headroom brings the probe back.
+    /// Takes note of the client just accepted: its descriptor decides whether the next accept needs the probe
+    /// (<see cref="DescriptorHeadroom.MustProbe"/>), so a client that landed in the headroom brings the probe back.
+    /// True when it did land there.
     /// </summary>
-    protected bool IsAtHeadroom(Socket client)
+    protected bool AcceptedIntoHeadroom(Socket client)
     {
         _lastAccepted = (long)client.Handle;
         return _loop.Headroom.IsAtHeadroom(client);

@@ -78,7 +78,7 @@ internal sealed class TcpForwarder(EventLoop loop, TcpStack tcp, Func<IPv4Addres
                 if (Logger.IsEnabled(LogLevel.Debug)) Logger.LogDebug("forward {Forward}: accept: {Error}", Spec, e.SocketErrorCode);
                 return;
             }
-            if (IsAtHeadroom(client))
+            if (AcceptedIntoHeadroom(client))
             {
                 // Another thread took the descriptor the probe saw (the control server, the runtime): this client
                 // would hold one of the last. It hears a reset; the listener pauses.
